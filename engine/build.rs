@@ -1,0 +1,9 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=../proto/danube/v1/job.proto");
+    println!("cargo:rerun-if-changed=../sdk/python/danube");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["../proto/danube/v1/job.proto"], &["../proto"])?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Process groups: spawn a child as the leader of a new group, kill the group as a whole.

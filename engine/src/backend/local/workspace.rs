@@ -1,0 +1,1 @@
+//! Copying a project folder into a job workspace the way a CI checkout looks.

@@ -1,0 +1,5 @@
+//! The `danube` command line.
+
+pub fn main() -> std::process::ExitCode {
+    todo!()
+}
