@@ -65,7 +65,11 @@ impl ArtifactStore {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        todo!("{meta:?} {} {:?}", self.max_bytes, std::mem::size_of_val(&chunks))
+        todo!(
+            "{meta:?} {} {:?}",
+            self.max_bytes,
+            std::mem::size_of_val(&chunks)
+        )
     }
 
     /// Path of a stored artifact's bytes.

@@ -1,0 +1,307 @@
+//! The live view of `danube run`: step states and logs prefixed by task and
+//! step, with spinners for running steps on a terminal and plain lines
+//! otherwise.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::logs::{LogChunk, LogKey};
+use crate::model::{JobId, JobState, RunState, Stream};
+use crate::orchestrator::{JobEvent, JobHandle, JobOutcome};
+
+use super::format_duration;
+
+/// A partial line is shown once it has waited this long for its newline.
+const PARTIAL_LINE_DELAY: Duration = Duration::from_millis(300);
+
+/// A line longer than this is shown in pieces rather than held in memory.
+const MAX_HELD_LINE: usize = 64 * 1024;
+
+struct PendingLine {
+    text: Vec<u8>,
+    since: Instant,
+}
+
+pub struct LiveView {
+    pub job_id: JobId,
+    interactive: bool,
+    bars: MultiProgress,
+    running: HashMap<i64, ProgressBar>,
+    labels: HashMap<LogKey, String>,
+    pending: HashMap<(LogKey, Stream), PendingLine>,
+    started: Instant,
+}
+
+impl LiveView {
+    pub fn new(job_id: JobId, interactive: bool) -> LiveView {
+        let target = if interactive {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let mut labels = HashMap::new();
+        labels.insert(LogKey::Coordinator, "coordinator".to_owned());
+        LiveView {
+            job_id,
+            interactive,
+            bars: MultiProgress::with_draw_target(target),
+            running: HashMap::new(),
+            labels,
+            pending: HashMap::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Shows the job until it ends. The first Ctrl-C or SIGTERM cancels it;
+    /// the view then waits for the cancellation to finish.
+    pub async fn follow(&mut self, mut handle: JobHandle) -> JobOutcome {
+        self.line(&format!("job {} started", self.job_id));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
+        let mut cancelled = false;
+
+        loop {
+            // Events go first so a step's name is known before its output.
+            tokio::select! {
+                biased;
+                event = handle.events.recv() => match event {
+                    Ok(JobEvent::JobState { state, .. }) if state.is_final() => break,
+                    Ok(event) => self.on_event(event),
+                    Err(RecvError::Lagged(count)) => {
+                        self.line(&format!("({count} job events were not shown; `danube show {}` has them all)", self.job_id));
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                chunk = handle.log_chunks.recv() => match chunk {
+                    Ok(chunk) => self.on_chunk(chunk),
+                    Err(RecvError::Lagged(count)) => {
+                        self.line(&format!("({count} log chunks were not shown; `danube logs {}` has them all)", self.job_id));
+                    }
+                    Err(RecvError::Closed) => {}
+                },
+                _ = tokio::signal::ctrl_c(), if !cancelled => {
+                    cancelled = true;
+                    self.line("cancelling the job (stopping its processes)...");
+                    handle.cancel();
+                }
+                _ = recv_signal(&mut terminate), if !cancelled => {
+                    cancelled = true;
+                    self.line("received SIGTERM: cancelling the job...");
+                    handle.cancel();
+                }
+                _ = tick.tick() => {
+                    self.flush_partial_lines(false);
+                    for bar in self.running.values() {
+                        bar.tick();
+                    }
+                }
+            }
+        }
+
+        // Output published before the final event is still queued.
+        while let Ok(chunk) = handle.log_chunks.try_recv() {
+            self.on_chunk(chunk);
+        }
+        self.flush_partial_lines(true);
+        for (_, bar) in self.running.drain() {
+            bar.finish_and_clear();
+        }
+        handle.wait().await
+    }
+
+    fn on_event(&mut self, event: JobEvent) {
+        match event {
+            JobEvent::JobState { state, reason } => {
+                if state == JobState::Running {
+                    return;
+                }
+                let text = match reason {
+                    Some(reason) => format!("job {state}: {reason}"),
+                    None => format!("job {state}"),
+                };
+                self.line(&text);
+            }
+            JobEvent::PlanDeclared { pipeline, tasks } => {
+                let names: Vec<&str> = tasks.iter().map(|task| task.name.as_str()).collect();
+                self.line(&format!(
+                    "pipeline {pipeline}: {} task{} ({})",
+                    tasks.len(),
+                    if tasks.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                ));
+            }
+            JobEvent::TaskState { task, state } => {
+                if matches!(
+                    state,
+                    RunState::Pending | RunState::Running | RunState::Success
+                ) {
+                    return;
+                }
+                self.line(&format!("{} task {task} {state}", symbol(state)));
+            }
+            JobEvent::StepStarted {
+                step_id,
+                task,
+                name,
+            } => {
+                let label = format!("{task} › {name}");
+                self.labels.insert(LogKey::Step(step_id), label.clone());
+                self.line(&format!("▶ {label}"));
+                if self.interactive {
+                    let bar = self.bars.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                            .expect("the spinner template is valid"),
+                    );
+                    bar.set_message(label);
+                    self.running.insert(step_id, bar);
+                }
+            }
+            JobEvent::StepFinished {
+                step_id,
+                state,
+                exit_code,
+                duration_ms,
+                ..
+            } => {
+                let key = LogKey::Step(step_id);
+                for stream in [Stream::Stdout, Stream::Stderr, Stream::Engine] {
+                    self.flush_line(key, stream);
+                }
+                if let Some(bar) = self.running.remove(&step_id) {
+                    bar.finish_and_clear();
+                }
+                let label = self.labels.get(&key).cloned().unwrap_or_default();
+                let exit = exit_code
+                    .map(|code| format!(" (exit {code})"))
+                    .unwrap_or_default();
+                self.line(&format!(
+                    "{} {label} {state}{exit} in {}",
+                    symbol(state),
+                    format_duration(duration_ms)
+                ));
+            }
+            JobEvent::ArtifactStored { name, size_bytes } => {
+                self.line(&format!("artifact {name} stored ({size_bytes} bytes)"));
+            }
+            JobEvent::Notice { message } => self.line(&message),
+        }
+    }
+
+    fn on_chunk(&mut self, chunk: LogChunk) {
+        let slot = (chunk.key, chunk.stream);
+        let mut data: &[u8] = &chunk.data;
+        while let Some(newline) = data.iter().position(|b| *b == b'\n') {
+            let pending = self.pending.remove(&slot);
+            let mut line = pending.map(|p| p.text).unwrap_or_default();
+            line.extend_from_slice(&data[..newline]);
+            self.log_line(chunk.key, chunk.stream, &line);
+            data = &data[newline + 1..];
+        }
+        if !data.is_empty() {
+            let pending = self.pending.entry(slot).or_insert_with(|| PendingLine {
+                text: Vec::new(),
+                since: Instant::now(),
+            });
+            pending.text.extend_from_slice(data);
+            if pending.text.len() > MAX_HELD_LINE {
+                self.flush_line(chunk.key, chunk.stream);
+            }
+        }
+    }
+
+    fn flush_partial_lines(&mut self, all: bool) {
+        let due: Vec<(LogKey, Stream)> = self
+            .pending
+            .iter()
+            .filter(|(_, line)| all || line.since.elapsed() >= PARTIAL_LINE_DELAY)
+            .map(|(slot, _)| *slot)
+            .collect();
+        for (key, stream) in due {
+            self.flush_line(key, stream);
+        }
+    }
+
+    fn flush_line(&mut self, key: LogKey, stream: Stream) {
+        if let Some(pending) = self.pending.remove(&(key, stream)) {
+            self.log_line(key, stream, &pending.text);
+        }
+    }
+
+    fn log_line(&self, key: LogKey, stream: Stream, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        // A progress bar redraws with `\r`; a terminal would show the last frame.
+        let text = text.trim_end_matches('\r');
+        let text = text.rsplit('\r').next().unwrap_or(text);
+        let label = self.labels.get(&key).map(String::as_str).unwrap_or("?");
+        let marker = match stream {
+            Stream::Stdout => "│",
+            Stream::Stderr => "┃",
+            Stream::Engine => "»",
+        };
+        self.line(&format!("{label} {marker} {text}"));
+    }
+
+    fn line(&self, text: &str) {
+        if self.interactive {
+            self.bars.suspend(|| println!("{text}"));
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        }
+    }
+
+    pub fn print_result(&self, outcome: &JobOutcome) {
+        let elapsed =
+            format_duration(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        if outcome.load_error {
+            eprintln!("error: the pipeline could not be loaded, so nothing ran:");
+            if let Some(reason) = &outcome.reason {
+                eprintln!("{reason}");
+            }
+            return;
+        }
+        let mut text = format!("job {} {} in {elapsed}", self.job_id, outcome.state);
+        if let Some(reason) = outcome
+            .reason
+            .as_ref()
+            .filter(|_| outcome.state != JobState::Success)
+        {
+            text.push_str(": ");
+            text.push_str(reason);
+        }
+        println!("{text}");
+        if outcome.state != JobState::Success {
+            println!("logs: danube logs {}", self.job_id.short());
+        }
+    }
+}
+
+fn symbol(state: RunState) -> &'static str {
+    match state {
+        RunState::Pending => "·",
+        RunState::Running => "▶",
+        RunState::Success => "✓",
+        RunState::Failure => "✗",
+        RunState::Skipped => "↷",
+        RunState::Timeout => "⏱",
+        RunState::Cancelled => "⊘",
+    }
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).ok()
+}
+
+async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}

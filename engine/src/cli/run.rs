@@ -1,0 +1,99 @@
+//! `danube run`: run a pipeline on this machine and show it live.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
+use crate::backend::local::LocalBackend;
+use crate::config::DataDir;
+use crate::model::JobState;
+use crate::orchestrator::{Engine, EngineParts, JobRequest, PIPELINE_FILE};
+use crate::python;
+use crate::store::Store;
+
+use super::Status;
+use super::live::LiveView;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Project folder that contains danubefile.py
+    #[arg(default_value = ".", value_name = "DIR")]
+    dir: PathBuf,
+
+    /// Pipeline to run when the file defines several
+    #[arg(long, short, value_name = "NAME")]
+    pipeline: Option<String>,
+
+    /// Run in the project folder itself instead of a fresh copy of it
+    #[arg(long)]
+    in_place: bool,
+
+    /// Maximum number of tasks running at the same time [default: the number
+    /// of CPUs, at least 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    max_parallel: Option<u16>,
+}
+
+pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
+    // Check the cheap things first, so a typo fails before any setup work.
+    let pipeline_file = args.dir.join(PIPELINE_FILE);
+    if !pipeline_file.is_file() {
+        let shown = args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone());
+        anyhow::bail!(
+            "no {PIPELINE_FILE} in `{}`: create one (see the README for a first pipeline) or pass the project folder, as in `danube run path/to/project`",
+            shown.display()
+        );
+    }
+    let data = DataDir::open(data_root)?;
+    let store = Store::open(&data.database_path())
+        .await
+        .with_context(|| format!("failed to open the database in `{}`", data.root().display()))?;
+
+    let python = python::ensure_env(&data, &|line| eprintln!("{line}")).await?;
+    let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
+    let engine = Engine::start(EngineParts {
+        data: data.clone(),
+        store: store.clone(),
+        backend,
+        python,
+        max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+    })
+    .await?;
+
+    let max_parallel = args
+        .max_parallel
+        .map(usize::from)
+        .unwrap_or_else(default_parallelism);
+    let handle = engine
+        .submit(JobRequest {
+            project: args.dir.clone(),
+            pipeline: args.pipeline.clone(),
+            in_place: args.in_place,
+            max_parallel,
+        })
+        .await?;
+
+    let interactive = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
+    let mut view = LiveView::new(handle.id.clone(), interactive);
+    let outcome = view.follow(handle).await;
+
+    super::inspect::print_summary(&store, &view.job_id, interactive).await?;
+    view.print_result(&outcome);
+
+    Ok(match outcome.state {
+        JobState::Success => Status::Success,
+        _ if outcome.load_error => Status::Usage,
+        _ => Status::JobFailed,
+    })
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .max(4)
+}

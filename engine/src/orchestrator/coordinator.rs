@@ -1,0 +1,249 @@
+//! The coordinator process: `python -m danube._coordinator` running the
+//! user's script, in its own process group, with its output in the job's
+//! coordinator log.
+
+use std::fmt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::backend::Workspace;
+use crate::logs::LogKey;
+use crate::model::Stream;
+
+use super::PIPELINE_FILE;
+use super::job::JobRuntime;
+
+/// How long the coordinator gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("failed to start the coordinator `{interpreter}`: {source}")]
+    Spawn {
+        interpreter: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to open the coordinator log: {0}")]
+    OpenLog(#[source] std::io::Error),
+}
+
+/// How the coordinator process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinatorExit {
+    Exited(i32),
+    Signaled(i32),
+    /// Waiting on the process failed; it is treated as gone.
+    Lost,
+}
+
+impl fmt::Display for CoordinatorExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoordinatorExit::Exited(code) => write!(f, "exited with code {code}"),
+            CoordinatorExit::Signaled(signal) => write!(f, "was killed by signal {signal}"),
+            CoordinatorExit::Lost => f.write_str("could not be waited for"),
+        }
+    }
+}
+
+pub struct Coordinator {
+    child: Child,
+    pgid: i32,
+    output_done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the coordinator in `workspace` and hands it the job token on stdin
+/// (never in its environment or arguments).
+pub async fn start(
+    runtime: &Arc<JobRuntime>,
+    workspace: &Workspace,
+    token: &str,
+) -> Result<Coordinator, CoordinatorError> {
+    let context = &runtime.context;
+    let python = &context.python;
+    let record = &runtime.record;
+
+    let mut python_path = python.sdk_root.clone().into_os_string();
+    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+        python_path.push(":");
+        python_path.push(existing);
+    }
+
+    let mut command = Command::new(&python.interpreter);
+    command
+        .arg("-m")
+        .arg("danube._coordinator")
+        .arg("--file")
+        .arg(workspace.path.join(PIPELINE_FILE))
+        .current_dir(&workspace.path)
+        .env("PYTHONPATH", python_path)
+        .env("PYTHONUNBUFFERED", "1")
+        // Keep bytecode caches out of the project when running in place.
+        .env(
+            "PYTHONPYCACHEPREFIX",
+            context.data.python_dir().join("pycache"),
+        )
+        .env("DANUBE_ENGINE_ADDR", context.rpc_addr.to_string())
+        .envs(context_env(runtime, &workspace.path))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(pipeline) = &runtime.request.pipeline {
+        command.arg("--pipeline").arg(pipeline);
+    }
+
+    let mut child = command.spawn().map_err(|source| CoordinatorError::Spawn {
+        interpreter: python.interpreter.display().to_string(),
+        source,
+    })?;
+    let pid = child.id().expect("a just-spawned child has a pid");
+    tracing::info!(job_id = %record.id, pid, "coordinator started");
+
+    if let Some(mut stdin) = child.stdin.take() {
+        // A coordinator that dies at once closes its stdin; its exit status
+        // then tells what happened, so a write error is not fatal here.
+        let _ = stdin.write_all(format!("{token}\n").as_bytes()).await;
+        drop(stdin);
+    }
+
+    let writer = runtime
+        .logs()
+        .writer(LogKey::Coordinator)
+        .map_err(CoordinatorError::OpenLog)?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let output_done = tokio::spawn(pump_output(writer, stdout, stderr));
+
+    Ok(Coordinator {
+        child,
+        pgid: i32::try_from(pid).expect("pids fit in i32"),
+        output_done,
+    })
+}
+
+/// The `ctx` values as `DANUBE_*` variables, for the coordinator and steps.
+pub fn context_env(runtime: &JobRuntime, workspace: &Path) -> Vec<(String, String)> {
+    let record = &runtime.record;
+    let pipeline = runtime.request.pipeline.clone().unwrap_or_default();
+    vec![
+        ("DANUBE_JOB_ID".into(), record.id.to_string()),
+        ("DANUBE_PIPELINE".into(), pipeline),
+        ("DANUBE_REPO".into(), record.repo.clone()),
+        ("DANUBE_BRANCH".into(), record.branch.clone()),
+        ("DANUBE_COMMIT_SHA".into(), record.commit_sha.clone()),
+        (
+            "DANUBE_TRIGGER_TYPE".into(),
+            record.trigger_type.to_string(),
+        ),
+        ("DANUBE_TRIGGER_REF".into(), record.trigger_ref.clone()),
+        ("DANUBE_WORKSPACE".into(), workspace.display().to_string()),
+    ]
+}
+
+async fn pump_output(
+    mut writer: crate::logs::LogWriter,
+    stdout: impl AsyncRead + Unpin + Send + 'static,
+    stderr: impl AsyncRead + Unpin + Send + 'static,
+) {
+    let (sender, mut receiver) = mpsc::channel::<(Stream, Vec<u8>)>(16);
+    let readers = [
+        tokio::spawn(read_into(stdout, Stream::Stdout, sender.clone())),
+        tokio::spawn(read_into(stderr, Stream::Stderr, sender)),
+    ];
+    while let Some((stream, data)) = receiver.recv().await {
+        if let Err(err) = writer.write(stream, &data) {
+            tracing::error!(error = %err, "failed to write the coordinator log");
+        }
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
+    if let Err(err) = writer.finish() {
+        tracing::error!(error = %err, "failed to finish the coordinator log");
+    }
+}
+
+async fn read_into(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    sender: mpsc::Sender<(Stream, Vec<u8>)>,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buffer).await {
+            Ok(0) => return,
+            Ok(n) => {
+                if sender.send((stream, buffer[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "coordinator pipe read failed");
+                return;
+            }
+        }
+    }
+}
+
+impl Coordinator {
+    /// Waits for the coordinator to exit and its output to be stored.
+    pub async fn wait(&mut self) -> CoordinatorExit {
+        let exit = match self.child.wait().await {
+            Ok(status) => exit_of(status),
+            Err(err) => {
+                tracing::error!(error = %err, "failed to wait for the coordinator");
+                CoordinatorExit::Lost
+            }
+        };
+        self.finish().await;
+        exit
+    }
+
+    /// Terminates the coordinator's whole process group: SIGTERM, then
+    /// SIGKILL after a grace period.
+    pub async fn stop(&mut self) -> CoordinatorExit {
+        let group = nix::unistd::Pid::from_raw(self.pgid);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+        let exit = match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => exit_of(status),
+            Ok(Err(_)) | Err(_) => {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                match self.child.wait().await {
+                    Ok(status) => exit_of(status),
+                    Err(_) => CoordinatorExit::Lost,
+                }
+            }
+        };
+        // Anything the script left behind in its group goes too.
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        self.finish().await;
+        exit
+    }
+
+    async fn finish(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.pgid);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        if let Err(err) = (&mut self.output_done).await {
+            tracing::error!(error = %err, "coordinator output task failed");
+        }
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> CoordinatorExit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => CoordinatorExit::Exited(code),
+        (None, Some(signal)) => CoordinatorExit::Signaled(signal),
+        (None, None) => CoordinatorExit::Lost,
+    }
+}

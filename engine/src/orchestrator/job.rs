@@ -1,0 +1,669 @@
+//! One job from start to end: its shared state, the scheduler and the run
+//! loop that decides the final state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::backend::Workspace;
+use crate::logs::JobLogs;
+use crate::model::{JobId, JobState, RunState};
+use crate::proto::{DeclarePlanRequest, ScheduleEvent};
+use crate::rpc::TokenHash;
+use crate::store::{NewJob, NewTask};
+
+use super::coordinator::{self, CoordinatorExit};
+use super::events::JobEvent;
+use super::plan::{Plan, PlannedTask};
+use super::{DEFAULT_MAX_DURATION, EngineContext, JobOutcome, JobRequest};
+
+/// How long running steps get to record their end after the job stops.
+const STEP_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a job stopped before its tasks finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Cancelled,
+    TimedOut,
+}
+
+/// What the coordinator reported, and the scheduler's state.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub plan: Option<Plan>,
+    /// The pipeline the coordinator declared.
+    pub pipeline: String,
+    pub fail_fast: bool,
+    pub max_duration: Option<Duration>,
+    pub schedule: Option<mpsc::UnboundedSender<Result<ScheduleEvent, Status>>>,
+    pub schedule_opened: bool,
+    pub load_error: Option<String>,
+    pub script_error: Option<String>,
+    pub task_errors: BTreeMap<String, String>,
+    /// Tasks with a step that timed out, so a failure is reported as timeout.
+    pub timed_out_tasks: BTreeSet<String>,
+}
+
+/// Everything the RPC handlers and the run loop share about one job.
+pub struct JobRuntime {
+    pub(crate) context: Arc<EngineContext>,
+    pub(crate) record: NewJob,
+    pub(crate) request: JobRequest,
+    project: PathBuf,
+    logs: JobLogs,
+    events: broadcast::Sender<JobEvent>,
+    /// Fires when the job stops early; running steps are children of it.
+    pub(crate) cancel: CancellationToken,
+    stop_reason: StdMutex<Option<StopReason>>,
+    pub(crate) shared: Mutex<Shared>,
+    plan_declared: Notify,
+    pub(crate) workspace: OnceLock<Workspace>,
+    token: OnceLock<TokenHash>,
+    /// Steps between `insert_step` and `finish_step`.
+    active_steps: StdMutex<usize>,
+    steps_drained: Notify,
+}
+
+impl JobRuntime {
+    pub(crate) fn new(
+        context: Arc<EngineContext>,
+        record: NewJob,
+        request: JobRequest,
+        project: PathBuf,
+        logs: JobLogs,
+    ) -> Arc<JobRuntime> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(JobRuntime {
+            context,
+            record,
+            request,
+            project,
+            logs,
+            events,
+            cancel: CancellationToken::new(),
+            stop_reason: StdMutex::new(None),
+            shared: Mutex::new(Shared::default()),
+            plan_declared: Notify::new(),
+            workspace: OnceLock::new(),
+            token: OnceLock::new(),
+            active_steps: StdMutex::new(0),
+            steps_drained: Notify::new(),
+        })
+    }
+
+    pub fn id(&self) -> &JobId {
+        &self.record.id
+    }
+
+    pub fn project(&self) -> &Path {
+        &self.project
+    }
+
+    pub fn logs(&self) -> &JobLogs {
+        &self.logs
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: JobEvent) {
+        // No subscriber is fine: the CLI may have gone, the store has the truth.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn stop_reason(&self) -> Option<StopReason> {
+        *self
+            .stop_reason
+            .lock()
+            .expect("stop reason lock is never poisoned")
+    }
+
+    /// Stops the job early. The first reason wins.
+    pub(crate) fn stop(&self, reason: StopReason) {
+        {
+            let mut slot = self
+                .stop_reason
+                .lock()
+                .expect("stop reason lock is never poisoned");
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(reason);
+        }
+        tracing::info!(job_id = %self.id(), ?reason, "stopping job");
+        self.cancel.cancel();
+    }
+
+    pub fn cancel(&self) {
+        self.stop(StopReason::Cancelled);
+    }
+
+    pub(crate) fn step_started(&self) {
+        *self
+            .active_steps
+            .lock()
+            .expect("step counter lock is never poisoned") += 1;
+    }
+
+    pub(crate) fn step_finished(&self) {
+        let mut active = self
+            .active_steps
+            .lock()
+            .expect("step counter lock is never poisoned");
+        *active -= 1;
+        if *active == 0 {
+            self.steps_drained.notify_waiters();
+        }
+    }
+
+    async fn wait_for_steps(&self) {
+        loop {
+            let drained = self.steps_drained.notified();
+            if *self
+                .active_steps
+                .lock()
+                .expect("step counter lock is never poisoned")
+                == 0
+            {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Validates and records the declared graph, then moves the job to
+    /// `running`.
+    pub(crate) async fn declare_plan(&self, request: DeclarePlanRequest) -> Result<(), Status> {
+        let mut shared = self.shared.lock().await;
+        if shared.plan.is_some() {
+            return Err(Status::failed_precondition("the plan was already declared"));
+        }
+        if let Some(wanted) = &self.request.pipeline
+            && wanted != &request.pipeline
+        {
+            return Err(Status::invalid_argument(format!(
+                "the coordinator declared pipeline `{}` but `{wanted}` was requested",
+                request.pipeline
+            )));
+        }
+
+        let tasks: Vec<PlannedTask> = request
+            .tasks
+            .iter()
+            .map(|task| PlannedTask {
+                name: task.name.clone(),
+                needs: task.needs.clone(),
+                image: Some(task.image.clone()).filter(|image| !image.is_empty()),
+            })
+            .collect();
+        let plan =
+            Plan::new(tasks.clone()).map_err(|err| Status::invalid_argument(err.to_string()))?;
+
+        let store = &self.context.store;
+        let new_tasks: Vec<NewTask> = tasks
+            .iter()
+            .map(|task| NewTask {
+                name: task.name.clone(),
+                needs: task.needs.clone(),
+                image: task.image.clone(),
+            })
+            .collect();
+        let internal = |err: crate::store::StoreError| {
+            tracing::error!(job_id = %self.id(), error = %err, "failed to record the plan");
+            Status::internal("failed to record the plan")
+        };
+        store
+            .set_job_pipeline(self.id(), &request.pipeline)
+            .await
+            .map_err(internal)?;
+        store
+            .insert_tasks(self.id(), &new_tasks)
+            .await
+            .map_err(internal)?;
+        store
+            .set_job_state(self.id(), JobState::Running, None)
+            .await
+            .map_err(internal)?;
+
+        shared.plan = Some(plan);
+        shared.pipeline = request.pipeline.clone();
+        shared.fail_fast = request.fail_fast;
+        shared.max_duration = Some(request.max_duration_seconds)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        drop(shared);
+
+        tracing::info!(job_id = %self.id(), pipeline = %request.pipeline, tasks = tasks.len(), "plan declared");
+        self.emit(JobEvent::PlanDeclared {
+            pipeline: request.pipeline.clone(),
+            tasks,
+        });
+        self.emit(JobEvent::JobState {
+            state: JobState::Running,
+            reason: None,
+        });
+        self.plan_declared.notify_waiters();
+        Ok(())
+    }
+
+    /// Opens the schedule stream and starts the first tasks.
+    pub(crate) async fn open_schedule(
+        &self,
+    ) -> Result<mpsc::UnboundedReceiver<Result<ScheduleEvent, Status>>, Status> {
+        let mut shared = self.shared.lock().await;
+        if shared.plan.is_none() {
+            return Err(Status::failed_precondition(
+                "declare the plan before watching the schedule",
+            ));
+        }
+        if shared.schedule_opened {
+            return Err(Status::failed_precondition(
+                "the schedule is already being watched",
+            ));
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        shared.schedule = Some(sender);
+        shared.schedule_opened = true;
+        self.dispatch(&mut shared).await;
+        Ok(receiver)
+    }
+
+    /// Records a task's end reported by the coordinator and schedules what it
+    /// unblocked.
+    pub(crate) async fn finish_task(
+        &self,
+        task: &str,
+        success: bool,
+        error: &str,
+    ) -> Result<(), Status> {
+        let mut shared = self.shared.lock().await;
+        let Some(plan) = shared.plan.as_ref() else {
+            return Err(Status::failed_precondition("no plan was declared"));
+        };
+        if plan.state(task) != Some(RunState::Running) {
+            return Err(Status::failed_precondition(format!(
+                "task `{task}` is not running"
+            )));
+        }
+
+        let state = if success {
+            RunState::Success
+        } else if self.stop_reason() == Some(StopReason::Cancelled) {
+            RunState::Cancelled
+        } else if shared.timed_out_tasks.contains(task)
+            || self.stop_reason() == Some(StopReason::TimedOut)
+        {
+            RunState::Timeout
+        } else {
+            RunState::Failure
+        };
+        let error = Some(error).filter(|e| !success && !e.is_empty());
+        if let Some(error) = error {
+            let scrubbed = self.logs.scrubber().scrub_text(error);
+            shared.task_errors.insert(task.to_owned(), scrubbed);
+        }
+        let error = shared.task_errors.get(task).cloned();
+        self.set_task_state(&mut shared, task, state, error.as_deref())
+            .await;
+        self.dispatch(&mut shared).await;
+        Ok(())
+    }
+
+    /// Reads a secret for this job's pipeline and teaches the scrubber its
+    /// value before anyone can print it.
+    pub(crate) async fn read_secret(&self, key: &str) -> Result<String, Status> {
+        let pipeline = self.shared.lock().await.pipeline.clone();
+        let actor = format!("job:{}", self.id());
+        let value = self
+            .context
+            .vault
+            .read_for_pipeline(&pipeline, key, &actor)
+            .await
+            .map_err(|err| {
+                tracing::warn!(job_id = %self.id(), key, error = %err, "secret read failed");
+                secret_status(&err)
+            })?;
+        self.logs.scrubber().add_secret(&value);
+        let text = String::from_utf8(value.to_vec()).map_err(|_| {
+            Status::failed_precondition(format!("secret `{key}` is not valid UTF-8 text"))
+        })?;
+        tracing::info!(job_id = %self.id(), key, "secret read");
+        Ok(text)
+    }
+
+    pub(crate) async fn record_load_error(&self, message: String) {
+        tracing::info!(job_id = %self.id(), "the pipeline could not be loaded");
+        self.shared.lock().await.load_error = Some(message);
+    }
+
+    pub(crate) async fn record_script_error(&self, message: String) {
+        tracing::info!(job_id = %self.id(), "the pipeline script raised an exception");
+        let scrubbed = self.logs.scrubber().scrub_text(&message);
+        self.shared.lock().await.script_error = Some(scrubbed);
+    }
+
+    async fn set_task_state(
+        &self,
+        shared: &mut Shared,
+        task: &str,
+        state: RunState,
+        error: Option<&str>,
+    ) {
+        if let Some(plan) = shared.plan.as_mut() {
+            plan.set_state(task, state);
+        }
+        if let Err(err) = self
+            .context
+            .store
+            .set_task_state(self.id(), task, state, error)
+            .await
+        {
+            tracing::error!(job_id = %self.id(), task, error = %err, "failed to record task state");
+        }
+        tracing::info!(job_id = %self.id(), task, state = %state, "task state");
+        self.emit(JobEvent::TaskState {
+            task: task.to_owned(),
+            state,
+        });
+    }
+
+    /// Skips what can no longer run, starts what is ready within the
+    /// parallelism bound, and closes the schedule when nothing is left.
+    async fn dispatch(&self, shared: &mut Shared) {
+        if self.stop_reason().is_some() {
+            shared.schedule = None;
+            return;
+        }
+        let Some(plan) = shared.plan.as_ref() else {
+            return;
+        };
+
+        let any_failed = plan.tasks().iter().any(|task| {
+            matches!(
+                plan.state(&task.name),
+                Some(RunState::Failure | RunState::Timeout)
+            )
+        });
+        let mut skipped = plan.blocked();
+        if shared.fail_fast && any_failed {
+            skipped.extend(plan.in_state(RunState::Pending));
+            skipped.dedup();
+        }
+        for task in skipped {
+            self.set_task_state(shared, &task, RunState::Skipped, None)
+                .await;
+        }
+
+        let plan = shared.plan.as_ref().expect("the plan was checked above");
+        let free = self
+            .request
+            .max_parallel
+            .max(1)
+            .saturating_sub(plan.running_count());
+        let ready: Vec<String> = plan.ready().into_iter().take(free).collect();
+        if shared.schedule.is_some() {
+            for task in ready {
+                self.set_task_state(shared, &task, RunState::Running, None)
+                    .await;
+                if let Some(schedule) = &shared.schedule {
+                    let _ = schedule.send(Ok(ScheduleEvent { start_task: task }));
+                }
+            }
+        }
+
+        if shared.plan.as_ref().is_some_and(Plan::all_final) {
+            // Dropping the sender ends the coordinator's schedule stream.
+            shared.schedule = None;
+        }
+    }
+
+    /// Ends every task that is not final yet, after the job stopped or the
+    /// coordinator went away.
+    async fn close_open_tasks(&self, shared: &mut Shared) {
+        let Some(plan) = shared.plan.as_ref() else {
+            return;
+        };
+        let stop = self.stop_reason();
+        let running_state = match stop {
+            Some(StopReason::Cancelled) => RunState::Cancelled,
+            Some(StopReason::TimedOut) => RunState::Timeout,
+            None => RunState::Failure,
+        };
+        let pending_state = match stop {
+            Some(_) => RunState::Cancelled,
+            None => RunState::Skipped,
+        };
+        let running = plan.in_state(RunState::Running);
+        let pending = plan.in_state(RunState::Pending);
+        for task in running {
+            self.set_task_state(shared, &task, running_state, None)
+                .await;
+        }
+        for task in pending {
+            self.set_task_state(shared, &task, pending_state, None)
+                .await;
+        }
+    }
+}
+
+/// Runs a job to its end and records the outcome.
+pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
+    let id = runtime.id().clone();
+    let outcome = drive(&runtime).await;
+
+    runtime.cancel.cancel();
+    if let Some(token) = runtime.token.get() {
+        runtime.context.tokens.revoke(token);
+    }
+    if let Some(workspace) = runtime.workspace.get()
+        && let Err(err) = runtime.context.backend.remove_workspace(workspace).await
+    {
+        tracing::warn!(job_id = %id, error = %err, "failed to remove the workspace");
+    }
+    if let Err(err) = runtime
+        .context
+        .store
+        .set_job_state(&id, outcome.state, outcome.reason.as_deref())
+        .await
+    {
+        tracing::error!(job_id = %id, error = %err, "failed to record the job's final state");
+    }
+    tracing::info!(job_id = %id, state = %outcome.state, reason = outcome.reason.as_deref().unwrap_or(""), "job finished");
+    runtime.emit(JobEvent::JobState {
+        state: outcome.state,
+        reason: outcome.reason.clone(),
+    });
+    outcome
+}
+
+async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
+    let context = runtime.context.clone();
+    let id = runtime.id().clone();
+    let failure = |reason: String| JobOutcome {
+        state: JobState::Failure,
+        reason: Some(reason),
+        load_error: false,
+    };
+
+    if let Err(err) = context
+        .store
+        .set_job_state(&id, JobState::Scheduling, None)
+        .await
+    {
+        return failure(format!("failed to record the job state: {err}"));
+    }
+    runtime.emit(JobEvent::JobState {
+        state: JobState::Scheduling,
+        reason: None,
+    });
+
+    let workspace = match context
+        .backend
+        .prepare_workspace(&id, runtime.project(), runtime.request.in_place)
+        .await
+    {
+        Ok(workspace) => workspace,
+        Err(err) => {
+            return failure(format!(
+                "failed to prepare the workspace: {}",
+                error_chain(&err)
+            ));
+        }
+    };
+    let workspace = runtime.workspace.get_or_init(|| workspace).clone();
+
+    let (token, token_hash) = context.tokens.issue(runtime.clone());
+    let _ = runtime.token.set(token_hash);
+
+    let mut coordinator = match coordinator::start(runtime, &workspace, &token).await {
+        Ok(coordinator) => coordinator,
+        Err(err) => return failure(err.to_string()),
+    };
+    drop(token);
+
+    // Until the plan arrives the pipeline's own max_duration is unknown;
+    // the default bounds loading too.
+    let started = tokio::time::Instant::now();
+    let mut deadline = started + DEFAULT_MAX_DURATION;
+    let mut plan_seen = false;
+    let exit = loop {
+        let plan_declared = runtime.plan_declared.notified();
+        tokio::select! {
+            exit = coordinator.wait() => break exit,
+            () = tokio::time::sleep_until(deadline) => {
+                runtime.stop(StopReason::TimedOut);
+                break coordinator.stop().await;
+            }
+            () = runtime.cancel.cancelled() => break coordinator.stop().await,
+            () = plan_declared, if !plan_seen => {
+                plan_seen = true;
+                if let Some(max) = runtime.shared.lock().await.max_duration {
+                    deadline = started + max;
+                }
+            }
+        }
+    };
+
+    // Steps check the cancellation token; give them time to record their end.
+    if runtime.stop_reason().is_some() || !matches!(exit, CoordinatorExit::Exited(0)) {
+        runtime.cancel.cancel();
+    }
+    if tokio::time::timeout(STEP_DRAIN_TIMEOUT, runtime.wait_for_steps())
+        .await
+        .is_err()
+    {
+        tracing::warn!(job_id = %id, "steps did not finish within the drain timeout");
+    }
+
+    let mut shared = runtime.shared.lock().await;
+    runtime.close_open_tasks(&mut shared).await;
+    decide(runtime, &shared, exit)
+}
+
+fn decide(runtime: &JobRuntime, shared: &Shared, exit: CoordinatorExit) -> JobOutcome {
+    let outcome = |state, reason: Option<String>, load_error| JobOutcome {
+        state,
+        reason,
+        load_error,
+    };
+    match runtime.stop_reason() {
+        Some(StopReason::Cancelled) => {
+            return outcome(
+                JobState::Cancelled,
+                Some("the job was cancelled".into()),
+                false,
+            );
+        }
+        Some(StopReason::TimedOut) => {
+            let max = shared.max_duration.unwrap_or(DEFAULT_MAX_DURATION);
+            return outcome(
+                JobState::Timeout,
+                Some(format!(
+                    "the job ran longer than its max_duration of {}s",
+                    max.as_secs()
+                )),
+                false,
+            );
+        }
+        None => {}
+    }
+
+    if let Some(error) = &shared.load_error {
+        return outcome(JobState::Failure, Some(error.clone()), true);
+    }
+    let Some(plan) = &shared.plan else {
+        return outcome(
+            JobState::Failure,
+            Some(format!(
+                "the coordinator {exit} before declaring a plan; see the coordinator log"
+            )),
+            true,
+        );
+    };
+    if plan.all_succeeded()
+        && matches!(exit, CoordinatorExit::Exited(0))
+        && shared.script_error.is_none()
+    {
+        return outcome(JobState::Success, None, false);
+    }
+
+    let failed_task = plan.tasks().iter().find(|task| {
+        matches!(
+            plan.state(&task.name),
+            Some(RunState::Failure | RunState::Timeout)
+        )
+    });
+    let reason = if let Some(task) = failed_task {
+        let detail = shared
+            .task_errors
+            .get(&task.name)
+            .and_then(|error| error.lines().rev().find(|line| !line.trim().is_empty()))
+            .unwrap_or("see its log");
+        format!("task `{}` failed: {}", task.name, detail.trim())
+    } else if let Some(error) = &shared.script_error {
+        format!(
+            "the pipeline script raised an exception: {}",
+            last_line(error)
+        )
+    } else {
+        format!("the coordinator {exit}; see the coordinator log")
+    };
+    outcome(JobState::Failure, Some(reason), false)
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+}
+
+/// Formats an error with its sources, for reasons stored with a job.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn secret_status(err: &crate::secrets::SecretsError) -> Status {
+    let message = error_chain(err);
+    if message.contains("not found") || message.contains("no secret") {
+        Status::not_found(message)
+    } else if message.contains("invalid") {
+        Status::invalid_argument(message)
+    } else {
+        Status::failed_precondition(message)
+    }
+}

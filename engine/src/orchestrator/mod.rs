@@ -1,0 +1,260 @@
+//! Runs jobs: prepares the workspace, starts the coordinator, schedules the
+//! declared tasks, runs their steps through the backend, and records every
+//! state change.
+//!
+//! The orchestrator depends on the backend trait, the store and the log
+//! module, not on how they are implemented.
+
+mod coordinator;
+pub mod events;
+mod job;
+pub mod plan;
+mod source;
+mod step;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::artifacts::ArtifactStore;
+use crate::backend::Backend;
+use crate::config::DataDir;
+use crate::logs::{JobLogs, LogChunk};
+use crate::model::{JobId, JobState, TriggerType, now_millis};
+use crate::python::PythonEnv;
+use crate::rpc::{self, TokenRegistry};
+use crate::secrets::{Cipher, SecretVault, SecretsError};
+use crate::store::{NewJob, Store, StoreError};
+
+pub use events::JobEvent;
+pub use job::JobRuntime;
+pub(crate) use step::start as start_step;
+
+/// The file a project folder must contain.
+pub const PIPELINE_FILE: &str = "danubefile.py";
+
+/// A job's wall-time bound when its pipeline sets none.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("failed to open the database")]
+    OpenStore(#[source] StoreError),
+
+    #[error("failed to load the encryption key")]
+    LoadKey(#[source] SecretsError),
+
+    #[error("failed to start the engine's gRPC server on loopback")]
+    StartRpc(#[source] std::io::Error),
+
+    #[error("project folder `{path}` does not exist or is not readable: {source}")]
+    ProjectMissing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "no {PIPELINE_FILE} in `{0}`: create one (see the README for a first pipeline) or pass the project folder, as in `danube run path/to/project`"
+    )]
+    NoPipelineFile(PathBuf),
+
+    #[error("failed to record the job")]
+    RecordJob(#[source] StoreError),
+
+    #[error("failed to create the log directory `{path}`")]
+    CreateLogs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    pub project: PathBuf,
+    /// Pipeline to run when the file defines several.
+    pub pipeline: Option<String>,
+    /// Run in the project folder itself instead of a copy.
+    pub in_place: bool,
+    /// Upper bound on tasks running at once; at least 1.
+    pub max_parallel: usize,
+}
+
+/// Shared by every job of one engine.
+pub(crate) struct EngineContext {
+    pub data: DataDir,
+    pub store: Store,
+    pub backend: Arc<dyn Backend>,
+    pub artifacts: ArtifactStore,
+    pub vault: SecretVault,
+    pub python: PythonEnv,
+    pub rpc_addr: SocketAddr,
+    pub tokens: Arc<TokenRegistry>,
+}
+
+/// The engine: one per process, shared by every job it runs.
+#[derive(Clone)]
+pub struct Engine {
+    context: Arc<EngineContext>,
+}
+
+/// The parts an engine is built from.
+pub struct EngineParts {
+    pub data: DataDir,
+    pub store: Store,
+    pub backend: Arc<dyn Backend>,
+    pub python: PythonEnv,
+    pub max_artifact_bytes: u64,
+}
+
+impl Engine {
+    /// Loads the encryption key and starts the gRPC server on an ephemeral
+    /// loopback port.
+    pub async fn start(parts: EngineParts) -> Result<Engine, OrchestratorError> {
+        let cipher = Cipher::load_or_create(&parts.data.encryption_key_path())
+            .map_err(OrchestratorError::LoadKey)?;
+        let vault = SecretVault::new(parts.store.clone(), cipher);
+        let artifacts = ArtifactStore::new(parts.data.artifacts_dir(), parts.max_artifact_bytes);
+
+        let tokens = Arc::new(TokenRegistry::default());
+        let rpc_addr = rpc::serve(tokens.clone())
+            .await
+            .map_err(OrchestratorError::StartRpc)?;
+        tracing::debug!(%rpc_addr, "engine gRPC server listening");
+
+        let context = EngineContext {
+            data: parts.data,
+            store: parts.store,
+            backend: parts.backend,
+            artifacts,
+            vault,
+            python: parts.python,
+            rpc_addr,
+            tokens,
+        };
+        Ok(Engine {
+            context: Arc::new(context),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.context.store
+    }
+
+    /// Records a job and starts it in the background.
+    ///
+    /// # Errors
+    ///
+    /// Fails before anything is recorded when the project folder or its
+    /// pipeline file is missing.
+    pub async fn submit(&self, request: JobRequest) -> Result<JobHandle, OrchestratorError> {
+        let project = canonical_project(&request.project)?;
+        let source = source::describe(&project);
+
+        let id = JobId::new();
+        let logs = JobLogs::create(self.context.data.job_logs_dir(&id)).map_err(|source| {
+            OrchestratorError::CreateLogs {
+                path: self.context.data.job_logs_dir(&id),
+                source,
+            }
+        })?;
+        let new_job = NewJob {
+            id: id.clone(),
+            pipeline: request.pipeline.clone().unwrap_or_default(),
+            project_dir: project.display().to_string(),
+            trigger_type: TriggerType::Local,
+            trigger_ref: source.branch.clone(),
+            repo: source.repo.clone(),
+            branch: source.branch.clone(),
+            commit_sha: source.commit_sha.clone(),
+            created_at: now_millis(),
+        };
+        self.context
+            .store
+            .insert_job(&new_job)
+            .await
+            .map_err(OrchestratorError::RecordJob)?;
+
+        let runtime = JobRuntime::new(self.context.clone(), new_job, request, project, logs);
+        // Subscribe before the job starts so that no event is missed.
+        let events = runtime.subscribe_events();
+        let log_chunks = runtime.logs().subscribe();
+        tracing::info!(job_id = %id, project = %runtime.project().display(), "job submitted");
+        let span = tracing::info_span!("job", job_id = %id);
+        let task = tokio::spawn(job::run(runtime.clone()).instrument(span));
+
+        Ok(JobHandle {
+            id,
+            runtime,
+            events,
+            log_chunks,
+            task,
+        })
+    }
+}
+
+fn canonical_project(path: &Path) -> Result<PathBuf, OrchestratorError> {
+    let project = path
+        .canonicalize()
+        .map_err(|source| OrchestratorError::ProjectMissing {
+            path: path.to_owned(),
+            source,
+        })?;
+    if !project.join(PIPELINE_FILE).is_file() {
+        return Err(OrchestratorError::NoPipelineFile(project));
+    }
+    Ok(project)
+}
+
+/// How a job ended, as its runner returns it.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    pub state: JobState,
+    pub reason: Option<String>,
+    /// The script could not be loaded, so nothing ran.
+    pub load_error: bool,
+}
+
+/// A submitted job: its id, live events and logs, and its result.
+pub struct JobHandle {
+    pub id: JobId,
+    runtime: Arc<JobRuntime>,
+    pub events: broadcast::Receiver<JobEvent>,
+    pub log_chunks: broadcast::Receiver<LogChunk>,
+    task: JoinHandle<JobOutcome>,
+}
+
+impl JobHandle {
+    /// Asks the job to stop: running steps are killed, pending tasks never
+    /// start, and the job ends `cancelled`. Returns at once; await
+    /// [`JobHandle::wait`] for the end.
+    pub fn cancel(&self) {
+        self.runtime.cancel();
+    }
+
+    pub fn logs_dir(&self) -> &Path {
+        self.runtime.logs().dir()
+    }
+
+    /// Waits for the job to reach a final state.
+    pub async fn wait(self) -> JobOutcome {
+        match self.task.await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::error!(job_id = %self.id, error = %err, "job runner panicked");
+                JobOutcome {
+                    state: JobState::Failure,
+                    reason: Some(format!("internal error: the job runner panicked: {err}")),
+                    load_error: false,
+                }
+            }
+        }
+    }
+}

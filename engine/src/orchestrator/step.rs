@@ -1,0 +1,267 @@
+//! One `step.run`: record it, run it through the backend, store its scrubbed
+//! output, and report the exit to the coordinator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::backend::{OutputChunk, StepOutcome, StepSpec};
+use crate::logs::LogKey;
+use crate::model::{RunState, Stream, now_millis};
+use crate::proto::{self, RunStepEvent, RunStepRequest, StepExit, run_step_event};
+use crate::store::NewStep;
+
+use super::coordinator::context_env;
+use super::events::JobEvent;
+use super::job::{JobRuntime, error_chain};
+
+/// Exit code reported for a step killed by its timeout, as `timeout(1)` does.
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+/// Output chunks buffered between the backend and the log writer. Small, so
+/// a slow disk slows the step instead of growing memory.
+const OUTPUT_BUFFER: usize = 16;
+
+pub type EventSender = mpsc::Sender<Result<RunStepEvent, Status>>;
+
+/// Validates the request, records the step and runs it in the background;
+/// the returned channel carries its output (when captured) and its exit.
+pub async fn start(
+    runtime: Arc<JobRuntime>,
+    request: RunStepRequest,
+) -> Result<mpsc::Receiver<Result<RunStepEvent, Status>>, Status> {
+    let name = request.name.trim().to_owned();
+    if name.is_empty() {
+        return Err(Status::invalid_argument("the step name is empty"));
+    }
+    if !(request.timeout_seconds.is_finite() && request.timeout_seconds >= 0.0) {
+        return Err(Status::invalid_argument(format!(
+            "step `{name}`: timeout must be a positive number of seconds, got {}",
+            request.timeout_seconds
+        )));
+    }
+
+    let (task_image, pipeline) = {
+        let shared = runtime.shared.lock().await;
+        let Some(plan) = shared.plan.as_ref() else {
+            return Err(Status::failed_precondition(
+                "declare the plan before running steps",
+            ));
+        };
+        if plan.state(&request.task) != Some(RunState::Running) {
+            return Err(Status::failed_precondition(format!(
+                "task `{}` is not running, so it cannot run step `{name}`",
+                request.task
+            )));
+        }
+        let image = plan.task(&request.task).and_then(|task| task.image.clone());
+        (image, shared.pipeline.clone())
+    };
+
+    let (events, receiver) = mpsc::channel(OUTPUT_BUFFER);
+    if runtime.cancel.is_cancelled() {
+        let _ = events
+            .send(Ok(exit_event(
+                proto::StepOutcome::Cancelled,
+                0,
+                "the job is stopping",
+            )))
+            .await;
+        return Ok(receiver);
+    }
+
+    let image = Some(request.image.clone())
+        .filter(|image| !image.is_empty())
+        .or(task_image);
+    let scrubber = runtime.logs().scrubber().clone();
+    let new_step = NewStep {
+        job_id: runtime.id().clone(),
+        task: request.task.clone(),
+        name: name.clone(),
+        command: scrubber.scrub_text(&request.command),
+        image: image.clone(),
+        started_at: now_millis(),
+    };
+    let step_id = runtime
+        .context
+        .store
+        .insert_step(&new_step)
+        .await
+        .map_err(|err| {
+            tracing::error!(job_id = %runtime.id(), error = %err, "failed to record a step");
+            Status::internal("failed to record the step")
+        })?;
+    runtime.step_started();
+
+    let workspace = runtime
+        .workspace
+        .get()
+        .expect("steps only run after the workspace exists")
+        .path
+        .clone();
+    let mut env: BTreeMap<String, String> = context_env(&runtime, &workspace).into_iter().collect();
+    env.insert("CI".into(), "true".into());
+    env.insert("DANUBE_PIPELINE".into(), pipeline);
+    env.insert("DANUBE_TASK".into(), request.task.clone());
+    env.insert("DANUBE_STEP".into(), name.clone());
+    env.extend(request.env.clone());
+
+    let spec = StepSpec {
+        job_id: runtime.id().clone(),
+        step_id,
+        task: request.task.clone(),
+        step: name.clone(),
+        command: request.command.clone(),
+        workdir: workspace,
+        env,
+        image,
+        timeout: Some(request.timeout_seconds)
+            .filter(|seconds| *seconds > 0.0)
+            .map(Duration::from_secs_f64),
+    };
+
+    runtime.emit(JobEvent::StepStarted {
+        step_id,
+        task: request.task.clone(),
+        name: name.clone(),
+    });
+    let span = tracing::info_span!("step", job_id = %runtime.id(), task = %request.task, step = %name, step_id);
+    tokio::spawn(tracing::Instrument::instrument(
+        run(runtime, spec, request.capture, new_step.started_at, events),
+        span,
+    ));
+    Ok(receiver)
+}
+
+async fn run(
+    runtime: Arc<JobRuntime>,
+    spec: StepSpec,
+    capture: bool,
+    started_at: i64,
+    events: EventSender,
+) {
+    tracing::info!("step started");
+    let step_id = spec.step_id;
+    let task = spec.task.clone();
+    let name = spec.step.clone();
+
+    let (output, mut chunks) = mpsc::channel::<OutputChunk>(OUTPUT_BUFFER);
+    let backend = runtime.context.backend.clone();
+    let cancel = runtime.cancel.child_token();
+    let execution = tokio::spawn(async move { backend.run_step(spec, output, cancel).await });
+
+    let mut writer = runtime.logs().writer(LogKey::Step(step_id));
+    if let Err(err) = &writer {
+        tracing::error!(error = %err, "failed to open the step log");
+    }
+    while let Some(chunk) = chunks.recv().await {
+        if let Ok(log) = writer.as_mut()
+            && let Err(err) = log.write(chunk.stream, &chunk.data)
+        {
+            tracing::error!(error = %err, "failed to write the step log");
+        }
+        if capture && chunk.stream == Stream::Stdout {
+            let event = RunStepEvent {
+                event: Some(run_step_event::Event::Output(proto::OutputChunk {
+                    stream: proto::Stream::Stdout as i32,
+                    data: chunk.data.to_vec(),
+                })),
+            };
+            let _ = events.send(Ok(event)).await;
+        }
+    }
+
+    let result = match execution.await {
+        Ok(result) => result,
+        Err(err) => {
+            tracing::error!(error = %err, "step execution task panicked");
+            Ok(StepOutcome::Exited(-1))
+        }
+    };
+    let (state, exit_code, exit) = match result {
+        Ok(StepOutcome::Exited(0)) => (
+            RunState::Success,
+            Some(0),
+            exit_event(proto::StepOutcome::Exited, 0, ""),
+        ),
+        Ok(StepOutcome::Exited(code)) => (
+            RunState::Failure,
+            Some(code),
+            exit_event(proto::StepOutcome::Exited, code, ""),
+        ),
+        Ok(StepOutcome::TimedOut) => {
+            runtime
+                .shared
+                .lock()
+                .await
+                .timed_out_tasks
+                .insert(task.clone());
+            (
+                RunState::Timeout,
+                Some(TIMEOUT_EXIT_CODE),
+                exit_event(
+                    proto::StepOutcome::TimedOut,
+                    TIMEOUT_EXIT_CODE,
+                    "the step ran past its timeout",
+                ),
+            )
+        }
+        Ok(StepOutcome::Cancelled) => (
+            RunState::Cancelled,
+            None,
+            exit_event(proto::StepOutcome::Cancelled, 0, "the job was stopped"),
+        ),
+        Err(err) => {
+            let message = runtime.logs().scrubber().scrub_text(&error_chain(&err));
+            tracing::warn!(error = %message, "step could not run");
+            if let Ok(log) = writer.as_mut() {
+                let _ = log.write(Stream::Engine, format!("danube: {message}\n").as_bytes());
+            }
+            (
+                RunState::Failure,
+                None,
+                exit_event(proto::StepOutcome::Error, -1, &message),
+            )
+        }
+    };
+    if let Ok(log) = writer
+        && let Err(err) = log.finish()
+    {
+        tracing::error!(error = %err, "failed to finish the step log");
+    }
+
+    if let Err(err) = runtime
+        .context
+        .store
+        .finish_step(step_id, state, exit_code)
+        .await
+    {
+        tracing::error!(error = %err, "failed to record the step's end");
+    }
+    let duration_ms = now_millis() - started_at;
+    tracing::info!(state = %state, exit_code, duration_ms, "step finished");
+    runtime.emit(JobEvent::StepFinished {
+        step_id,
+        task,
+        name,
+        state,
+        exit_code,
+        duration_ms,
+    });
+    runtime.step_finished();
+    // The coordinator may be gone (cancelled job); the record above is what counts.
+    let _ = events.send(Ok(exit)).await;
+}
+
+fn exit_event(outcome: proto::StepOutcome, exit_code: i32, message: &str) -> RunStepEvent {
+    RunStepEvent {
+        event: Some(run_step_event::Event::Exit(StepExit {
+            outcome: outcome as i32,
+            exit_code,
+            message: message.to_owned(),
+        })),
+    }
+}
