@@ -1,9 +1,14 @@
+//! Compiles `proto/danube/v1/job.proto` with a pure-Rust protobuf compiler,
+//! so building needs no `protoc` on the machine.
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto/danube/v1/job.proto");
     println!("cargo:rerun-if-changed=../sdk/python/danube");
+
+    let descriptors = protox::compile(["danube/v1/job.proto"], ["../proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["../proto/danube/v1/job.proto"], &["../proto"])?;
+        .compile_fds(descriptors)?;
     Ok(())
 }
