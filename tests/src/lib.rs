@@ -69,7 +69,14 @@ pub fn shared_venv() -> PathBuf {
         run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv));
         run_ok(
             Command::new(venv.join("bin/python"))
-                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
                 .arg(&requirements),
         );
         fs::write(&ready, wanted).expect("mark the venv ready");
@@ -112,7 +119,10 @@ impl Run {
 
     /// Both outputs, for assertion messages.
     pub fn text(&self) -> String {
-        format!("exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -185,7 +195,10 @@ impl Sandbox {
         let jobs = self.danube(&["jobs", "--json", "--limit", "1"]);
         assert_eq!(jobs.code, 0, "{}", jobs.text());
         let list: Value = serde_json::from_str(&jobs.stdout).expect("jobs --json is JSON");
-        let id = list[0]["id"].as_str().expect("a job was recorded").to_owned();
+        let id = list[0]["id"]
+            .as_str()
+            .expect("a job was recorded")
+            .to_owned();
         self.show(&id)
     }
 
@@ -228,7 +241,10 @@ pub fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state letter follows the parenthesised command name.
-            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
             state != Some("Z")
         }
         Err(_) => false,

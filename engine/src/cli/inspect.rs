@@ -48,6 +48,10 @@ pub struct LogsArgs {
     /// Only the step with this name
     #[arg(long, value_name = "NAME")]
     step: Option<String>,
+
+    /// Only this output of the steps
+    #[arg(long, value_name = "STREAM", value_parser = ["stdout", "stderr"])]
+    stream: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -198,7 +202,7 @@ pub async fn logs(data: &DataDir, store: &Store, args: LogsArgs) -> anyhow::Resu
 
     let mut out = std::io::stdout().lock();
     let single = selected.len() == 1 && (args.task.is_some() || args.step.is_some());
-    if !single && args.task.is_none() && args.step.is_none() {
+    if !single && args.task.is_none() && args.step.is_none() && args.stream.is_none() {
         let coordinator = logs::read_log_bytes(&dir, LogKey::Coordinator).with_context(|| {
             format!("failed to read the coordinator log in `{}`", dir.display())
         })?;
@@ -209,7 +213,7 @@ pub async fn logs(data: &DataDir, store: &Store, args: LogsArgs) -> anyhow::Resu
         }
     }
     for step in selected {
-        let bytes = logs::read_log_bytes(&dir, LogKey::Step(step.id))
+        let bytes = read_step_log(&dir, step.id, args.stream.as_deref())
             .with_context(|| format!("failed to read the log of step `{}`", step.name))?;
         if !single {
             writeln!(
@@ -224,6 +228,23 @@ pub async fn logs(data: &DataDir, store: &Store, args: LogsArgs) -> anyhow::Resu
         }
     }
     Ok(Status::Success)
+}
+
+/// A step's stored bytes, or only those of one stream.
+fn read_step_log(
+    dir: &std::path::Path,
+    step_id: i64,
+    stream: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
+    let Some(stream) = stream else {
+        return logs::read_log_bytes(dir, LogKey::Step(step_id));
+    };
+    let chunks = logs::read_log(dir, LogKey::Step(step_id))?;
+    Ok(chunks
+        .iter()
+        .filter(|chunk| chunk.stream.as_str() == stream)
+        .flat_map(|chunk| chunk.data.iter().copied())
+        .collect())
 }
 
 fn end_with_newline(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,0 +1,151 @@
+//! A pipeline that cannot be loaded stops `danube run` with exit status 2
+//! before any step runs, with a message that names the problem.
+
+use danube_tests::Sandbox;
+
+fn assert_no_step_ran(sandbox: &Sandbox) {
+    let jobs = sandbox.danube(&["jobs", "--json"]);
+    if jobs.code != 0 {
+        return;
+    }
+    let list: serde_json::Value = serde_json::from_str(&jobs.stdout).unwrap();
+    for job in list.as_array().unwrap() {
+        let shown = sandbox.show(job["id"].as_str().unwrap());
+        assert_eq!(shown["steps"].as_array().unwrap().len(), 0, "{shown:#}");
+    }
+}
+
+#[test]
+fn missing_pipeline_file_is_a_usage_error() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.run(&[]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("no danubefile.py in"), "{}", run.text());
+    assert!(
+        !sandbox.data_dir().join("danube.db").exists(),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn syntax_error_shows_traceback() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline\n\ndef broken(:\n    pass\n");
+    let run = sandbox.run(&[]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("SyntaxError"), "{}", run.text());
+    assert!(run.stderr.contains("danubefile.py"), "{}", run.text());
+    assert_no_step_ran(&sandbox);
+}
+
+#[test]
+fn unknown_pipeline_lists_available_ones() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="build")
+def build():
+    step.run("true")
+
+@pipeline(name="deploy")
+def deploy():
+    step.run("true")
+"#,
+    );
+    let run = sandbox.run(&["--pipeline", "relase"]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("relase"), "{}", run.text());
+    assert!(
+        run.stderr.contains("build") && run.stderr.contains("deploy"),
+        "{}",
+        run.text()
+    );
+    assert_no_step_ran(&sandbox);
+
+    let chosen = sandbox.run(&["--pipeline", "deploy"]);
+    assert_eq!(chosen.code, 0, "{}", chosen.text());
+    assert_eq!(sandbox.last_job()["job"]["pipeline"], "deploy");
+}
+
+#[test]
+fn dependency_cycle_is_rejected() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, task
+
+@task(needs=["c"])
+def a():
+    step.run("true")
+
+@task(needs=[a])
+def b():
+    step.run("true")
+
+@task(needs=[b])
+def c():
+    step.run("true")
+
+pipeline(name="cyclic", tasks=[c])
+"#,
+    );
+    let run = sandbox.run(&[]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("cycle"), "{}", run.text());
+    assert_no_step_ran(&sandbox);
+}
+
+#[test]
+fn unknown_need_is_rejected() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, task
+
+@task(needs=["instal"])
+def test():
+    step.run("true")
+
+pipeline(name="typo", tasks=[test])
+"#,
+    );
+    let run = sandbox.run(&[]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("instal"), "{}", run.text());
+    assert_no_step_ran(&sandbox);
+}
+
+#[test]
+fn data_dir_that_is_a_file_is_a_configuration_error() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline\n");
+    let blocker = sandbox.path().join("not-a-dir");
+    std::fs::write(&blocker, "file").unwrap();
+
+    let project = sandbox.project();
+    let data_dir = blocker.join("data");
+    let run = sandbox.danube(&[
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "run",
+        project.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains(data_dir.to_str().unwrap()),
+        "names the path: {}",
+        run.text()
+    );
+}
+
+#[test]
+fn bad_arguments_exit_with_two() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.danube(&["run", "--max-parallel", "0"]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    let run = sandbox.danube(&["show", "nonexistent-job"]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("nonexistent-job"), "{}", run.text());
+}
