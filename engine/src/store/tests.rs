@@ -1160,3 +1160,36 @@ async fn recording_a_thousand_steps_is_cheap() {
     eprintln!("insert_step + finish_step: {per_step:?} per step");
     assert!(per_step < Duration::from_millis(2), "{per_step:?} per step");
 }
+
+#[tokio::test]
+async fn open_corrupted_database_names_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("danube.db");
+    let store = Store::open(&path).await.unwrap();
+    insert_new_job(&store).await;
+    // Move every page from the WAL into the database file, so the damage
+    // below is not hidden by newer copies of the page in the WAL.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    store.pool.close().await;
+    // Overwrite the schema page after the 100-byte file header, keeping the
+    // header so SQLite still recognises the file as a database.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for byte in &mut bytes[100..4096] {
+        *byte = 0xEE;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let error = Store::open(&path).await.unwrap_err();
+
+    assert!(
+        matches!(error, StoreError::NotADatabase { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&format!("`{}`", path.display())),
+        "{error}"
+    );
+}
