@@ -4,6 +4,8 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto/danube/v1/job.proto");
     println!("cargo:rerun-if-changed=../sdk/python/danube");
+    // `sqlx::migrate!` embeds these files; rebuild when one changes.
+    println!("cargo:rerun-if-changed=migrations");
 
     let descriptors = protox::compile(["danube/v1/job.proto"], ["../proto"])?;
     tonic_prost_build::configure()
