@@ -77,8 +77,8 @@ impl ProcessGroup {
     ///
     /// Zombies do not count on Linux: a killed background child can stay a
     /// zombie for a while when the init process reaps orphans late, and
-    /// waiting for that would make every step end late. On macOS a zombie
-    /// leader that the caller has not reaped yet counts as alive, so reap the
+    /// waiting for that would make every step end late. Elsewhere only
+    /// `killpg(pgid, 0)` is checked, which zombies may pass, so reap the
     /// leader (see [`GroupChild`]) before relying on this.
     pub fn is_alive(&self) -> bool {
         match killpg(self.pgid, None) {
