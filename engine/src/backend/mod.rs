@@ -13,12 +13,110 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{JobId, Stream};
 
+/// A failed backend operation. Messages name the step or path involved and
+/// never contain environment values, which may be secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    // Implementer: one variant per failed operation: copy the project into
-    // the workspace (with the path), spawn a step (with the command's first
-    // word), no container runtime for `image=` (naming step and image and the
-    // fix: install podman or docker), remove the workspace.
+    #[error("project folder `{path}` is not a directory that can be read")]
+    OpenProject {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to read the Git index of the repository at `{path}`")]
+    ReadGitIndex {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+
+    #[error("failed to list the files of project folder `{path}`")]
+    ListProjectFiles {
+        path: PathBuf,
+        #[source]
+        source: ignore::Error,
+    },
+
+    #[error("failed to create workspace directory `{path}`")]
+    CreateWorkspace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to copy `{from}` to `{to}` in the job workspace")]
+    CopyIntoWorkspace {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The blocking task that copies or removes a workspace did not finish
+    /// (the runtime shut down under it).
+    #[error("workspace task for `{path}` did not finish")]
+    WorkspaceTask {
+        path: PathBuf,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    #[error("failed to remove workspace `{path}`")]
+    RemoveWorkspace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "refusing to remove `{path}`: it is not inside the workspaces directory `{root}` \
+         (only copied workspaces are removed)"
+    )]
+    RemoveOutsideRoot { path: PathBuf, root: PathBuf },
+
+    #[error(
+        "working directory `{workdir}` of step `{step}` does not exist or is not a directory \
+         (create it in an earlier step, or fix the step's workdir)"
+    )]
+    MissingWorkdir { step: String, workdir: PathBuf },
+
+    #[error(
+        "environment variable name `{name}` of step `{step}` is invalid: \
+         it must be non-empty and contain no `=`, `*` or NUL"
+    )]
+    InvalidEnvName { step: String, name: String },
+
+    #[error("failed to start step `{step}` (`{command_word}` via `{program}`) in `{workdir}`")]
+    SpawnStep {
+        step: String,
+        /// The first word of the command that is not a `NAME=value`
+        /// assignment, which could hold a secret.
+        command_word: String,
+        program: String,
+        workdir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to wait for the process of step `{step}`")]
+    WaitStep {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "step `{step}` needs image `{image}`, but neither podman nor docker was found on PATH \
+         (install podman or docker, or remove `image=` from the step)"
+    )]
+    NoContainerRuntime { step: String, image: String },
+
+    #[error(
+        "configured container runtime `{runtime}` was not found or is not executable \
+         (set DANUBE_CONTAINER_RUNTIME to the name or path of podman or docker, or unset it)"
+    )]
+    ContainerRuntimeNotFound { runtime: String },
 }
 
 /// The directory a job's steps run in.
