@@ -34,9 +34,11 @@ impl JobId {
         &self.0
     }
 
-    /// The first eight characters, enough to tell recent jobs apart in a table.
+    /// The first thirteen characters (the whole millisecond timestamp of a
+    /// UUIDv7), enough to tell jobs apart in a table and to find one again
+    /// by prefix. Eight would not do: they change only every 65 seconds.
     pub fn short(&self) -> &str {
-        &self.0[..self.0.len().min(8)]
+        &self.0[..self.0.len().min(13)]
     }
 }
 

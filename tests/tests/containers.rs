@@ -22,13 +22,19 @@ fn image_ready(sandbox: &Sandbox) -> Option<std::path::PathBuf> {
         eprintln!("skipping: podman is not installed");
         return None;
     }
+    // This machine's podman needs runc (crun fails on hybrid cgroups) and no
+    // default ulimits; the engine takes such settings from the environment.
     let conf = sandbox.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
     let script = workspace_root().join("tests/support/build-test-image.sh");
     let output = Command::new("bash")
         .arg(&script)
         .arg(IMAGE)
         .env("CONTAINERS_CONF", &conf)
-        .env("DANUBE_CONTAINERS_CONF_OUT", &conf)
         .output()
         .unwrap();
     assert!(

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::backend::Workspace;
+use crate::backend::local::process::{GroupChild, spawn_in_new_group};
 use crate::logs::LogKey;
 use crate::model::Stream;
 
@@ -55,8 +56,7 @@ impl fmt::Display for CoordinatorExit {
 }
 
 pub struct Coordinator {
-    child: Child,
-    pgid: i32,
+    child: GroupChild,
     output_done: tokio::task::JoinHandle<()>,
 }
 
@@ -96,20 +96,19 @@ pub async fn start(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
     if let Some(pipeline) = &runtime.request.pipeline {
         command.arg("--pipeline").arg(pipeline);
     }
 
-    let mut child = command.spawn().map_err(|source| CoordinatorError::Spawn {
+    let mut child = spawn_in_new_group(&mut command).map_err(|source| CoordinatorError::Spawn {
         interpreter: python.interpreter.display().to_string(),
         source,
     })?;
-    let pid = child.id().expect("a just-spawned child has a pid");
-    tracing::info!(job_id = %record.id, pid, "coordinator started");
+    tracing::info!(job_id = %record.id, pid = child.group().id(), "coordinator started");
 
-    if let Some(mut stdin) = child.stdin.take() {
+    let process = child.child_mut();
+    if let Some(mut stdin) = process.stdin.take() {
         // A coordinator that dies at once closes its stdin; its exit status
         // then tells what happened, so a write error is not fatal here.
         let _ = stdin.write_all(format!("{token}\n").as_bytes()).await;
@@ -120,15 +119,11 @@ pub async fn start(
         .logs()
         .writer(LogKey::Coordinator)
         .map_err(CoordinatorError::OpenLog)?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
+    let stdout = process.stdout.take().expect("stdout is piped");
+    let stderr = process.stderr.take().expect("stderr is piped");
     let output_done = tokio::spawn(pump_output(writer, stdout, stderr));
 
-    Ok(Coordinator {
-        child,
-        pgid: i32::try_from(pid).expect("pids fit in i32"),
-        output_done,
-    })
+    Ok(Coordinator { child, output_done })
 }
 
 /// The `ctx` values as `DANUBE_*` variables, for the coordinator and steps.
@@ -212,27 +207,21 @@ impl Coordinator {
     /// Terminates the coordinator's whole process group: SIGTERM, then
     /// SIGKILL after a grace period.
     pub async fn stop(&mut self) -> CoordinatorExit {
-        let group = nix::unistd::Pid::from_raw(self.pgid);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-        let exit = match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
-            Ok(Ok(status)) => exit_of(status),
-            Ok(Err(_)) | Err(_) => {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                match self.child.wait().await {
-                    Ok(status) => exit_of(status),
-                    Err(_) => CoordinatorExit::Lost,
-                }
+        let exit = match self.child.terminate(STOP_GRACE).await {
+            Ok((status, _)) => exit_of(status),
+            Err(err) => {
+                tracing::error!(error = %err, "failed to stop the coordinator");
+                CoordinatorExit::Lost
             }
         };
-        // Anything the script left behind in its group goes too.
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         self.finish().await;
         exit
     }
 
+    /// Kills what the script left running in its group, which would
+    /// otherwise hold the output pipes open, then waits for the output.
     async fn finish(&mut self) {
-        let group = nix::unistd::Pid::from_raw(self.pgid);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.group().send_kill();
         if let Err(err) = (&mut self.output_done).await {
             tracing::error!(error = %err, "coordinator output task failed");
         }
