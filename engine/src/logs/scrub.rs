@@ -10,8 +10,8 @@
 //! 2. Token-like patterns: JWTs (`eyJ….eyJ….…`, masked whole), the values of
 //!    `password`, `passwd`, `secret`, `token` and `api_key` keys (also with
 //!    `:`, quoted, and as the end of a longer key such as `GITHUB_TOKEN`), and
-//!    `Bearer` credentials. Keys are found in lower case, upper case and
-//!    capitalized spellings only (`Token`, not `tOKEN`).
+//!    `Bearer` credentials. A key is found only when its first letters are
+//!    in lower case, upper case or capitalized (`Token`, not `tOKEN`).
 //!
 //! A stream (one process output) is scrubbed piece by piece as it arrives. A
 //! secret split across two writes is still masked, because the scrubber holds
