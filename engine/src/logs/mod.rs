@@ -6,6 +6,15 @@
 //! (`<stem>.idx`, one fixed-size record per chunk: data offset, length,
 //! stream tag, timestamp). Reading one step or a range of it touches only that
 //! step's files.
+//!
+//! Bytes are stored as the process wrote them (after scrubbing): invalid
+//! UTF-8, carriage returns, ANSI escapes and long lines are kept as they are,
+//! and rendering them is left to the reader.
+
+mod index;
+mod reader;
+mod scrub;
+mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,8 +25,18 @@ use tokio::sync::broadcast;
 
 use crate::model::{Stream, UnixMillis};
 
+pub use reader::{list_logs, read_log, read_log_bytes, read_log_range};
+pub use scrub::{MASK, ScrubState, Scrubber};
+pub use writer::LogWriter;
+
+/// Number of chunks a live subscriber may fall behind before it gets
+/// `RecvError::Lagged`.
+pub const LIVE_CHANNEL_CAPACITY: usize = 1024;
+
 /// Which log of a job: the coordinator's output or one step's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+///
+/// Ordered with the coordinator first, then steps by id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum LogKey {
     Coordinator,
     Step(i64),
@@ -30,6 +49,16 @@ impl LogKey {
             LogKey::Coordinator => "coordinator".to_owned(),
             LogKey::Step(id) => format!("step-{id}"),
         }
+    }
+
+    /// Parses a file stem made by [`LogKey::stem`].
+    pub fn from_stem(stem: &str) -> Option<LogKey> {
+        if stem == "coordinator" {
+            return Some(LogKey::Coordinator);
+        }
+        let id: i64 = stem.strip_prefix("step-")?.parse().ok()?;
+        // Only the canonical spelling, so that each key has one file name.
+        (LogKey::Step(id).stem() == stem).then_some(LogKey::Step(id))
     }
 }
 
@@ -44,28 +73,6 @@ pub struct LogChunk {
     pub data: Bytes,
 }
 
-/// Replaces secrets known to a job, their base64 and URL-encoded forms, and
-/// token-like patterns (JWTs, `password=...`) with `***`.
-pub struct Scrubber {
-    // Implementer: a lock-protected matcher rebuilt when a secret is added.
-}
-
-impl Scrubber {
-    pub fn new() -> Arc<Scrubber> {
-        todo!()
-    }
-
-    /// Adds a secret value; every later write is scrubbed of it.
-    pub fn add_secret(&self, value: &[u8]) {
-        todo!("{}", value.len())
-    }
-
-    /// Scrubs a complete text, such as a command line or an error message.
-    pub fn scrub_text(&self, text: &str) -> String {
-        todo!("{text}")
-    }
-}
-
 /// The logs of one job: its directory, scrubber and live channel.
 pub struct JobLogs {
     dir: PathBuf,
@@ -76,7 +83,14 @@ pub struct JobLogs {
 impl JobLogs {
     /// Creates `dir` if needed.
     pub fn create(dir: PathBuf) -> io::Result<JobLogs> {
-        todo!("{dir:?}")
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| index::with_path("create log directory", &dir, err))?;
+        let (live, _) = broadcast::channel(LIVE_CHANNEL_CAPACITY);
+        Ok(JobLogs {
+            dir,
+            scrubber: Scrubber::new(),
+            live,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -94,45 +108,18 @@ impl JobLogs {
     }
 
     /// Opens the log for `key` for appending.
+    ///
+    /// Use one writer per key at a time: two writers on the same key would
+    /// index their chunks at wrong offsets.
     pub fn writer(&self, key: LogKey) -> io::Result<LogWriter> {
-        todo!("{key:?}")
+        LogWriter::open(
+            &self.dir,
+            key,
+            Arc::clone(&self.scrubber),
+            self.live.clone(),
+        )
     }
 }
 
-/// Appends to one log. Stdout and stderr are scrubbed separately, each
-/// holding back only a tail that could be the start of a secret split across
-/// writes; `finish` releases those tails.
-pub struct LogWriter {
-    // Implementer.
-}
-
-impl LogWriter {
-    pub fn write(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
-        todo!("{stream} {}", data.len())
-    }
-
-    /// Flushes held-back tails and the files; returns the data file's size.
-    pub fn finish(self) -> io::Result<u64> {
-        todo!()
-    }
-}
-
-/// Reads every chunk of a stored log in order.
-pub fn read_log(dir: &Path, key: LogKey) -> io::Result<Vec<LogChunk>> {
-    todo!("{dir:?} {key:?}")
-}
-
-/// Reads the chunks overlapping data bytes `offset..offset + limit`, cut to
-/// that range; uses the index to seek instead of reading from the start.
-pub fn read_log_range(
-    dir: &Path,
-    key: LogKey,
-    offset: u64,
-    limit: u64,
-) -> io::Result<Vec<LogChunk>> {
-    todo!("{dir:?} {key:?} {offset} {limit}")
-}
-
-pub fn read_log_bytes(dir: &Path, key: LogKey) -> io::Result<Vec<u8>> {
-    todo!("{dir:?} {key:?}")
-}
+#[cfg(test)]
+mod tests;
