@@ -114,9 +114,14 @@ def no_runtime():
     step.run("true", name="boxed", image="alpine:3")
 "#,
     );
+    // A PATH with neither podman nor docker on it.
+    let bin = sandbox.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/bin/sh", bin.join("sh")).unwrap();
     let run = sandbox
         .command()
-        .env("DANUBE_CONTAINER_RUNTIME", "/nonexistent/podman")
+        .env("PATH", &bin)
+        .env_remove("DANUBE_CONTAINER_RUNTIME")
         .args(["run", sandbox.project().to_str().unwrap()])
         .output()
         .unwrap();
@@ -124,5 +129,7 @@ def no_runtime():
     let job = sandbox.last_job();
     let reason = job["job"]["reason"].as_str().unwrap();
     assert!(reason.contains("alpine:3"), "{reason}");
+    assert!(reason.contains("boxed"), "{reason}");
+    assert!(reason.contains("podman"), "says what to install: {reason}");
     assert_eq!(step(&job, "main", "boxed")["state"], "failure");
 }

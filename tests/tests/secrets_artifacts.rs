@@ -200,9 +200,9 @@ fn corrupted_secret_blob_fails_job() {
         .arg(
             "import sqlite3, sys\n\
              db = sqlite3.connect(sys.argv[1])\n\
-             (blob,) = db.execute(\"SELECT value FROM secrets WHERE key='DEPLOY_KEY'\").fetchone()\n\
+             (blob,) = db.execute(\"SELECT blob FROM secrets WHERE key='DEPLOY_KEY'\").fetchone()\n\
              blob = bytearray(blob); blob[15] ^= 0xFF\n\
-             db.execute(\"UPDATE secrets SET value=? WHERE key='DEPLOY_KEY'\", (bytes(blob),))\n\
+             db.execute(\"UPDATE secrets SET blob=? WHERE key='DEPLOY_KEY'\", (bytes(blob),))\n\
              db.commit()\n",
         )
         .arg(sandbox.data_dir().join("danube.db"))
