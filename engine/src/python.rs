@@ -31,7 +31,7 @@ const READY_MARKER: &str = ".danube-ready";
 #[derive(Debug, thiserror::Error)]
 pub enum PythonError {
     #[error(
-        "`{interpreter}` was not found: install Python 3.9 or newer, or set DANUBE_PYTHON to the interpreter to use"
+        "`{interpreter}` was not found: install Python 3.10 or newer, or set DANUBE_PYTHON to the interpreter to use"
     )]
     InterpreterMissing { interpreter: String },
 

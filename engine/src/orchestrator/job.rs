@@ -181,8 +181,18 @@ impl JobRuntime {
     /// `running`.
     pub(crate) async fn declare_plan(&self, request: DeclarePlanRequest) -> Result<(), Status> {
         let mut shared = self.shared.lock().await;
-        if shared.plan.is_some() {
-            return Err(Status::failed_precondition("the plan was already declared"));
+        if let Some(plan) = &shared.plan {
+            // The coordinator resends a plan whose answer it lost; the same
+            // plan again is accepted, a different one is not.
+            let same = plan.tasks().len() == request.tasks.len()
+                && plan.tasks().iter().zip(&request.tasks).all(|(known, sent)| {
+                    known.name == sent.name && known.needs == sent.needs
+                });
+            return if same && shared.pipeline == request.pipeline {
+                Ok(())
+            } else {
+                Err(Status::failed_precondition("a different plan was already declared"))
+            };
         }
         if let Some(wanted) = &self.request.pipeline
             && wanted != &request.pipeline
@@ -262,12 +272,18 @@ impl JobRuntime {
                 "declare the plan before watching the schedule",
             ));
         }
-        if shared.schedule_opened {
-            return Err(Status::failed_precondition(
-                "the schedule is already being watched",
-            ));
-        }
         let (sender, receiver) = mpsc::unbounded_channel();
+        if shared.schedule_opened {
+            // A reconnecting coordinator gets the tasks it may have missed;
+            // it ignores those it already runs.
+            let plan = shared.plan.as_ref().expect("the plan was checked above");
+            for task in plan.in_state(RunState::Running) {
+                let _ = sender.send(Ok(ScheduleEvent { start_task: task }));
+            }
+            if plan.all_final() {
+                return Ok(receiver);
+            }
+        }
         shared.schedule = Some(sender);
         shared.schedule_opened = true;
         self.dispatch(&mut shared).await;
