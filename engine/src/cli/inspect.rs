@@ -295,10 +295,12 @@ pub async fn artifacts(
     };
     let store_dir =
         artifacts::ArtifactStore::new(data.artifacts_dir(), artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
-    let kind: artifacts::ArtifactKind = artifact
-        .kind
-        .parse()
-        .with_context(|| format!("artifact `{}` has an unknown kind in the database", artifact.name))?;
+    let kind: artifacts::ArtifactKind = artifact.kind.parse().with_context(|| {
+        format!(
+            "artifact `{}` has an unknown kind in the database",
+            artifact.name
+        )
+    })?;
     let source = store_dir.path_of(&job.id, &artifact.name, kind);
     if kind == artifacts::ArtifactKind::Directory {
         artifacts::extract_directory(&source, &out)?;

@@ -185,13 +185,17 @@ impl JobRuntime {
             // The coordinator resends a plan whose answer it lost; the same
             // plan again is accepted, a different one is not.
             let same = plan.tasks().len() == request.tasks.len()
-                && plan.tasks().iter().zip(&request.tasks).all(|(known, sent)| {
-                    known.name == sent.name && known.needs == sent.needs
-                });
+                && plan
+                    .tasks()
+                    .iter()
+                    .zip(&request.tasks)
+                    .all(|(known, sent)| known.name == sent.name && known.needs == sent.needs);
             return if same && shared.pipeline == request.pipeline {
                 Ok(())
             } else {
-                Err(Status::failed_precondition("a different plan was already declared"))
+                Err(Status::failed_precondition(
+                    "a different plan was already declared",
+                ))
             };
         }
         if let Some(wanted) = &self.request.pipeline

@@ -47,7 +47,7 @@ pub enum OrchestratorError {
     OpenStore(#[source] StoreError),
 
     #[error("failed to load the encryption key")]
-    LoadKey(#[source] SecretsError),
+    LoadKey(#[source] Box<SecretsError>),
 
     #[error("failed to start the engine's gRPC server on loopback")]
     StartRpc(#[source] std::io::Error),
@@ -119,7 +119,7 @@ impl Engine {
     /// loopback port.
     pub async fn start(parts: EngineParts) -> Result<Engine, OrchestratorError> {
         let cipher = Cipher::load_or_create(&parts.data.encryption_key_path())
-            .map_err(OrchestratorError::LoadKey)?;
+            .map_err(|err| OrchestratorError::LoadKey(Box::new(err)))?;
         let vault = SecretVault::new(parts.store.clone(), cipher);
         let artifacts = ArtifactStore::new(parts.data.artifacts_dir(), parts.max_artifact_bytes);
 
