@@ -9,12 +9,14 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use zeroize::Zeroizing;
 
 use crate::backend::Workspace;
 use crate::logs::JobLogs;
 use crate::model::{JobId, JobState, RunState};
 use crate::proto::{DeclarePlanRequest, ScheduleEvent};
 use crate::rpc::TokenHash;
+use crate::secrets::SecretsError;
 use crate::store::{NewJob, NewTask};
 
 use super::coordinator::{self, CoordinatorExit};
@@ -64,6 +66,8 @@ pub struct JobRuntime {
     plan_declared: Notify,
     pub(crate) workspace: OnceLock<Workspace>,
     token: OnceLock<TokenHash>,
+    /// Secrets this job has read, by key.
+    secret_cache: Mutex<BTreeMap<String, Zeroizing<String>>>,
     /// Steps between `insert_step` and `finish_step`.
     active_steps: StdMutex<usize>,
     steps_drained: Notify,
@@ -91,6 +95,7 @@ impl JobRuntime {
             plan_declared: Notify::new(),
             workspace: OnceLock::new(),
             token: OnceLock::new(),
+            secret_cache: Mutex::new(BTreeMap::new()),
             active_steps: StdMutex::new(0),
             steps_drained: Notify::new(),
         })
@@ -337,7 +342,14 @@ impl JobRuntime {
 
     /// Reads a secret for this job's pipeline and teaches the scrubber its
     /// value before anyone can print it.
+    /// Reads a secret for this job's pipeline and teaches the scrubber its
+    /// value before anyone can print it. Each key is decrypted once per job
+    /// and then served from the job's cache, which is dropped with the job.
     pub(crate) async fn read_secret(&self, key: &str) -> Result<String, Status> {
+        if let Some(value) = self.secret_cache.lock().await.get(key) {
+            return Ok(value.to_string());
+        }
+
         let pipeline = self.shared.lock().await.pipeline.clone();
         let actor = format!("job:{}", self.id());
         let value = self
@@ -354,6 +366,12 @@ impl JobRuntime {
             Status::failed_precondition(format!("secret `{key}` is not valid UTF-8 text"))
         })?;
         tracing::info!(job_id = %self.id(), key, "secret read");
+
+        let cached = Zeroizing::new(text.clone());
+        self.secret_cache
+            .lock()
+            .await
+            .insert(key.to_owned(), cached);
         Ok(text)
     }
 
@@ -481,6 +499,7 @@ pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
     if let Some(token) = runtime.token.get() {
         runtime.context.tokens.revoke(token);
     }
+    runtime.secret_cache.lock().await.clear();
     if let Some(workspace) = runtime.workspace.get()
         && let Err(err) = runtime.context.backend.remove_workspace(workspace).await
     {
@@ -677,13 +696,11 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn secret_status(err: &crate::secrets::SecretsError) -> Status {
+fn secret_status(err: &SecretsError) -> Status {
     let message = error_chain(err);
-    if message.contains("not found") || message.contains("no secret") {
-        Status::not_found(message)
-    } else if message.contains("invalid") {
-        Status::invalid_argument(message)
-    } else {
-        Status::failed_precondition(message)
+    match err {
+        SecretsError::SecretNotFound { .. } => Status::not_found(message),
+        SecretsError::InvalidKey { .. } => Status::invalid_argument(message),
+        _ => Status::failed_precondition(message),
     }
 }
