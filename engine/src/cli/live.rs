@@ -119,6 +119,10 @@ impl LiveView {
                 if state == JobState::Running {
                     return;
                 }
+                if state == JobState::Scheduling {
+                    self.line("preparing the workspace and loading danubefile.py");
+                    return;
+                }
                 let text = match reason {
                     Some(reason) => format!("job {state}: {reason}"),
                     None => format!("job {state}"),
@@ -243,7 +247,11 @@ impl LiveView {
             Stream::Stderr => "┃",
             Stream::Engine => "»",
         };
-        self.line(&format!("{label} {marker} {text}"));
+        if text.is_empty() {
+            self.line(&format!("{label} {marker}"));
+        } else {
+            self.line(&format!("{label} {marker} {text}"));
+        }
     }
 
     fn line(&self, text: &str) {
