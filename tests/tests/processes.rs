@@ -303,3 +303,94 @@ def raw():
         b"a\r\nprogress 10%\rprogress 100%\n\x1b[31mred\x1b[0m\n\xff\xfe invalid utf-8\n".to_vec()
     );
 }
+
+#[test]
+fn job_of_killed_engine_is_failed_and_cleaned_up_later() {
+    let sandbox = Sandbox::new();
+    let pids = sandbox.path().join("pids");
+    let ready = sandbox.path().join("ready");
+    sandbox.pipeline(&format!(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="orphan")
+def orphan():
+    step.run("sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; touch {ready}; wait", name="hang")
+"#,
+        pids = pids.display(),
+        ready = ready.display()
+    ));
+
+    let project = sandbox.project();
+    let mut child = sandbox
+        .command()
+        .args(["run", project.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, Duration::from_secs(60));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        sandbox.last_job()["job"]["state"],
+        "failure",
+        "the next command recovers the job"
+    );
+
+    let job = sandbox.last_job();
+    assert!(
+        job["job"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped before it finished")
+    );
+    assert_eq!(step(&job, "main", "hang")["state"], "failure");
+    assert_eq!(danube_tests::task(&job, "main")["state"], "failure");
+    std::thread::sleep(Duration::from_millis(200));
+    for pid in read_pids(&pids) {
+        assert!(
+            !process_alive(pid),
+            "process {pid} of the abandoned job was killed"
+        );
+    }
+    let workspaces = std::fs::read_dir(sandbox.data_dir().join("workspaces"))
+        .unwrap()
+        .count();
+    assert_eq!(workspaces, 0, "the abandoned workspace is removed");
+}
+
+#[test]
+fn concurrent_runs_on_one_data_dir_do_not_disturb_each_other() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="parallel-runs")
+def runs():
+    step.run("sleep 1.5", name="wait")
+"#,
+    );
+    let project = sandbox.project();
+    let first = sandbox
+        .command()
+        .args(["run", project.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let second = sandbox.run(&[]);
+    assert_eq!(second.code, 0, "{}", second.text());
+    assert_eq!(first.wait_with_output().unwrap().status.code(), Some(0));
+
+    let jobs = sandbox.danube(&["jobs", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&jobs.stdout).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|job| job["state"] == "success"),
+        "{list:#}"
+    );
+}

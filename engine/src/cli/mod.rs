@@ -131,11 +131,26 @@ async fn open_data(root: &std::path::Path) -> anyhow::Result<(DataDir, Store)> {
     let store = Store::open(&data.database_path())
         .await
         .with_context(|| format!("failed to open the database in `{}`", data.root().display()))?;
+    recover_abandoned_jobs(&data, &store).await?;
     Ok((data, store))
 }
 
 async fn open_store(root: &std::path::Path) -> anyhow::Result<Store> {
     Ok(open_data(root).await?.1)
+}
+
+/// Fails the jobs of `danube` processes that died mid-job, so they do not
+/// show as running forever.
+async fn recover_abandoned_jobs(data: &DataDir, store: &Store) -> anyhow::Result<()> {
+    let recovered = crate::orchestrator::ownership::recover_abandoned_jobs(data, store)
+        .await
+        .context("failed to check for abandoned jobs")?;
+    if recovered > 0 {
+        eprintln!(
+            "note: marked {recovered} job(s) as failed whose danube process stopped before they finished"
+        );
+    }
+    Ok(())
 }
 
 fn init_tracing(verbose: u8) {

@@ -4,16 +4,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
 use crate::backend::local::LocalBackend;
-use crate::config::DataDir;
 use crate::model::JobState;
 use crate::orchestrator::{Engine, EngineParts, JobRequest, PIPELINE_FILE};
 use crate::python;
-use crate::store::Store;
 
 use super::Status;
 use super::live::LiveView;
@@ -48,10 +45,7 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
             shown.display()
         );
     }
-    let data = DataDir::open(data_root)?;
-    let store = Store::open(&data.database_path())
-        .await
-        .with_context(|| format!("failed to open the database in `{}`", data.root().display()))?;
+    let (data, store) = super::open_data(data_root).await?;
 
     let python = python::ensure_env(&data, &|line| eprintln!("{line}")).await?;
     let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));

@@ -21,6 +21,7 @@ use crate::store::{NewJob, NewTask};
 
 use super::coordinator::{self, CoordinatorExit};
 use super::events::JobEvent;
+use super::ownership::JobLock;
 use super::plan::{Plan, PlannedTask};
 use super::{DEFAULT_MAX_DURATION, EngineContext, JobOutcome, JobRequest};
 
@@ -68,6 +69,8 @@ pub struct JobRuntime {
     token: OnceLock<TokenHash>,
     /// Secrets this job has read, by key.
     secret_cache: Mutex<BTreeMap<String, Zeroizing<String>>>,
+    /// Marks this process as the job's owner until the final state is stored.
+    lock: StdMutex<Option<JobLock>>,
     /// Steps between `insert_step` and `finish_step`.
     active_steps: StdMutex<usize>,
     steps_drained: Notify,
@@ -80,6 +83,7 @@ impl JobRuntime {
         request: JobRequest,
         project: PathBuf,
         logs: JobLogs,
+        lock: JobLock,
     ) -> Arc<JobRuntime> {
         let (events, _) = broadcast::channel(4096);
         Arc::new(JobRuntime {
@@ -96,6 +100,7 @@ impl JobRuntime {
             workspace: OnceLock::new(),
             token: OnceLock::new(),
             secret_cache: Mutex::new(BTreeMap::new()),
+            lock: StdMutex::new(Some(lock)),
             active_steps: StdMutex::new(0),
             steps_drained: Notify::new(),
         })
@@ -513,6 +518,11 @@ pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
     {
         tracing::error!(job_id = %id, error = %err, "failed to record the job's final state");
     }
+    runtime
+        .lock
+        .lock()
+        .expect("job lock mutex is never poisoned")
+        .take();
     tracing::info!(job_id = %id, state = %outcome.state, reason = outcome.reason.as_deref().unwrap_or(""), "job finished");
     runtime.emit(JobEvent::JobState {
         state: outcome.state,

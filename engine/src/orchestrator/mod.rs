@@ -8,6 +8,7 @@
 mod coordinator;
 pub mod events;
 mod job;
+pub mod ownership;
 pub mod plan;
 mod source;
 mod step;
@@ -66,6 +67,13 @@ pub enum OrchestratorError {
 
     #[error("failed to record the job")]
     RecordJob(#[source] StoreError),
+
+    #[error("failed to lock `{path}` for this job")]
+    LockJob {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("failed to create the log directory `{path}`")]
     CreateLogs {
@@ -165,6 +173,12 @@ impl Engine {
                 source,
             }
         })?;
+        // Taken before the job is recorded, so that another process never
+        // sees this job without its owner's lock.
+        let lock = ownership::acquire(logs.dir()).map_err(|source| OrchestratorError::LockJob {
+            path: logs.dir().to_owned(),
+            source,
+        })?;
         let new_job = NewJob {
             id: id.clone(),
             pipeline: request.pipeline.clone().unwrap_or_default(),
@@ -182,7 +196,7 @@ impl Engine {
             .await
             .map_err(OrchestratorError::RecordJob)?;
 
-        let runtime = JobRuntime::new(self.context.clone(), new_job, request, project, logs);
+        let runtime = JobRuntime::new(self.context.clone(), new_job, request, project, logs, lock);
         // Subscribe before the job starts so that no event is missed.
         let events = runtime.subscribe_events();
         let log_chunks = runtime.logs().subscribe();

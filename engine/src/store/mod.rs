@@ -514,6 +514,20 @@ impl Store {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
+    /// Jobs not in a final state, oldest first: running ones, and ones
+    /// left behind by an engine that stopped without finishing them.
+    pub async fn list_unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE state IN ('pending', 'scheduling', 'running') \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| StoreError::ListJobs { source })?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
     /// Finds a job by full id or by a unique prefix of it.
     ///
     /// Surrounding whitespace is ignored and letters are matched lowercase,
