@@ -348,6 +348,54 @@ fn parse_state_and_group(stat: &str) -> Option<(char, i32)> {
     Some((state, group))
 }
 
+/// Kills every process whose environment has `name=value`, and returns how
+/// many it signalled. The engine uses it for a job whose engine process
+/// died: the job's coordinator and steps carry `DANUBE_JOB_ID=<id>` in their
+/// environment, which no unrelated process has, so a reused process id is
+/// never hit.
+///
+/// NOTE: Linux only (it reads `/proc/<pid>/environ`); elsewhere it kills
+/// nothing and returns 0.
+pub fn kill_processes_with_env(name: &str, value: &str) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let wanted = format!("{name}={value}");
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        let own = std::process::id();
+        let mut killed = 0;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid as u32 == own {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|byte| *byte == 0)
+                .any(|pair| pair == wanted.as_bytes())
+                && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+            {
+                killed += 1;
+            }
+        }
+        killed
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (name, value);
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::process::Stdio;
@@ -448,53 +496,5 @@ mod tests {
 
         assert_eq!(termination, Termination::Terminated);
         assert!(!group.is_alive());
-    }
-}
-
-/// Kills every process whose environment has `name=value`, and returns how
-/// many it signalled. The engine uses it for a job whose engine process
-/// died: the job's coordinator and steps carry `DANUBE_JOB_ID=<id>` in their
-/// environment, which no unrelated process has, so a reused process id is
-/// never hit.
-///
-/// NOTE: Linux only (it reads `/proc/<pid>/environ`); elsewhere it kills
-/// nothing and returns 0.
-pub fn kill_processes_with_env(name: &str, value: &str) -> usize {
-    #[cfg(target_os = "linux")]
-    {
-        let wanted = format!("{name}={value}");
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return 0;
-        };
-        let own = std::process::id();
-        let mut killed = 0;
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if pid as u32 == own {
-                continue;
-            }
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-                continue;
-            };
-            if environ
-                .split(|byte| *byte == 0)
-                .any(|pair| pair == wanted.as_bytes())
-                && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
-            {
-                killed += 1;
-            }
-        }
-        killed
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (name, value);
-        0
     }
 }
