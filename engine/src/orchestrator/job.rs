@@ -363,7 +363,7 @@ impl JobRuntime {
             .read_for_pipeline(&pipeline, key, &actor)
             .await
             .map_err(|err| {
-                tracing::warn!(job_id = %self.id(), key, error = %err, "secret read failed");
+                tracing::info!(job_id = %self.id(), key, error = %err, "secret read failed");
                 secret_status(&err)
             })?;
         self.logs.scrubber().add_secret(&value);

@@ -60,7 +60,7 @@ pub async fn recover_abandoned_jobs(data: &DataDir, store: &Store) -> Result<usi
             continue;
         }
         let killed = kill_processes_with_env("DANUBE_JOB_ID", job.id.as_str());
-        tracing::warn!(job_id = %job.id, killed, "marking an abandoned job as failed");
+        tracing::info!(job_id = %job.id, killed, "marking an abandoned job as failed");
 
         for step in store.list_steps(&job.id).await? {
             if !step.state.is_final() {

@@ -216,7 +216,7 @@ async fn run(
         ),
         Err(err) => {
             let message = runtime.logs().scrubber().scrub_text(&error_chain(&err));
-            tracing::warn!(error = %message, "step could not run");
+            tracing::info!(error = %message, "step could not run");
             if let Ok(log) = writer.as_mut() {
                 let _ = log.write(Stream::Engine, format!("danube: {message}\n").as_bytes());
             }

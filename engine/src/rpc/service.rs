@@ -139,7 +139,7 @@ impl JobService for JobServiceImpl {
             task: header.task.clone(),
         };
         let record = job.context.artifacts.receive(meta, Box::pin(chunks)).await.map_err(|err| {
-            tracing::warn!(job_id = %job.id(), artifact = %header.name, error = %err, "artifact upload rejected");
+            tracing::info!(job_id = %job.id(), artifact = %header.name, error = %err, "artifact upload rejected");
             Status::invalid_argument(err.to_string())
         })?;
         job.context

@@ -18,8 +18,9 @@ def get(key: str) -> str:
     """Return the value of the secret `key`.
 
     Raises:
-        SecretError: no secret has that key, or this job's pipeline may not
-            read it. The message is the engine's.
+        SecretError: no secret has that key, this job's pipeline may not
+            read it, or its stored value cannot be decrypted. The message is
+            the engine's.
         EngineError: the engine could not be reached or failed otherwise.
         TypeError, ValueError: `key` is not a non-empty string.
     """
@@ -29,14 +30,10 @@ def get(key: str) -> str:
         response = client.unary("GetSecret", client.messages.GetSecretRequest(key=key))
     except EngineError as error:
         reason = error.details or error.code
-        if error.code == "NOT_FOUND":
-            raise SecretError(
-                key,
-                f"secret `{key}` not found: {reason} (add it with `danube secret set {key}`)",
-            ) from None
+        # The engine's message already names the key and the fix.
+        if error.code in ("NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION"):
+            raise SecretError(key, reason) from None
         if error.code == "PERMISSION_DENIED":
             raise SecretError(key, f"reading secret `{key}` was denied: {reason}") from None
-        if error.code == "INVALID_ARGUMENT":
-            raise SecretError(key, f"secret key `{key}` is invalid: {reason}") from None
         raise
     return str(response.value)

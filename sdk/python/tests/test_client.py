@@ -244,8 +244,7 @@ def test_missing_secret_raises_secret_error(engine: RunningEngine, connected) ->
 
     message = str(raised.value)
     assert raised.value.key == "NOPE"
-    assert "secret `NOPE` not found: no secret named NOPE" in message
-    assert "danube secret set NOPE" in message
+    assert message == "no secret named NOPE"
 
 
 def test_denied_secret_raises_secret_error(engine: RunningEngine, connected) -> None:
