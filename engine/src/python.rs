@@ -117,7 +117,7 @@ pub async fn ensure_env(data: &DataDir, progress: &dyn Fn(&str)) -> Result<Pytho
     })
 }
 
-/// The pinned packages as one line, for messages.
+/// Returns the pinned packages as one line, for messages.
 fn packages() -> String {
     REQUIREMENTS
         .lines()
@@ -329,7 +329,7 @@ async fn install_packages(venv: &Path, interpreter: &Path) -> Result<(), PythonE
     Ok(())
 }
 
-/// The last lines of a failed command's output, enough to see the cause.
+/// Returns the last lines of a failed command's output, enough to see the cause.
 fn combined_output(output: &std::process::Output) -> String {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));

@@ -230,7 +230,7 @@ pub async fn logs(data: &DataDir, store: &Store, args: LogsArgs) -> anyhow::Resu
     Ok(Status::Success)
 }
 
-/// A step's stored bytes, or only those of one stream.
+/// Reads a step's stored bytes, or only those of one stream.
 fn read_step_log(
     dir: &std::path::Path,
     step_id: i64,

@@ -89,7 +89,7 @@ fn read_value(key: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
             .context("failed to read the secret from stdin")?;
         bytes
     };
-    // `echo value | danube secret set KEY` adds a newline nobody means.
+    // `echo value | danube secret set KEY` adds a newline that is not part of the value.
     if value.ends_with(b"\n") {
         value.pop();
         if value.ends_with(b"\r") {

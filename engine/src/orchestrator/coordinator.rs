@@ -36,7 +36,7 @@ pub enum CoordinatorError {
     OpenLog(#[source] std::io::Error),
 }
 
-/// How the coordinator process ended.
+/// The way the coordinator process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoordinatorExit {
     Exited(i32),
@@ -110,7 +110,7 @@ pub async fn start(
     let process = child.child_mut();
     if let Some(mut stdin) = process.stdin.take() {
         // A coordinator that dies at once closes its stdin; its exit status
-        // then tells what happened, so a write error is not fatal here.
+        // then shows what happened, so a write error is not fatal here.
         let _ = stdin.write_all(format!("{token}\n").as_bytes()).await;
         drop(stdin);
     }
@@ -126,7 +126,7 @@ pub async fn start(
     Ok(Coordinator { child, output_done })
 }
 
-/// The `ctx` values as `DANUBE_*` variables, for the coordinator and steps.
+/// Returns the `ctx` values as `DANUBE_*` variables, for the coordinator and steps.
 pub fn context_env(runtime: &JobRuntime, workspace: &Path) -> Vec<(String, String)> {
     let record = &runtime.record;
     let pipeline = runtime.request.pipeline.clone().unwrap_or_default();

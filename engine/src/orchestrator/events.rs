@@ -1,4 +1,4 @@
-//! What a job reports while it runs, for the CLI's live view and, later, the
+//! Events a job reports while it runs, for the CLI's live view and, later, the
 //! API's event streams.
 
 use crate::model::{JobState, RunState};

@@ -28,14 +28,14 @@ use super::{DEFAULT_MAX_DURATION, EngineContext, JobOutcome, JobRequest};
 /// How long running steps get to record their end after the job stops.
 const STEP_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Why a job stopped before its tasks finished.
+/// The cause of a job stopping before its tasks finished.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StopReason {
     Cancelled,
     TimedOut,
 }
 
-/// What the coordinator reported, and the scheduler's state.
+/// The coordinator's reports and the scheduler's state.
 #[derive(Default)]
 pub(crate) struct Shared {
     pub plan: Option<Plan>,
@@ -192,7 +192,7 @@ impl JobRuntime {
     pub(crate) async fn declare_plan(&self, request: DeclarePlanRequest) -> Result<(), Status> {
         let mut shared = self.shared.lock().await;
         if let Some(plan) = &shared.plan {
-            // The coordinator resends a plan whose answer it lost; the same
+            // The coordinator resends a plan whose response it lost; the same
             // plan again is accepted, a different one is not.
             let same = plan.tasks().len() == request.tasks.len()
                 && plan

@@ -83,7 +83,7 @@ pub enum OrchestratorError {
     },
 }
 
-/// What to run.
+/// A request to run a project's pipeline.
 #[derive(Clone, Debug)]
 pub struct JobRequest {
     pub project: PathBuf,
@@ -227,7 +227,7 @@ fn canonical_project(path: &Path) -> Result<PathBuf, OrchestratorError> {
     Ok(project)
 }
 
-/// How a job ended, as its runner returns it.
+/// The end state of a job, as its runner returns it.
 #[derive(Clone, Debug)]
 pub struct JobOutcome {
     pub state: JobState,

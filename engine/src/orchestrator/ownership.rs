@@ -1,4 +1,4 @@
-//! Which engine process owns a job.
+//! Ownership of jobs by engine processes.
 //!
 //! Several `danube` processes may share one data directory, and one of them
 //! may be killed mid-job. Each job's log directory holds `engine.lock`, locked
@@ -19,7 +19,7 @@ use crate::store::{Store, StoreError};
 
 const LOCK_FILE: &str = "engine.lock";
 
-/// Why an abandoned job is marked failed.
+/// The reason stored with an abandoned job.
 pub const ABANDONED_REASON: &str =
     "the engine running this job stopped before it finished (the process was killed or crashed)";
 
@@ -36,12 +36,12 @@ pub fn acquire(job_logs_dir: &Path) -> io::Result<JobLock> {
     Ok(JobLock { _lock: lock })
 }
 
-/// Whether some live process holds the job's lock.
+/// Returns whether a live process holds the job's lock.
 fn is_owned(job_logs_dir: &Path) -> bool {
     let Ok(file) = File::open(job_logs_dir.join(LOCK_FILE)) else {
         return false;
     };
-    // Taking the lock succeeds only when nobody holds it; it is released
+    // Taking the lock succeeds only when no process holds it; it is released
     // again when `_probe` drops at the end of this function.
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(_probe) => false,

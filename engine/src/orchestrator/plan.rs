@@ -202,7 +202,7 @@ fn find_cycle(tasks: &[PlannedTask]) -> Option<Vec<String>> {
         if marks[start] != Mark::Unvisited {
             continue;
         }
-        // Iterative depth-first search; `path` holds (task, next need to visit).
+        // Iterative depth-first search; `path` contains (task, next need to visit).
         let mut path: Vec<(usize, usize)> = vec![(start, 0)];
         marks[start] = Mark::OnPath;
         while let Some(&mut (node, ref mut next)) = path.last_mut() {

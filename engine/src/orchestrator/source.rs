@@ -1,4 +1,4 @@
-//! What the project folder says about its source: repository, branch and
+//! The source of a project folder: repository, branch and
 //! commit, for `ctx` and the job record.
 
 use std::path::Path;

@@ -39,7 +39,7 @@ impl TokenRegistry {
             .remove(hash);
     }
 
-    /// The job a token belongs to, if it is live.
+    /// Returns the job a token belongs to, if the token is live.
     pub fn lookup(&self, token: &str) -> Option<Arc<JobRuntime>> {
         // Comparing hashes in a map does not leak how much of a token
         // matched, which a byte-by-byte comparison of the tokens would.
