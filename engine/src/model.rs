@@ -34,11 +34,12 @@ impl JobId {
         &self.0
     }
 
-    /// The first thirteen characters (the whole millisecond timestamp of a
-    /// UUIDv7), enough to tell jobs apart in a table and to find one again
-    /// by prefix. Eight would not do: they change only every 65 seconds.
+    /// The first eighteen characters: the millisecond timestamp of the
+    /// UUIDv7 plus its next random bits, enough to tell jobs apart in a table
+    /// and to find one again by prefix, even for jobs started in the same
+    /// millisecond. Eight would not do: they change only every 65 seconds.
     pub fn short(&self) -> &str {
-        &self.0[..self.0.len().min(13)]
+        &self.0[..self.0.len().min(18)]
     }
 }
 

@@ -263,6 +263,7 @@ async fn create_venv(base: &str, venv: &Path) -> Result<(), PythonError> {
         .arg("venv")
         .arg(venv)
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|source| {
@@ -311,6 +312,7 @@ async fn install_packages(venv: &Path, interpreter: &Path) -> Result<(), PythonE
         ])
         .arg(&requirements)
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|source| PythonError::Spawn {

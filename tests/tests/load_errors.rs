@@ -149,3 +149,21 @@ fn bad_arguments_exit_with_two() {
     assert_eq!(run.code, 2, "{}", run.text());
     assert!(run.stderr.contains("nonexistent-job"), "{}", run.text());
 }
+
+#[test]
+fn run_accepts_path_of_pipeline_file() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline, step\n\n@pipeline(name='file-arg')\ndef f():\n    step.run('true')\n");
+    let file = sandbox.project().join("danubefile.py");
+    let run = sandbox.danube(&["run", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.text());
+}
+
+#[test]
+fn run_on_missing_folder_says_it_does_not_exist() {
+    let sandbox = Sandbox::new();
+    let missing = sandbox.path().join("nope");
+    let run = sandbox.danube(&["run", missing.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains("does not exist"), "{}", run.text());
+}

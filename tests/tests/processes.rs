@@ -394,3 +394,58 @@ def runs():
         "{list:#}"
     );
 }
+
+#[test]
+fn daemon_that_left_its_group_is_killed_when_job_ends() {
+    let sandbox = Sandbox::new();
+    let pids = sandbox.path().join("pids");
+    sandbox.pipeline(&format!(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="daemon")
+def daemon():
+    step.run("setsid sh -c 'echo $$ > {pids}; exec sleep 300' >/dev/null 2>&1 < /dev/null &", name="start")
+    step.run("sleep 0.3", name="settle")
+"#,
+        pids = pids.display()
+    ));
+    let run = sandbox.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let recorded = read_pids(&pids);
+    assert_eq!(recorded.len(), 1, "the daemon wrote its pid");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!process_alive(recorded[0]), "the daemon outlived its job");
+}
+
+#[test]
+fn coordinator_exiting_mid_task_names_that_task() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+import os
+from danube import pipeline, step, task
+
+@task()
+def steady():
+    step.run("sleep 1", name="wait")
+
+@task()
+def crashes():
+    step.run("true")
+    os._exit(0)
+
+pipeline(name="crash", tasks=[steady, crashes])
+"#,
+    );
+    let run = sandbox.run(&[]);
+    assert_eq!(run.code, 1, "{}", run.text());
+    let job = sandbox.last_job();
+    let reason = job["job"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pipeline process exited with code 0"),
+        "{reason}"
+    );
+    assert!(reason.contains("`crashes`"), "{reason}");
+    assert_eq!(danube_tests::task(&job, "crashes")["state"], "failure");
+}

@@ -325,3 +325,69 @@ def escape():
     assert!(reason.contains("link.txt"), "{reason}");
     assert_eq!(job["artifacts"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn secret_in_step_name_is_masked() {
+    let sandbox = Sandbox::new();
+    set_secret(&sandbox, "NAME_SECRET", SECRET, &[]);
+    sandbox.pipeline(
+        r#"
+from danube import artifacts, pipeline, secrets, step, ArtifactError
+
+@pipeline(name="names")
+def names():
+    token = secrets.get("NAME_SECRET")
+    step.run(f"echo {token} > out.txt")
+    step.run("true", name=f"deploy-{token}")
+    try:
+        artifacts.upload("out.txt", name=token)
+    except ArtifactError as err:
+        print("artifact rejected:", err)
+"#,
+    );
+    let run = sandbox.run(&[]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(!run.stdout.contains(SECRET), "{}", run.stdout);
+    assert!(run.stdout.contains("artifact rejected"), "{}", run.stdout);
+
+    let job = sandbox.last_job();
+    assert!(!job.to_string().contains(SECRET), "{job:#}");
+    assert_eq!(step(&job, "main", "deploy-***")["state"], "success");
+    let database = std::fs::read(sandbox.data_dir().join("danube.db")).unwrap();
+    assert!(!contains(&database, SECRET));
+}
+
+#[test]
+fn missing_key_file_with_stored_secrets_is_refused() {
+    let sandbox = Sandbox::new();
+    set_secret(&sandbox, "KEPT", "kept-value-1", &[]);
+    std::fs::remove_file(sandbox.data_dir().join("keys/encryption.key")).unwrap();
+
+    let list = sandbox.danube(&["secret", "set", "OTHER"]);
+    assert_eq!(list.code, 2, "{}", list.text());
+    assert!(list.stderr.contains("encryption.key"), "{}", list.text());
+    assert!(list.stderr.contains("1 secret(s)"), "{}", list.text());
+    assert!(
+        !sandbox.data_dir().join("keys/encryption.key").exists(),
+        "no new key was made"
+    );
+}
+
+#[test]
+fn removing_pipeline_secret_without_scope_hints_at_it() {
+    let sandbox = Sandbox::new();
+    set_secret(
+        &sandbox,
+        "SCOPED_ONLY",
+        "scoped-value-1",
+        &["--pipeline", "web"],
+    );
+    let removed = sandbox.danube(&["secret", "rm", "SCOPED_ONLY"]);
+    assert_eq!(removed.code, 2, "{}", removed.text());
+    assert!(
+        removed.stderr.contains("pipeline:web"),
+        "{}",
+        removed.text()
+    );
+    assert!(removed.stderr.contains("--pipeline"), "{}", removed.text());
+}

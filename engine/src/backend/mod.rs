@@ -184,6 +184,11 @@ pub trait Backend: Send + Sync {
         cancel: CancellationToken,
     ) -> Result<StepOutcome, BackendError>;
 
+    /// Kills what a finished job left running outside its steps' process
+    /// groups (daemons started with `setsid`, for example) and returns how
+    /// many processes it killed.
+    fn kill_leftovers(&self, job: &JobId) -> usize;
+
     /// Removes a copied workspace; does nothing for an in-place one.
     async fn remove_workspace(&self, workspace: &Workspace) -> Result<(), BackendError>;
 }

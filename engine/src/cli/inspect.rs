@@ -127,6 +127,27 @@ pub async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<Status> {
     println!("duration  {}", job_duration(&job));
     println!();
     print_summary(store, &job.id, false).await?;
+
+    for task in store.list_tasks(&job.id).await? {
+        if let Some(error) = &task.error {
+            println!(
+                "\ntask {} ({}):\n{}",
+                task.name,
+                task.state,
+                error.trim_end()
+            );
+        }
+    }
+    let artifacts = store.list_artifacts(&job.id).await?;
+    if !artifacts.is_empty() {
+        println!("\nartifacts:");
+        for artifact in artifacts {
+            println!(
+                "  {} ({}, {} bytes)",
+                artifact.name, artifact.kind, artifact.size_bytes
+            );
+        }
+    }
     Ok(Status::Success)
 }
 
@@ -164,7 +185,8 @@ pub async fn print_summary(store: &Store, job: &JobId, _interactive: bool) -> an
             ]);
         }
     }
-    println!("{table}");
+    // `danube run` keeps going when its output is closed, so ignore errors.
+    let _ = writeln!(std::io::stdout().lock(), "{table}");
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use crate::model::{JobId, JobState, RunState, Stream};
 use crate::orchestrator::{JobEvent, JobHandle, JobOutcome};
 
 use super::format_duration;
+use super::signals::Interrupts;
 
 /// A partial line is shown once it has waited this long for its newline.
 const PARTIAL_LINE_DELAY: Duration = Duration::from_millis(300);
@@ -58,10 +59,13 @@ impl LiveView {
 
     /// Shows the job until it ends. The first Ctrl-C or SIGTERM cancels it;
     /// the view then waits for the cancellation to finish.
-    pub async fn follow(&mut self, mut handle: JobHandle) -> JobOutcome {
+    pub async fn follow(
+        &mut self,
+        mut handle: JobHandle,
+        interrupts: &mut Interrupts,
+    ) -> JobOutcome {
         self.line(&format!("job {} started", self.job_id));
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate());
         let mut cancelled = false;
 
         loop {
@@ -83,14 +87,9 @@ impl LiveView {
                     }
                     Err(RecvError::Closed) => {}
                 },
-                _ = tokio::signal::ctrl_c(), if !cancelled => {
+                name = interrupts.next(), if !cancelled => {
                     cancelled = true;
-                    self.line("cancelling the job (stopping its processes)...");
-                    handle.cancel();
-                }
-                _ = recv_signal(&mut terminate), if !cancelled => {
-                    cancelled = true;
-                    self.line("received SIGTERM: cancelling the job...");
+                    self.line(&format!("received {name}: cancelling the job (stopping its processes)..."));
                     handle.cancel();
                 }
                 _ = tick.tick() => {
@@ -256,7 +255,9 @@ impl LiveView {
 
     fn line(&self, text: &str) {
         if self.interactive {
-            self.bars.suspend(|| println!("{text}"));
+            self.bars.suspend(|| {
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
+            });
         } else {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
@@ -267,9 +268,12 @@ impl LiveView {
         let elapsed =
             format_duration(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX));
         if outcome.load_error {
-            eprintln!("error: the pipeline could not be loaded, so nothing ran:");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: the pipeline could not be loaded, so nothing ran:"
+            );
             if let Some(reason) = &outcome.reason {
-                eprintln!("{reason}");
+                let _ = writeln!(std::io::stderr(), "{reason}");
             }
             return;
         }
@@ -282,9 +286,10 @@ impl LiveView {
             text.push_str(": ");
             text.push_str(reason);
         }
-        println!("{text}");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
         if outcome.state != JobState::Success {
-            println!("logs: danube logs {}", self.job_id.short());
+            let _ = writeln!(out, "logs: danube logs {}", self.job_id.short());
         }
     }
 }
@@ -298,18 +303,5 @@ fn symbol(state: RunState) -> &'static str {
         RunState::Skipped => "↷",
         RunState::Timeout => "⏱",
         RunState::Cancelled => "⊘",
-    }
-}
-
-fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(kind).ok()
-}
-
-async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) {
-    match signal {
-        Some(signal) => {
-            signal.recv().await;
-        }
-        None => std::future::pending().await,
     }
 }

@@ -9,6 +9,7 @@ mod inspect;
 mod live;
 mod run;
 mod secret;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,6 +86,16 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose);
+
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`danube logs | head`)
+    // would fail with an error. Other commands die quietly as Unix tools do;
+    // `run` keeps its job going and ignores failed writes instead.
+    if !matches!(cli.command, Command::Run(_)) {
+        // SAFETY: called before any thread starts; it only resets a signal disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -163,6 +174,7 @@ fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -14,6 +14,7 @@ use crate::python;
 
 use super::Status;
 use super::live::LiveView;
+use super::signals::Interrupts;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -37,8 +38,32 @@ pub struct RunArgs {
 
 pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
     // Check the cheap things first, so a typo fails before any setup work.
-    let pipeline_file = args.dir.join(PIPELINE_FILE);
-    if !pipeline_file.is_file() {
+    let mut args = args;
+    if args.dir.is_file()
+        && args
+            .dir
+            .file_name()
+            .is_some_and(|name| name == PIPELINE_FILE)
+    {
+        // `danube run path/danubefile.py` means its folder.
+        args.dir = args.dir.parent().map(ToOwned::to_owned).unwrap_or_default();
+        if args.dir.as_os_str().is_empty() {
+            args.dir = ".".into();
+        }
+    }
+    if !args.dir.exists() {
+        anyhow::bail!(
+            "project folder `{}` does not exist: pass the folder that contains {PIPELINE_FILE}",
+            args.dir.display()
+        );
+    }
+    if !args.dir.is_dir() {
+        anyhow::bail!(
+            "`{}` is not a folder: pass the folder that contains {PIPELINE_FILE}",
+            args.dir.display()
+        );
+    }
+    if !args.dir.join(PIPELINE_FILE).is_file() {
         let shown = args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone());
         anyhow::bail!(
             "no {PIPELINE_FILE} in `{}`: create one (see the README for a first pipeline) or pass the project folder, as in `danube run path/to/project`",
@@ -47,7 +72,14 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
     }
     let (data, store) = super::open_data(data_root).await?;
 
-    let python = python::ensure_env(&data, &|line| eprintln!("{line}")).await?;
+    let mut interrupts = Interrupts::install();
+    let python = tokio::select! {
+        python = python::ensure_env(&data, &|line| eprintln!("{line}")) => python?,
+        name = interrupts.next() => {
+            eprintln!("received {name} while preparing the Python environment: nothing was run");
+            return Ok(Status::JobFailed);
+        }
+    };
     let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
     let engine = Engine::start(EngineParts {
         data: data.clone(),
@@ -73,7 +105,7 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
 
     let interactive = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
     let mut view = LiveView::new(handle.id.clone(), interactive);
-    let outcome = view.follow(handle).await;
+    let outcome = view.follow(handle, &mut interrupts).await;
 
     super::inspect::print_summary(&store, &view.job_id, interactive).await?;
     view.print_result(&outcome);

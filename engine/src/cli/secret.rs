@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::config::DataDir;
-use crate::secrets::{Cipher, Scope, SecretVault, validate_key};
+use crate::secrets::{Scope, SecretVault, validate_key};
 use crate::store::Store;
 
 use super::Status;
@@ -29,7 +29,8 @@ pub struct SecretKeyArgs {
     /// Secret name: letters, digits and `_`, not starting with a digit
     key: String,
 
-    /// Make the secret visible only to this pipeline [default: every pipeline]
+    /// The pipeline the secret belongs to; without it the secret is global,
+    /// readable by every pipeline
     #[arg(long, value_name = "NAME")]
     pipeline: Option<String>,
 }
@@ -43,13 +44,22 @@ impl SecretKeyArgs {
     }
 }
 
+/// Values shorter than this are masked so often in logs that they are
+/// likely a mistake.
+const SHORT_SECRET_BYTES: usize = 8;
+
 pub async fn run(data: &DataDir, store: Store, command: SecretCommand) -> anyhow::Result<Status> {
-    let cipher = Cipher::load_or_create(&data.encryption_key_path())?;
-    let vault = SecretVault::new(store, cipher);
+    let vault = SecretVault::open(store, &data.encryption_key_path()).await?;
     match command {
         SecretCommand::Set(args) => {
             validate_key(&args.key)?;
             let value = read_value(&args.key)?;
+            if value.len() < SHORT_SECRET_BYTES {
+                eprintln!(
+                    "warning: secret {} is shorter than {SHORT_SECRET_BYTES} bytes; logs mask it wherever those characters appear, even in unrelated words",
+                    args.key
+                );
+            }
             vault.set(&args.scope(), &args.key, &value).await?;
             eprintln!("secret {} stored ({})", args.key, args.scope().as_db());
         }
@@ -65,8 +75,23 @@ pub async fn run(data: &DataDir, store: Store, command: SecretCommand) -> anyhow
         SecretCommand::Rm(args) => {
             validate_key(&args.key)?;
             if !vault.remove(&args.scope(), &args.key).await? {
+                let elsewhere: Vec<String> = vault
+                    .list()
+                    .await?
+                    .into_iter()
+                    .filter(|secret| secret.key == args.key)
+                    .map(|secret| secret.scope)
+                    .collect();
+                let hint = if elsewhere.is_empty() {
+                    "`danube secret list` shows the stored ones".to_owned()
+                } else {
+                    format!(
+                        "it exists in {}; pass --pipeline NAME for a pipeline's secret",
+                        elsewhere.join(", ")
+                    )
+                };
                 bail!(
-                    "no secret `{}` in scope {}; `danube secret list` shows the stored ones",
+                    "no secret `{}` in scope {}: {hint}",
                     args.key,
                     args.scope().as_db()
                 );

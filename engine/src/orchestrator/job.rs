@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub load_error: Option<String>,
     pub script_error: Option<String>,
     pub task_errors: BTreeMap<String, String>,
+    /// Tasks that were running when the coordinator exited on its own.
+    pub coordinator_lost_during: Vec<String>,
     /// Tasks with a step that timed out, so a failure is reported as timeout.
     pub timed_out_tasks: BTreeSet<String>,
 }
@@ -468,7 +470,7 @@ impl JobRuntime {
 
     /// Ends every task that is not final yet, after the job stopped or the
     /// coordinator went away.
-    async fn close_open_tasks(&self, shared: &mut Shared) {
+    async fn close_open_tasks(&self, shared: &mut Shared, exit: CoordinatorExit) {
         let Some(plan) = shared.plan.as_ref() else {
             return;
         };
@@ -484,8 +486,22 @@ impl JobRuntime {
         };
         let running = plan.in_state(RunState::Running);
         let pending = plan.in_state(RunState::Pending);
+
+        // Without a stop request, tasks still running mean the coordinator
+        // went away in the middle of them.
+        let lost = (stop.is_none() && !running.is_empty()).then(|| {
+            format!(
+                "the pipeline process {exit} while this task was running; see the coordinator log"
+            )
+        });
+        if let Some(lost) = &lost {
+            shared.coordinator_lost_during = running.clone();
+            for task in &running {
+                shared.task_errors.insert(task.clone(), lost.clone());
+            }
+        }
         for task in running {
-            self.set_task_state(shared, &task, running_state, None)
+            self.set_task_state(shared, &task, running_state, lost.as_deref())
                 .await;
         }
         for task in pending {
@@ -505,6 +521,18 @@ pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
         runtime.context.tokens.revoke(token);
     }
     runtime.secret_cache.lock().await.clear();
+
+    // Processes that left their step's process group (`setsid`, daemons)
+    // still carry the job id in their environment.
+    let leftovers = runtime.context.backend.kill_leftovers(&id);
+    if leftovers > 0 {
+        tracing::info!(job_id = %id, leftovers, "killed processes that outlived their steps");
+        runtime.emit(JobEvent::Notice {
+            message: format!(
+                "killed {leftovers} process(es) of this job that had left their step's process group"
+            ),
+        });
+    }
     if let Some(workspace) = runtime.workspace.get()
         && let Err(err) = runtime.context.backend.remove_workspace(workspace).await
     {
@@ -611,7 +639,7 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
     }
 
     let mut shared = runtime.shared.lock().await;
-    runtime.close_open_tasks(&mut shared).await;
+    runtime.close_open_tasks(&mut shared, exit).await;
     decide(runtime, &shared, exit)
 }
 
@@ -660,6 +688,22 @@ fn decide(runtime: &JobRuntime, shared: &Shared, exit: CoordinatorExit) -> JobOu
         && shared.script_error.is_none()
     {
         return outcome(JobState::Success, None, false);
+    }
+
+    if !shared.coordinator_lost_during.is_empty() {
+        let tasks: Vec<String> = shared
+            .coordinator_lost_during
+            .iter()
+            .map(|task| format!("`{task}`"))
+            .collect();
+        return outcome(
+            JobState::Failure,
+            Some(format!(
+                "the pipeline process {exit} while task {} was running; see the coordinator log",
+                tasks.join(", ")
+            )),
+            false,
+        );
     }
 
     let failed_task = plan.tasks().iter().find(|task| {

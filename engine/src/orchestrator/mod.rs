@@ -29,7 +29,7 @@ use crate::logs::{JobLogs, LogChunk};
 use crate::model::{JobId, JobState, TriggerType, now_millis};
 use crate::python::PythonEnv;
 use crate::rpc::{self, TokenRegistry};
-use crate::secrets::{Cipher, SecretVault, SecretsError};
+use crate::secrets::{SecretVault, SecretsError};
 use crate::store::{NewJob, Store, StoreError};
 
 pub use events::JobEvent;
@@ -126,9 +126,9 @@ impl Engine {
     /// Loads the encryption key and starts the gRPC server on an ephemeral
     /// loopback port.
     pub async fn start(parts: EngineParts) -> Result<Engine, OrchestratorError> {
-        let cipher = Cipher::load_or_create(&parts.data.encryption_key_path())
+        let vault = SecretVault::open(parts.store.clone(), &parts.data.encryption_key_path())
+            .await
             .map_err(|err| OrchestratorError::LoadKey(Box::new(err)))?;
-        let vault = SecretVault::new(parts.store.clone(), cipher);
         let artifacts = ArtifactStore::new(parts.data.artifacts_dir(), parts.max_artifact_bytes);
 
         let tokens = Arc::new(TokenRegistry::default());

@@ -21,6 +21,9 @@ use super::job::{JobRuntime, error_chain};
 /// Exit code reported for a step killed by its timeout, as `timeout(1)` does.
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
 
+/// Longest step name accepted, so that tables and log prefixes stay readable.
+const MAX_STEP_NAME_CHARS: usize = 200;
+
 /// Output chunks buffered between the backend and the log writer. Small, so
 /// a slow disk slows the step instead of growing memory.
 const OUTPUT_BUFFER: usize = 16;
@@ -33,9 +36,17 @@ pub async fn start(
     runtime: Arc<JobRuntime>,
     request: RunStepRequest,
 ) -> Result<mpsc::Receiver<Result<RunStepEvent, Status>>, Status> {
-    let name = request.name.trim().to_owned();
+    // Names are shown and stored everywhere, so a secret in one (a default
+    // name taken from a command, say) is masked like any other output.
+    let name = runtime.logs().scrubber().scrub_text(request.name.trim());
     if name.is_empty() {
         return Err(Status::invalid_argument("the step name is empty"));
+    }
+    if name.chars().count() > MAX_STEP_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "step name `{}` is invalid: use at most {MAX_STEP_NAME_CHARS} characters and no control characters",
+            name.chars().take(MAX_STEP_NAME_CHARS).collect::<String>()
+        )));
     }
     if !(request.timeout_seconds.is_finite() && request.timeout_seconds >= 0.0) {
         return Err(Status::invalid_argument(format!(

@@ -12,7 +12,7 @@ mod cipher;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
@@ -114,6 +114,14 @@ pub enum SecretsError {
 
     #[error("failed to list secrets")]
     ListSecrets { source: StoreError },
+
+    #[error(
+        "the encryption key `{}` is missing but {stored} secret(s) are stored under it: restore \
+         the key file from a backup, or delete the data directory's secrets with \
+         `danube secret rm KEY` for each (they cannot be decrypted without it)",
+        path.display()
+    )]
+    KeyMissing { path: PathBuf, stored: usize },
 
     #[error("failed to remove secret `{key}`")]
     RemoveSecret { key: String, source: StoreError },
@@ -245,6 +253,27 @@ pub struct SecretInfo {
 }
 
 impl SecretVault {
+    /// Loads the key at `key_path` and returns a vault over `store`. Creates
+    /// the key only while no secret is stored: a new key beside secrets
+    /// encrypted under a lost one would silently make them unreadable.
+    pub async fn open(store: Store, key_path: &Path) -> Result<SecretVault, SecretsError> {
+        if !key_path.exists() {
+            let stored = store
+                .list_secrets()
+                .await
+                .map_err(|source| SecretsError::ListSecrets { source })?
+                .len();
+            if stored > 0 {
+                return Err(SecretsError::KeyMissing {
+                    path: key_path.to_owned(),
+                    stored,
+                });
+            }
+        }
+        let cipher = Cipher::load_or_create(key_path)?;
+        Ok(SecretVault::new(store, cipher))
+    }
+
     pub fn new(store: Store, cipher: Cipher) -> SecretVault {
         SecretVault { store, cipher }
     }

@@ -75,6 +75,11 @@ impl LocalBackend {
 
 #[async_trait::async_trait]
 impl Backend for LocalBackend {
+    fn kill_leftovers(&self, job: &JobId) -> usize {
+        // Every process of a job carries its id in the environment.
+        process::kill_processes_with_env("DANUBE_JOB_ID", job.as_str())
+    }
+
     async fn prepare_workspace(
         &self,
         job: &JobId,
