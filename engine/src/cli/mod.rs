@@ -9,6 +9,7 @@ mod inspect;
 mod live;
 mod run;
 mod secret;
+mod serve;
 mod signals;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ enum Command {
     /// Manage secrets for pipelines
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Serve the HTTP API on loopback and run the jobs it starts
+    Serve(serve::ServeArgs),
 }
 
 /// Exit status of the `danube` process.
@@ -134,6 +137,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Status> {
             let (data, store) = open_data(&data_root).await?;
             secret::run(&data, store, command).await
         }
+        Command::Serve(args) => serve::serve(&data_root, args).await,
     }
 }
 
