@@ -92,8 +92,8 @@ pub fn main() -> ExitCode {
 
     // Rust ignores SIGPIPE, so printing to a closed pipe (`danube logs | head`)
     // would fail with an error. Other commands die quietly as Unix tools do;
-    // `run` keeps its job going and ignores failed writes instead.
-    if !matches!(cli.command, Command::Run(_)) {
+    // `run` and `serve` keep their jobs going and ignore failed writes instead.
+    if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         // SAFETY: called before any thread starts; it only resets a signal disposition.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

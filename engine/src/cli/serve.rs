@@ -72,14 +72,18 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
             .unwrap_or_else(super::run::default_parallelism),
         token,
     });
-    println!("Danube is serving on http://{local}/");
-    println!("Open this address to log in: {url}");
-    println!(
+    // Write errors are ignored: a server whose stdout was closed keeps serving.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "Danube is serving on http://{local}/");
+    let _ = writeln!(
+        stdout,
         "API clients send `Authorization: Bearer <token>` with the token in {}",
         token_path.display()
     );
+    let _ = writeln!(stdout, "Open this address to log in: {url}");
     // Tests and scripts read the address from a pipe, which is block-buffered.
-    let _ = std::io::stdout().flush();
+    let _ = stdout.flush();
+    drop(stdout);
     tracing::info!(%local, "server listening");
 
     let stop = async move {
