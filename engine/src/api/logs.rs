@@ -33,8 +33,9 @@ use crate::orchestrator::{EngineEvent, JobEvent};
 use crate::store::{JobRecord, Store};
 
 /// Bytes returned by one `GET .../logs` of a step when the request gives no
-/// `limit`, and the largest `limit` accepted.
+/// `limit`.
 const DEFAULT_RANGE: u64 = 1 << 20;
+/// The largest `limit` accepted by `GET .../logs`.
 const MAX_RANGE: u64 = 16 << 20;
 
 /// Bytes read from disk per SSE event when catching up.

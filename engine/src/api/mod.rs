@@ -41,7 +41,7 @@ pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError};
 pub use error::{ApiError, ErrorBody};
 pub use metrics::Metrics;
 
-/// What the handlers share.
+/// State shared by the handlers.
 pub struct AppState {
     pub engine: Engine,
     pub store: Store,
@@ -188,7 +188,7 @@ struct IndexQuery {
     token: Option<String>,
 }
 
-/// The placeholder page at `/`. `/?token=...` stores the token in an
+/// Serves the placeholder page at `/`. `/?token=...` stores the token in an
 /// HttpOnly cookie and redirects to `/`, so the address that `danube serve`
 /// prints logs a browser in.
 async fn index(
