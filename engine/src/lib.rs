@@ -5,6 +5,7 @@
 //! The `danube` binary in `main.rs` is a thin command-line layer over this
 //! library.
 
+pub mod api;
 pub mod artifacts;
 pub mod backend;
 pub mod cli;

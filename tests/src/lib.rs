@@ -250,3 +250,88 @@ pub fn process_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A `danube serve` process on a free loopback port, stopped with SIGTERM
+/// when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub base: String,
+    /// The local token from the printed address.
+    pub token: String,
+    /// Where the server's stderr goes.
+    pub log: PathBuf,
+}
+
+impl Sandbox {
+    /// Starts `danube serve --bind 127.0.0.1:0` on this sandbox's data dir
+    /// and waits until it prints its address.
+    pub fn serve(&self) -> Server {
+        use std::io::BufRead;
+
+        let log = self.path().join("serve.log");
+        let mut child = self
+            .command()
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).expect("create the server log"))
+            .spawn()
+            .expect("start danube serve");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                panic!(
+                    "danube serve exited before printing its address:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            };
+            if let Some(url) = line.strip_prefix("Open this address to log in: ") {
+                break url.to_owned();
+            }
+        };
+        // Keep reading, so the server never writes to a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let (base, token) = url
+            .split_once("/?token=")
+            .expect("the address carries the token");
+        Server {
+            child,
+            base: base.to_owned(),
+            token: token.to_owned(),
+            log,
+        }
+    }
+}
+
+impl Server {
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `host:port` of the server.
+    pub fn host(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pids fit in i32")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("wait for danube serve")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}

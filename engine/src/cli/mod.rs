@@ -9,6 +9,7 @@ mod inspect;
 mod live;
 mod run;
 mod secret;
+mod serve;
 mod signals;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ enum Command {
     /// Manage secrets for pipelines
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Serve the HTTP API on loopback and run the jobs it starts
+    Serve(serve::ServeArgs),
 }
 
 /// Exit status of the `danube` process.
@@ -89,8 +92,8 @@ pub fn main() -> ExitCode {
 
     // Rust ignores SIGPIPE, so printing to a closed pipe (`danube logs | head`)
     // would fail with an error. Other commands die quietly as Unix tools do;
-    // `run` keeps its job going and ignores failed writes instead.
-    if !matches!(cli.command, Command::Run(_)) {
+    // `run` and `serve` keep their jobs going and ignore failed writes instead.
+    if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         // SAFETY: called before any thread starts; it only resets a signal disposition.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -134,6 +137,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Status> {
             let (data, store) = open_data(&data_root).await?;
             secret::run(&data, store, command).await
         }
+        Command::Serve(args) => serve::serve(&data_root, args).await,
     }
 }
 

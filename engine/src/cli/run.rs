@@ -117,7 +117,7 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
     })
 }
 
-fn default_parallelism() -> usize {
+pub(super) fn default_parallelism() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)

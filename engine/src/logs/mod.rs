@@ -33,6 +33,15 @@ pub use writer::LogWriter;
 /// `RecvError::Lagged`.
 pub const LIVE_CHANNEL_CAPACITY: usize = 1024;
 
+/// Scrubbed log bytes stored by this process since it started, for metrics.
+static BYTES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Returns the number of scrubbed log bytes this process has stored, over all
+/// jobs, since it started.
+pub fn bytes_written() -> u64 {
+    BYTES_WRITTEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Which log of a job: the coordinator's output or one step's.
 ///
 /// Ordered with the coordinator first, then steps by id.

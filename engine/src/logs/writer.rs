@@ -152,6 +152,7 @@ impl LogWriter {
             return Err(with_path("append to log file", &self.data_path, err));
         }
         self.offset += out.len() as u64;
+        super::BYTES_WRITTEN.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
 
         // The data is written before its record, so a record never points
         // past the end of the data file. A chunk longer than u32::MAX bytes

@@ -1,7 +1,7 @@
 //! Events a job reports while it runs, for the CLI's live view and, later, the
 //! API's event streams.
 
-use crate::model::{JobState, RunState};
+use crate::model::{JobId, JobState, RunState};
 
 use super::plan::PlannedTask;
 
@@ -42,4 +42,12 @@ pub enum JobEvent {
     Notice {
         message: String,
     },
+}
+
+/// A [`JobEvent`] tagged with its job, as sent on the engine-wide channel
+/// that [`super::Engine::subscribe`] returns.
+#[derive(Clone, Debug)]
+pub struct EngineEvent {
+    pub job_id: JobId,
+    pub event: JobEvent,
 }

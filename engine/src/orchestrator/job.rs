@@ -20,7 +20,7 @@ use crate::secrets::SecretsError;
 use crate::store::{NewJob, NewTask};
 
 use super::coordinator::{self, CoordinatorExit};
-use super::events::JobEvent;
+use super::events::{EngineEvent, JobEvent};
 use super::ownership::JobLock;
 use super::plan::{Plan, PlannedTask};
 use super::{DEFAULT_MAX_DURATION, EngineContext, JobOutcome, JobRequest};
@@ -126,6 +126,10 @@ impl JobRuntime {
 
     pub(crate) fn emit(&self, event: JobEvent) {
         // No subscriber is fine: the CLI may have gone, the store has the truth.
+        let _ = self.context.events.send(EngineEvent {
+            job_id: self.id().clone(),
+            event: event.clone(),
+        });
         let _ = self.events.send(event);
     }
 

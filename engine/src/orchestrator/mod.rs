@@ -13,9 +13,10 @@ pub mod plan;
 mod source;
 mod step;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -32,12 +33,17 @@ use crate::rpc::{self, TokenRegistry};
 use crate::secrets::{SecretVault, SecretsError};
 use crate::store::{NewJob, Store, StoreError};
 
-pub use events::JobEvent;
+pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
+pub(crate) use job::error_chain;
 pub(crate) use step::start as start_step;
 
 /// The file a project folder must contain.
 pub const PIPELINE_FILE: &str = "danubefile.py";
+
+/// Number of events a subscriber of [`Engine::subscribe`] may fall behind
+/// before it gets `RecvError::Lagged`.
+pub const ENGINE_EVENTS_CAPACITY: usize = 4096;
 
 /// A job's wall-time bound when its pipeline sets none.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60 * 60);
@@ -105,6 +111,11 @@ pub(crate) struct EngineContext {
     pub python: PythonEnv,
     pub rpc_addr: SocketAddr,
     pub tokens: Arc<TokenRegistry>,
+    /// Every job's events, tagged with the job id.
+    pub events: broadcast::Sender<EngineEvent>,
+    /// Jobs this engine runs now; a job leaves when its final state is
+    /// recorded.
+    pub active: StdMutex<HashMap<JobId, Arc<JobRuntime>>>,
 }
 
 /// The engine: one per process, shared by every job it runs.
@@ -146,6 +157,8 @@ impl Engine {
             python: parts.python,
             rpc_addr,
             tokens,
+            events: broadcast::channel(ENGINE_EVENTS_CAPACITY).0,
+            active: StdMutex::new(HashMap::new()),
         };
         Ok(Engine {
             context: Arc::new(context),
@@ -154,6 +167,47 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.context.store
+    }
+
+    /// Every state change of every job this engine runs, from now on. A
+    /// receiver that falls more than [`ENGINE_EVENTS_CAPACITY`] events
+    /// behind gets `RecvError::Lagged` and should reread the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.context.events.subscribe()
+    }
+
+    /// Ids of the jobs this engine runs now.
+    pub fn active_jobs(&self) -> Vec<JobId> {
+        self.active().keys().cloned().collect()
+    }
+
+    /// Asks a job this engine runs to stop, as [`JobHandle::cancel`] does.
+    /// Returns `false` when this engine does not run the job (it is final,
+    /// unknown, or run by another process).
+    pub fn cancel(&self, id: &JobId) -> bool {
+        let runtime = self.active().get(id).cloned();
+        match runtime {
+            Some(runtime) => {
+                runtime.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Live log chunks of a job this engine runs, from now on; `None` when
+    /// this engine does not run the job.
+    pub fn subscribe_logs(&self, id: &JobId) -> Option<broadcast::Receiver<LogChunk>> {
+        self.active()
+            .get(id)
+            .map(|runtime| runtime.logs().subscribe())
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<JobRuntime>>> {
+        self.context
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records a job and starts it in the background.
@@ -201,8 +255,28 @@ impl Engine {
         let events = runtime.subscribe_events();
         let log_chunks = runtime.logs().subscribe();
         tracing::info!(job_id = %id, project = %runtime.project().display(), "job submitted");
+        self.active().insert(id.clone(), runtime.clone());
+        let _ = self.context.events.send(EngineEvent {
+            job_id: id.clone(),
+            event: JobEvent::JobState {
+                state: JobState::Pending,
+                reason: None,
+            },
+        });
         let span = tracing::info_span!("job", job_id = %id);
-        let task = tokio::spawn(job::run(runtime.clone()).instrument(span));
+        let engine = self.clone();
+        let job_runtime = runtime.clone();
+        let task = tokio::spawn(
+            async move {
+                // Removes the job from the registry even if its runner panics.
+                let _registered = Registered {
+                    engine,
+                    id: job_runtime.id().clone(),
+                };
+                job::run(job_runtime).await
+            }
+            .instrument(span),
+        );
 
         Ok(JobHandle {
             id,
@@ -211,6 +285,18 @@ impl Engine {
             log_chunks,
             task,
         })
+    }
+}
+
+/// Keeps a job in [`EngineContext::active`] while it lives.
+struct Registered {
+    engine: Engine,
+    id: JobId,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.engine.active().remove(&self.id);
     }
 }
 

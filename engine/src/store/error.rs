@@ -62,6 +62,12 @@ pub enum StoreError {
     #[error("failed to list jobs")]
     ListJobs { source: sqlx::Error },
 
+    #[error("failed to count jobs by state")]
+    CountJobs { source: sqlx::Error },
+
+    #[error("the database did not answer `SELECT 1`")]
+    Ping { source: sqlx::Error },
+
     #[error("failed to record the tasks of job `{job}`")]
     InsertTasks { job: String, source: sqlx::Error },
 

@@ -166,6 +166,17 @@ pub struct SecretRecord {
     pub updated_at: UnixMillis,
 }
 
+/// Which jobs [`Store::list_jobs_page`] returns: every set field must match.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub pipeline: Option<String>,
+    pub project_dir: Option<String>,
+    pub state: Option<JobState>,
+    /// Only jobs that sort after this `(created_at, id)` in newest-first
+    /// order, that is the page after the one that ended there.
+    pub after: Option<(UnixMillis, JobId)>,
+}
+
 /// A handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -512,6 +523,62 @@ impl Store {
         .await
         .map_err(|source| StoreError::ListJobs { source })?;
         rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Lists up to `limit` jobs that match `filter`, newest first (by
+    /// `created_at`, then id). Pages are keyed on `(created_at, id)`, so jobs
+    /// inserted while a client pages never shift later pages.
+    pub async fn list_jobs_page(
+        &self,
+        filter: &JobFilter,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let (after_at, after_id) = match &filter.after {
+            Some((at, id)) => (Some(*at), Some(id.as_str())),
+            None => (None, None),
+        };
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE (?1 IS NULL OR pipeline = ?1) \
+               AND (?2 IS NULL OR project_dir = ?2) \
+               AND (?3 IS NULL OR state = ?3) \
+               AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?6"
+        ))
+        .bind(filter.pipeline.as_deref())
+        .bind(filter.project_dir.as_deref())
+        .bind(filter.state.map(JobState::as_str))
+        .bind(after_at)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| StoreError::ListJobs { source })?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Number of jobs in each state that has any.
+    pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| StoreError::CountJobs { source })?;
+        // A state no variant has (written by a newer Danube) is left out
+        // rather than failing the count.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(state, count)| Some((state.parse().ok()?, count)))
+            .collect())
+    }
+
+    /// Runs `SELECT 1`, to check that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|source| StoreError::Ping { source })?;
+        Ok(())
     }
 
     /// Jobs not in a final state, oldest first: running ones, and ones

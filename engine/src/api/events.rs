@@ -1,0 +1,180 @@
+//! `GET /api/v1/events`: every job, task and step state change of the jobs
+//! this server runs, as Server-Sent Events, for live lists.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use futures::StreamExt as _;
+use serde::Serialize;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::metrics::SseKind;
+use crate::model::{JobState, RunState};
+use crate::orchestrator::{EngineEvent, JobEvent};
+
+/// One change, sent as an SSE event whose name is `type`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChangeEvent {
+    /// The job entered `state`.
+    Job {
+        job_id: String,
+        #[schema(value_type = String)]
+        state: JobState,
+        reason: Option<String>,
+    },
+    /// The script declared its pipeline; every task is `pending`.
+    Plan {
+        job_id: String,
+        pipeline: String,
+        tasks: Vec<PlannedTask>,
+    },
+    Task {
+        job_id: String,
+        task: String,
+        #[schema(value_type = String)]
+        state: RunState,
+    },
+    /// A step started (`state` is `running`) or finished.
+    Step {
+        job_id: String,
+        step_id: i64,
+        task: String,
+        name: String,
+        #[schema(value_type = String)]
+        state: RunState,
+        exit_code: Option<i32>,
+        duration_ms: Option<i64>,
+    },
+    Artifact {
+        job_id: String,
+        name: String,
+        size_bytes: i64,
+    },
+    /// A message the engine shows the user (setup progress, warnings).
+    Notice { job_id: String, message: String },
+    /// This client fell behind and missed `missed` events: refetch what it
+    /// shows.
+    Lagged { missed: u64 },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlannedTask {
+    pub name: String,
+    pub needs: Vec<String>,
+}
+
+impl ChangeEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            ChangeEvent::Job { .. } => "job",
+            ChangeEvent::Plan { .. } => "plan",
+            ChangeEvent::Task { .. } => "task",
+            ChangeEvent::Step { .. } => "step",
+            ChangeEvent::Artifact { .. } => "artifact",
+            ChangeEvent::Notice { .. } => "notice",
+            ChangeEvent::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+impl From<EngineEvent> for ChangeEvent {
+    fn from(engine_event: EngineEvent) -> ChangeEvent {
+        let job_id = engine_event.job_id.0;
+        match engine_event.event {
+            JobEvent::JobState { state, reason } => ChangeEvent::Job {
+                job_id,
+                state,
+                reason,
+            },
+            JobEvent::PlanDeclared { pipeline, tasks } => ChangeEvent::Plan {
+                job_id,
+                pipeline,
+                tasks: tasks
+                    .into_iter()
+                    .map(|task| PlannedTask {
+                        name: task.name,
+                        needs: task.needs,
+                    })
+                    .collect(),
+            },
+            JobEvent::TaskState { task, state } => ChangeEvent::Task {
+                job_id,
+                task,
+                state,
+            },
+            JobEvent::StepStarted {
+                step_id,
+                task,
+                name,
+            } => ChangeEvent::Step {
+                job_id,
+                step_id,
+                task,
+                name,
+                state: RunState::Running,
+                exit_code: None,
+                duration_ms: None,
+            },
+            JobEvent::StepFinished {
+                step_id,
+                task,
+                name,
+                state,
+                exit_code,
+                duration_ms,
+            } => ChangeEvent::Step {
+                job_id,
+                step_id,
+                task,
+                name,
+                state,
+                exit_code,
+                duration_ms: Some(duration_ms),
+            },
+            JobEvent::ArtifactStored { name, size_bytes } => ChangeEvent::Artifact {
+                job_id,
+                name,
+                size_bytes,
+            },
+            JobEvent::Notice { message } => ChangeEvent::Notice { job_id, message },
+        }
+    }
+}
+
+/// Follow every state change
+///
+/// Server-Sent Events named `job`, `plan`, `task`, `step`, `artifact`,
+/// `notice` and `lagged`, each carrying a [`ChangeEvent`]. Only jobs this
+/// server runs are reported. Events carry no id and cannot be resumed: after
+/// a reconnect or a `lagged` event, refetch the lists.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    responses((status = 200, description = "An event stream of ChangeEvent", content_type = "text/event-stream", body = ChangeEvent))
+)]
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let guard = state.metrics.sse_client(SseKind::Events);
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let events = BroadcastStream::new(state.engine.subscribe())
+        .map(move |received| {
+            let _counted = &guard;
+            let change = match received {
+                Ok(event) => ChangeEvent::from(event),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => ChangeEvent::Lagged { missed },
+            };
+            let body =
+                serde_json::to_string(&change).expect("an event of strings and numbers serializes");
+            Ok(Event::default().event(change.name()).data(body))
+        })
+        .take_until(shutdown);
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,442 @@
+//! Starting, listing, showing, cancelling and rerunning jobs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::artifacts::{Artifact, artifact_body};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::model::{JobId, JobState, RunState};
+use crate::orchestrator::{JobRequest, PIPELINE_FILE};
+use crate::store::{JobFilter, JobRecord, StepRecord, TaskRecord};
+
+/// Jobs per page when the request gives no `limit`.
+const DEFAULT_PAGE: u32 = 50;
+/// The largest `limit` accepted.
+const MAX_PAGE: u32 = 500;
+
+/// A job without its tasks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Job {
+    pub id: String,
+    /// Empty until the script declared its pipeline.
+    pub pipeline: String,
+    /// The project folder the job ran from.
+    pub project: String,
+    /// `pending`, `scheduling`, `running`, `success`, `failure`, `timeout`
+    /// or `cancelled`.
+    #[schema(value_type = String)]
+    pub state: JobState,
+    /// Why the job failed, timed out or was cancelled.
+    pub reason: Option<String>,
+    pub trigger_type: String,
+    pub repo: String,
+    pub branch: String,
+    pub commit_sha: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// From start to finish; absent until both are known.
+    pub duration_ms: Option<i64>,
+}
+
+/// A job with its tasks (each with its steps), the DAG edges and artifacts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    /// In declaration order.
+    pub tasks: Vec<Task>,
+    /// One edge per `needs` entry: `from` must finish before `to` starts.
+    pub edges: Vec<Edge>,
+    pub artifacts: Vec<Artifact>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Task {
+    pub name: String,
+    pub needs: Vec<String>,
+    pub image: Option<String>,
+    /// `pending`, `running`, `success`, `failure`, `skipped`, `timeout` or
+    /// `cancelled`.
+    #[schema(value_type = String)]
+    pub state: RunState,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// In the order they started.
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Step {
+    pub id: i64,
+    pub task: String,
+    pub name: String,
+    pub command: String,
+    pub image: Option<String>,
+    #[schema(value_type = String)]
+    pub state: RunState,
+    pub exit_code: Option<i32>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// Absolute path of a folder on the server's machine that contains
+    /// `danubefile.py`.
+    pub project: String,
+    /// The pipeline to run when the file defines several.
+    pub pipeline: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs of this pipeline.
+    pub pipeline: Option<String>,
+    /// Only jobs of this project folder (absolute path, as the job shows it).
+    pub project: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<String>,
+    /// Jobs per page, 1 to 500; default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Start a job
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "The job was recorded and started", body = Job),
+        (status = 400, description = "The project path is not absolute", body = ErrorBody),
+        (status = 422, description = "The project folder or its danubefile.py is missing", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<CreateJob>,
+) -> Result<Response, ApiError> {
+    let project = PathBuf::from(&body.project);
+    if !project.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "project `{}` is not an absolute path; pass the absolute path of the folder that contains {PIPELINE_FILE}",
+            body.project
+        )));
+    }
+    if !project.is_dir() {
+        return Err(ApiError::unprocessable(format!(
+            "project folder `{}` does not exist or is not a folder on the server's machine",
+            body.project
+        )));
+    }
+    if !project.join(PIPELINE_FILE).is_file() {
+        return Err(ApiError::unprocessable(format!(
+            "project folder `{}` has no {PIPELINE_FILE}; create one (see the README for a first pipeline)",
+            body.project
+        )));
+    }
+    let pipeline = body.pipeline.filter(|name| !name.is_empty());
+    submit(&state, project, pipeline).await
+}
+
+async fn submit(
+    state: &AppState,
+    project: PathBuf,
+    pipeline: Option<String>,
+) -> Result<Response, ApiError> {
+    let handle = state
+        .engine
+        .submit(JobRequest {
+            project,
+            pipeline,
+            in_place: false,
+            max_parallel: state.max_parallel,
+        })
+        .await?;
+    let id = handle.id.clone();
+    state.track(handle);
+
+    let record = state.store.find_job(id.as_str()).await?;
+    let location = format!("/api/v1/jobs/{id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(job_body(record)),
+    )
+        .into_response())
+}
+
+/// List jobs
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, description = "An invalid state, limit or cursor", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<JobPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range; pass 1 to {MAX_PAGE}"
+        )));
+    }
+    let job_state = match query.state.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<JobState>().map_err(|_| {
+            let names: Vec<&str> = JobState::ALL.iter().map(|state| state.as_str()).collect();
+            ApiError::bad_request(format!(
+                "unknown state `{text}`; pass one of {}",
+                names.join(", ")
+            ))
+        })?),
+    };
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = JobFilter {
+        pipeline: query.pipeline,
+        project_dir: query.project,
+        state: job_state,
+        after,
+    };
+
+    // One extra row tells whether another page follows.
+    let mut records = state.store.list_jobs_page(&filter, limit + 1).await?;
+    let more = records.len() > limit as usize;
+    records.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            records
+                .last()
+                .map(|last| encode_cursor(last.created_at, &last.id))
+        })
+        .flatten();
+    Ok(Json(JobPage {
+        jobs: records.into_iter().map(job_body).collect(),
+        next_cursor,
+    }))
+}
+
+/// Show a job with its tasks, steps, DAG edges and artifacts
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    params(("id" = String, Path, description = "Job id or a unique prefix of at least 4 characters")),
+    responses(
+        (status = 200, body = JobDetail),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobDetail>, ApiError> {
+    let record = state.store.find_job(&id).await?;
+    let tasks = state.store.list_tasks(&record.id).await?;
+    let steps = state.store.list_steps(&record.id).await?;
+    let artifacts = state.store.list_artifacts(&record.id).await?;
+
+    let edges = tasks
+        .iter()
+        .flat_map(|task| {
+            task.needs.iter().map(|need| Edge {
+                from: need.clone(),
+                to: task.name.clone(),
+            })
+        })
+        .collect();
+    let tasks = tasks
+        .into_iter()
+        .map(|task| task_body(task, &steps))
+        .collect();
+    let artifacts = artifacts.into_iter().map(artifact_body).collect();
+    Ok(Json(JobDetail {
+        job: job_body(record),
+        tasks,
+        edges,
+        artifacts,
+    }))
+}
+
+/// Cancel a running job
+///
+/// Returns at once; the job reaches `cancelled` when its steps have stopped.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = Job),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is already final, or another process runs it", body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let record = state.store.find_job(&id).await?;
+    if record.state.is_final() {
+        return Err(ApiError::conflict(format!(
+            "job `{}` already ended ({}); there is nothing to cancel",
+            record.id, record.state
+        )));
+    }
+    if !state.engine.cancel(&record.id) {
+        return Err(ApiError::conflict(format!(
+            "job `{}` is run by another danube process; stop it there",
+            record.id
+        )));
+    }
+    tracing::info!(job_id = %record.id, "job cancellation requested over the API");
+    Ok((StatusCode::ACCEPTED, Json(job_body(record))).into_response())
+}
+
+/// Run a job's project and pipeline again, as a new job
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/rerun",
+    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    responses(
+        (status = 201, description = "The new job", body = Job),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "The project folder or its danubefile.py is gone", body = ErrorBody),
+    )
+)]
+pub async fn rerun(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let record = state.store.find_job(&id).await?;
+    let pipeline = Some(record.pipeline).filter(|name| !name.is_empty());
+    submit(&state, PathBuf::from(record.project_dir), pipeline).await
+}
+
+pub(super) fn job_body(record: JobRecord) -> Job {
+    Job {
+        duration_ms: duration(record.started_at, record.finished_at),
+        id: record.id.0,
+        pipeline: record.pipeline,
+        project: record.project_dir,
+        state: record.state,
+        reason: record.reason,
+        trigger_type: record.trigger_type.as_str().to_owned(),
+        repo: record.repo,
+        branch: record.branch,
+        commit_sha: record.commit_sha,
+        created_at: record.created_at,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+    }
+}
+
+fn task_body(task: TaskRecord, steps: &[StepRecord]) -> Task {
+    let steps = steps
+        .iter()
+        .filter(|step| step.task == task.name)
+        .map(|step| Step {
+            id: step.id,
+            task: step.task.clone(),
+            name: step.name.clone(),
+            command: step.command.clone(),
+            image: step.image.clone(),
+            state: step.state,
+            exit_code: step.exit_code,
+            started_at: step.started_at,
+            finished_at: step.finished_at,
+            duration_ms: duration(Some(step.started_at), step.finished_at),
+        })
+        .collect();
+    Task {
+        duration_ms: duration(task.started_at, task.finished_at),
+        name: task.name,
+        needs: task.needs,
+        image: task.image,
+        state: task.state,
+        error: task.error,
+        started_at: task.started_at,
+        finished_at: task.finished_at,
+        steps,
+    }
+}
+
+fn duration(started: Option<i64>, finished: Option<i64>) -> Option<i64> {
+    Some(finished? - started?)
+}
+
+/// A cursor is `<created_at>.<id>` in unpadded URL-safe base64; clients
+/// treat it as opaque.
+fn encode_cursor(created_at: i64, id: &JobId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{created_at}.{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(i64, JobId), ApiError> {
+    let invalid = || {
+        ApiError::bad_request(format!(
+            "invalid cursor `{cursor}`; pass the `next_cursor` of a previous page unchanged"
+        ))
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (created_at, id) = text.split_once('.').ok_or_else(invalid)?;
+    let created_at = created_at.parse().map_err(|_| invalid())?;
+    Ok((created_at, JobId(id.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips() {
+        let id = JobId::new();
+
+        let (created_at, decoded) = decode_cursor(&encode_cursor(1_700_000_000_123, &id)).unwrap();
+
+        assert_eq!(created_at, 1_700_000_000_123);
+        assert_eq!(decoded, id);
+    }
+
+    #[test]
+    fn cursor_that_was_not_issued_is_rejected() {
+        let err = decode_cursor("not a cursor").err().unwrap();
+
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("next_cursor"), "{}", err.message);
+    }
+}

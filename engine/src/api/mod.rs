@@ -1,0 +1,237 @@
+//! The HTTP API of `danube serve`: jobs, logs, live events and artifacts
+//! under `/api/v1` as JSON and Server-Sent Events, plus `/health` and
+//! `/metrics`.
+//!
+//! Every route goes through [`auth::check_request`] (Host, Origin and
+//! content-type checks); `/api/v1` also needs the local token
+//! ([`auth::require_token`]). Errors have one shape, [`error::ErrorBody`].
+//! Timestamps are milliseconds since the Unix epoch.
+
+mod artifacts;
+mod auth;
+mod error;
+mod events;
+mod health;
+mod jobs;
+mod logs;
+mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use utoipa::OpenApi;
+
+use crate::artifacts::{ArtifactStore, DEFAULT_MAX_ARTIFACT_BYTES};
+use crate::config::DataDir;
+use crate::orchestrator::{Engine, JobHandle};
+use crate::store::Store;
+
+pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError};
+pub use error::{ApiError, ErrorBody};
+pub use metrics::Metrics;
+
+/// State shared by the handlers.
+pub struct AppState {
+    pub engine: Engine,
+    pub store: Store,
+    pub data: DataDir,
+    artifacts: ArtifactStore,
+    token: LocalToken,
+    origin: ServerOrigin,
+    metrics: Metrics,
+    /// Tasks that wait for the jobs this server started.
+    jobs: TaskTracker,
+    /// Cancelled when the server stops; ends the event streams.
+    shutdown: CancellationToken,
+    /// Upper bound on tasks running at once in each job.
+    max_parallel: usize,
+}
+
+/// How to build an [`AppState`].
+pub struct ServerParts {
+    pub engine: Engine,
+    pub data: DataDir,
+    pub token: LocalToken,
+    /// The address the listener is bound to.
+    pub addr: SocketAddr,
+    pub max_parallel: usize,
+}
+
+impl AppState {
+    pub fn new(parts: ServerParts) -> Arc<AppState> {
+        Arc::new(AppState {
+            store: parts.engine.store().clone(),
+            engine: parts.engine,
+            artifacts: ArtifactStore::new(parts.data.artifacts_dir(), DEFAULT_MAX_ARTIFACT_BYTES),
+            data: parts.data,
+            token: parts.token,
+            origin: ServerOrigin::for_listener(parts.addr),
+            metrics: Metrics::new(),
+            jobs: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            max_parallel: parts.max_parallel,
+        })
+    }
+
+    /// Waits for a submitted job in the background and records its duration.
+    fn track(&self, handle: JobHandle) {
+        let started = Instant::now();
+        let duration = self.metrics.job_duration.clone();
+        self.jobs.spawn(async move {
+            let outcome = handle.wait().await;
+            duration.observe(started.elapsed().as_secs_f64());
+            outcome
+        });
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Danube API",
+        description = "Start jobs, follow their state and logs, and download their artifacts. Every `/api/v1` request needs the local token as `Authorization: Bearer <token>`."
+    ),
+    paths(
+        jobs::create,
+        jobs::list,
+        jobs::get,
+        jobs::cancel,
+        jobs::rerun,
+        logs::read,
+        logs::stream,
+        events::stream,
+        artifacts::list,
+        artifacts::download,
+        health::live,
+        health::ready,
+        metrics::render,
+        openapi,
+    )
+)]
+pub struct ApiDoc;
+
+/// Builds the router with every route and check.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/jobs", get(jobs::list).post(jobs::create))
+        .route("/jobs/{id}", get(jobs::get))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/rerun", post(jobs::rerun))
+        .route("/jobs/{id}/logs", get(logs::read))
+        .route("/jobs/{id}/logs/stream", get(logs::stream))
+        .route("/jobs/{id}/artifacts", get(artifacts::list))
+        .route("/jobs/{id}/artifacts/{name}", get(artifacts::download))
+        .route("/events", get(events::stream))
+        .route("/openapi.json", get(openapi))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(from_fn_with_state(state.clone(), auth::require_token));
+
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::render))
+        .nest("/api/v1", api)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(from_fn_with_state(state.clone(), auth::check_request))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `stop` resolves, then cancels
+/// the jobs this engine runs, ends the event streams, and waits for the jobs
+/// to reach a final state.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let engine = state.engine.clone();
+    tokio::spawn(async move {
+        stop.await;
+        let running = engine.active_jobs();
+        tracing::info!(jobs = running.len(), "stopping: cancelling running jobs");
+        for id in &running {
+            engine.cancel(id);
+        }
+        shutdown.cancel();
+    });
+
+    let app = router(state.clone());
+    let graceful = state.shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { graceful.cancelled().await })
+        .await?;
+
+    state.jobs.close();
+    state.jobs.wait().await;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct IndexQuery {
+    token: Option<String>,
+}
+
+/// Serves the placeholder page at `/`. `/?token=...` stores the token in an
+/// HttpOnly cookie and redirects to `/`, so the address that `danube serve`
+/// prints logs a browser in.
+async fn index(
+    State(state): State<Arc<AppState>>,
+    error::ApiQuery(query): error::ApiQuery<IndexQuery>,
+) -> Response {
+    if let Some(token) = query.token {
+        if !state.token.matches(&token) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong token in the address; open the address that `danube serve` printed",
+            )
+            .into_response();
+        }
+        let cookie = format!(
+            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            state.token.as_str()
+        );
+        return (
+            StatusCode::SEE_OTHER,
+            [
+                (header::SET_COOKIE, cookie),
+                (header::LOCATION, "/".to_owned()),
+            ],
+        )
+            .into_response();
+    }
+    Html(INDEX_PAGE).into_response()
+}
+
+const INDEX_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Danube</title></head>
+<body>
+<h1>Danube</h1>
+<p>The web UI is not built yet. The HTTP API is served under <code>/api/v1</code>;
+its description is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
+</body>
+</html>
+"#;
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "This document")))]
+async fn openapi() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,156 @@
+//! `danube serve`: the engine as a long-running process with the HTTP API.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, LocalToken, ServerParts, TOKEN_FILE};
+use crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
+use crate::backend::local::LocalBackend;
+use crate::orchestrator::{Engine, EngineParts};
+use crate::python;
+
+use super::Status;
+use super::signals::Interrupts;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on: a loopback address and port (`127.0.0.1:8080`,
+    /// `[::1]:8080`, `localhost:8080`); port 0 picks a free port
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    bind: String,
+
+    /// Maximum number of tasks running at the same time in each job
+    /// [default: the number of CPUs, at least 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    max_parallel: Option<u16>,
+}
+
+pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> {
+    let addr = loopback_addr(&args.bind)?;
+    let mut interrupts = Interrupts::install();
+    let (data, store) = super::open_data(data_root).await?;
+    let token_path = data.keys_dir().join(TOKEN_FILE);
+    let token = LocalToken::load_or_create(&token_path)?;
+
+    let python = tokio::select! {
+        python = python::ensure_env(&data, &|line| eprintln!("{line}")) => python?,
+        name = interrupts.next() => {
+            eprintln!("received {name} while preparing the Python environment: the server did not start");
+            return Ok(Status::JobFailed);
+        }
+    };
+    let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
+    let engine = Engine::start(EngineParts {
+        data: data.clone(),
+        store,
+        backend,
+        python,
+        max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+    })
+    .await?;
+
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to listen on {addr}; pick another port with --bind"))?;
+    let local = listener
+        .local_addr()
+        .context("failed to read the address the server listens on")?;
+    let url = format!("http://{local}/?token={}", token.as_str());
+    let state = AppState::new(ServerParts {
+        engine,
+        data,
+        addr: local,
+        max_parallel: args
+            .max_parallel
+            .map(usize::from)
+            .unwrap_or_else(super::run::default_parallelism),
+        token,
+    });
+    // Write errors are ignored: a server whose stdout was closed keeps serving.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "Danube is serving on http://{local}/");
+    let _ = writeln!(
+        stdout,
+        "API clients send `Authorization: Bearer <token>` with the token in {}",
+        token_path.display()
+    );
+    let _ = writeln!(stdout, "Open this address to log in: {url}");
+    // Tests and scripts read the address from a pipe, which is block-buffered.
+    let _ = stdout.flush();
+    drop(stdout);
+    tracing::info!(%local, "server listening");
+
+    let stop = async move {
+        let name = interrupts.next().await;
+        eprintln!("received {name}: cancelling running jobs and stopping");
+    };
+    api::serve(listener, state, stop)
+        .await
+        .context("the HTTP server failed")?;
+    Ok(Status::Success)
+}
+
+/// Parses `--bind` and rejects anything but loopback.
+fn loopback_addr(bind: &str) -> anyhow::Result<SocketAddr> {
+    let addr = match bind.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            let port = bind
+                .strip_prefix("localhost:")
+                .and_then(|port| port.parse::<u16>().ok());
+            match port {
+                Some(port) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                None => anyhow::bail!(
+                    "invalid --bind `{bind}`: pass a loopback address and port such as 127.0.0.1:8080"
+                ),
+            }
+        }
+    };
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {addr}: login is not implemented yet, so `danube serve` only listens on loopback; use --bind 127.0.0.1:{port}",
+            port = addr.port()
+        );
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_accepted() {
+        assert_eq!(
+            loopback_addr("127.0.0.1:8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            loopback_addr("localhost:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            loopback_addr("[::1]:9000").unwrap(),
+            "[::1]:9000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn other_addresses_are_rejected_with_the_reason() {
+        for bind in ["0.0.0.0:8080", "192.168.1.4:80", "[::]:8080"] {
+            let err = loopback_addr(bind).unwrap_err().to_string();
+            assert!(
+                err.contains("login is not implemented yet"),
+                "{bind}: {err}"
+            );
+        }
+        let err = loopback_addr("example.com:80").unwrap_err().to_string();
+        assert!(err.contains("invalid --bind"), "{err}");
+    }
+}

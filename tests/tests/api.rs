@@ -1,0 +1,736 @@
+//! The HTTP API of a real `danube serve` on loopback, running real pipelines,
+//! driven by a real HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use danube_tests::{Sandbox, Server, process_alive};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn get(server: &Server, path: &str) -> RequestBuilder {
+    client().get(server.url(path)).bearer_auth(&server.token)
+}
+
+fn post(server: &Server, path: &str, body: Value) -> RequestBuilder {
+    client()
+        .post(server.url(path))
+        .bearer_auth(&server.token)
+        .json(&body)
+}
+
+fn json_of(response: Response) -> Value {
+    response.json().expect("the body is JSON")
+}
+
+/// Asserts the status and the error shape, and returns the error code.
+fn assert_error(response: Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let body = json_of(response);
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(!message.is_empty(), "no message in {body}");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+        .to_owned()
+}
+
+fn start_job(server: &Server, sandbox: &Sandbox) -> String {
+    let project = sandbox.project();
+    let response = post(server, "/api/v1/jobs", json!({"project": project}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    json_of(response)["id"].as_str().unwrap().to_owned()
+}
+
+fn wait_final(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = json_of(get(server, &format!("/api/v1/jobs/{id}")).send().unwrap());
+        let state = job["state"].as_str().unwrap();
+        if ["success", "failure", "timeout", "cancelled"].contains(&state) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended: {job:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default)]
+struct SseEvent {
+    id: Option<String>,
+    event: String,
+    data: String,
+}
+
+/// Reads events from an open SSE response.
+struct SseReader {
+    lines: std::io::Lines<BufReader<Response>>,
+}
+
+impl SseReader {
+    fn new(response: Response) -> SseReader {
+        assert_eq!(response.status(), StatusCode::OK);
+        SseReader {
+            lines: BufReader::new(response).lines(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ended.
+    fn next_event(&mut self) -> Option<SseEvent> {
+        let mut event = SseEvent::default();
+        let mut seen = false;
+        loop {
+            let line = self.lines.next()?.expect("read the event stream");
+            if line.is_empty() {
+                if seen {
+                    return Some(event);
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            seen = true;
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => event.id = Some(value.to_owned()),
+                "event" => event.event = value.to_owned(),
+                "data" => {
+                    if !event.data.is_empty() {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn chunk_bytes(chunk: &Value) -> Vec<u8> {
+    let data = chunk["data"].as_str().unwrap();
+    match chunk["encoding"].as_str().unwrap() {
+        "utf8" => data.as_bytes().to_vec(),
+        "base64" => base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+        other => panic!("unknown encoding {other}"),
+    }
+}
+
+const DAG_PIPELINE: &str = r#"
+from danube import artifacts, pipeline, step, task
+
+@task()
+def build() -> None:
+    step.run("printf 'built\n'; sleep 0.2; printf 'warn\n' >&2; printf 'payload \\377 bytes' > out.bin", name="compile")
+    artifacts.upload("out.bin", name="out.bin")
+
+@task(needs=[build])
+def test() -> None:
+    step.run("echo testing", name="unit")
+
+@task(needs=[build])
+def lint() -> None:
+    step.run("echo linting", name="style")
+
+print("declaring the dag")
+pipeline(name="dag", tasks=[test, lint])
+"#;
+
+#[test]
+fn health_and_metrics_need_no_token() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+
+    let health = client().get(server.url("/health")).send().unwrap();
+    let ready = client().get(server.url("/health/ready")).send().unwrap();
+    let metrics = client().get(server.url("/metrics")).send().unwrap();
+
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(json_of(health), json!({"status": "ok"}));
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready = json_of(ready);
+    assert_eq!(ready["status"], "ok");
+    let checks: Vec<&str> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| check["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["database", "data_dir"]);
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().unwrap();
+    for name in [
+        "danube_jobs{state=\"success\"}",
+        "danube_active_jobs",
+        "danube_job_duration_seconds",
+        "danube_log_bytes",
+    ] {
+        assert!(text.contains(name), "no {name} in:\n{text}");
+    }
+}
+
+#[test]
+fn api_rejects_missing_and_wrong_tokens_foreign_origins_and_plain_text() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let jobs = server.url("/api/v1/jobs");
+
+    let missing = client().get(&jobs).send().unwrap();
+    let wrong = client()
+        .get(&jobs)
+        .bearer_auth("0".repeat(64))
+        .send()
+        .unwrap();
+    let foreign_origin = get(&server, "/api/v1/jobs")
+        .header("Origin", "http://evil.example")
+        .send()
+        .unwrap();
+    let own_origin = get(&server, "/api/v1/jobs")
+        .header("Origin", server.base.clone())
+        .send()
+        .unwrap();
+    let rebinding = get(&server, "/api/v1/jobs")
+        .header("Host", "evil.example")
+        .send()
+        .unwrap();
+    let plain_text = client()
+        .post(&jobs)
+        .bearer_auth(&server.token)
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .unwrap();
+
+    assert_eq!(
+        assert_error(missing, StatusCode::UNAUTHORIZED),
+        "unauthorized"
+    );
+    assert_eq!(
+        assert_error(wrong, StatusCode::UNAUTHORIZED),
+        "unauthorized"
+    );
+    assert_eq!(
+        assert_error(foreign_origin, StatusCode::FORBIDDEN),
+        "forbidden"
+    );
+    assert_eq!(own_origin.status(), StatusCode::OK);
+    assert_eq!(assert_error(rebinding, StatusCode::FORBIDDEN), "forbidden");
+    assert_eq!(
+        assert_error(plain_text, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        "unsupported_media_type"
+    );
+}
+
+#[test]
+fn printed_address_sets_a_cookie_that_authorizes() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let no_redirects = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let login = no_redirects
+        .get(server.url(&format!("/?token={}", server.token)))
+        .send()
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let with_cookie = no_redirects
+        .get(server.url("/api/v1/jobs"))
+        .header("Cookie", cookie.split(';').next().unwrap())
+        .send()
+        .unwrap();
+    let page = no_redirects.get(server.url("/")).send().unwrap();
+
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    assert_eq!(login.headers()["location"], "/");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert_eq!(with_cookie.status(), StatusCode::OK);
+    assert!(page.text().unwrap().contains("/api/v1/openapi.json"));
+}
+
+#[test]
+fn serve_refuses_to_listen_beyond_loopback() {
+    let sandbox = Sandbox::new();
+
+    let run = sandbox.danube(&["serve", "--bind", "0.0.0.0:0"]);
+
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains("login is not implemented yet"),
+        "{}",
+        run.text()
+    );
+}
+
+#[test]
+fn bad_ids_and_bodies_get_the_error_shape() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let empty = sandbox.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+
+    let unknown = get(&server, "/api/v1/jobs/01ffffff-0000-0000-0000-000000000000")
+        .send()
+        .unwrap();
+    let unknown_logs = get(&server, "/api/v1/jobs/zzzz/logs").send().unwrap();
+    let relative = post(&server, "/api/v1/jobs", json!({"project": "project"}))
+        .send()
+        .unwrap();
+    let missing = post(
+        &server,
+        "/api/v1/jobs",
+        json!({"project": sandbox.path().join("nope")}),
+    )
+    .send()
+    .unwrap();
+    let no_pipeline = post(&server, "/api/v1/jobs", json!({"project": empty}))
+        .send()
+        .unwrap();
+    let not_json = client()
+        .post(server.url("/api/v1/jobs"))
+        .bearer_auth(&server.token)
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    let unknown_field = post(&server, "/api/v1/jobs", json!({"projekt": "/tmp"}))
+        .send()
+        .unwrap();
+    let bad_state = get(&server, "/api/v1/jobs?state=done").send().unwrap();
+    let bad_cursor = get(&server, "/api/v1/jobs?cursor=xyz").send().unwrap();
+    let no_route = get(&server, "/api/v1/nothing").send().unwrap();
+
+    assert_eq!(assert_error(unknown, StatusCode::NOT_FOUND), "not_found");
+    assert_eq!(
+        assert_error(unknown_logs, StatusCode::NOT_FOUND),
+        "not_found"
+    );
+    assert_eq!(
+        assert_error(relative, StatusCode::BAD_REQUEST),
+        "bad_request"
+    );
+    assert_eq!(
+        assert_error(missing, StatusCode::UNPROCESSABLE_ENTITY),
+        "unprocessable"
+    );
+    assert_eq!(
+        assert_error(no_pipeline, StatusCode::UNPROCESSABLE_ENTITY),
+        "unprocessable"
+    );
+    assert_eq!(
+        assert_error(not_json, StatusCode::BAD_REQUEST),
+        "invalid_body"
+    );
+    assert_eq!(
+        assert_error(unknown_field, StatusCode::UNPROCESSABLE_ENTITY),
+        "invalid_body"
+    );
+    assert_eq!(
+        assert_error(bad_state, StatusCode::BAD_REQUEST),
+        "bad_request"
+    );
+    assert_eq!(
+        assert_error(bad_cursor, StatusCode::BAD_REQUEST),
+        "bad_request"
+    );
+    assert_eq!(assert_error(no_route, StatusCode::NOT_FOUND), "not_found");
+}
+
+#[test]
+fn job_shows_dag_logs_artifacts_and_events() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(DAG_PIPELINE);
+    let server = sandbox.serve();
+    let events = SseReader::new(get(&server, "/api/v1/events").send().unwrap());
+
+    let id = start_job(&server, &sandbox);
+    let job = wait_final(&server, &id);
+
+    assert_eq!(job["state"], "success", "{job:#}");
+    assert_eq!(job["pipeline"], "dag");
+    let tasks: Vec<&str> = job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|task| task["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["build", "test", "lint"]);
+    assert_eq!(
+        job["edges"],
+        json!([{"from": "build", "to": "test"}, {"from": "build", "to": "lint"}])
+    );
+    let compile = &job["tasks"][0]["steps"][0];
+    assert_eq!(compile["name"], "compile");
+    assert_eq!(compile["state"], "success");
+    assert_eq!(compile["exit_code"], 0);
+    assert!(compile["duration_ms"].as_i64().unwrap() >= 0);
+
+    // The job's own events, in order, up to its final state.
+    let mut events = events;
+    let mut seen = Vec::new();
+    loop {
+        let event = events.next_event().expect("the event stream stays open");
+        let body: Value = serde_json::from_str(&event.data).unwrap();
+        if body["job_id"] != id.as_str() {
+            continue;
+        }
+        seen.push(format!(
+            "{}:{}",
+            event.event,
+            body["state"].as_str().unwrap_or("")
+        ));
+        if event.event == "job" && body["state"] == "success" {
+            break;
+        }
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("job:pending"));
+    assert!(seen.contains(&"step:running".to_owned()), "{seen:?}");
+    assert!(seen.contains(&"task:success".to_owned()), "{seen:?}");
+
+    // Logs of one step, by range, and of the whole job.
+    let step_log = json_of(
+        get(
+            &server,
+            &format!("/api/v1/jobs/{id}/logs?task=build&step=compile"),
+        )
+        .send()
+        .unwrap(),
+    );
+    let streams: Vec<(&str, &str)> = step_log["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|chunk| {
+            (
+                chunk["stream"].as_str().unwrap(),
+                chunk["data"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(streams, [("stdout", "built\n"), ("stderr", "warn\n")]);
+    assert_eq!(step_log["next_offset"], 11);
+    let ranged = json_of(
+        get(
+            &server,
+            &format!("/api/v1/jobs/{id}/logs?task=build&step=compile&offset=2&limit=6"),
+        )
+        .send()
+        .unwrap(),
+    );
+    let ranged_bytes: Vec<u8> = ranged["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(chunk_bytes)
+        .collect();
+    assert_eq!(ranged_bytes, b"ilt\nwa");
+    let whole = json_of(
+        get(&server, &format!("/api/v1/jobs/{id}/logs"))
+            .send()
+            .unwrap(),
+    );
+    let logs: Vec<&str> = whole["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|chunk| chunk["step"].as_str().unwrap_or("coordinator"))
+        .collect();
+    assert_eq!(logs.first(), Some(&"coordinator"));
+    assert!(
+        logs.contains(&"unit") && logs.contains(&"style"),
+        "{logs:?}"
+    );
+
+    // Artifacts: listed, and downloaded byte for byte.
+    let listed = json_of(
+        get(&server, &format!("/api/v1/jobs/{id}/artifacts"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(listed[0]["name"], "out.bin");
+    let download = get(&server, &format!("/api/v1/jobs/{id}/artifacts/out.bin"))
+        .send()
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(download.headers()["content-length"], "15");
+    assert!(
+        download.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"out.bin\"")
+    );
+    assert_eq!(download.bytes().unwrap().as_ref(), b"payload \xff bytes");
+    let missing = get(&server, &format!("/api/v1/jobs/{id}/artifacts/other"))
+        .send()
+        .unwrap();
+    assert_eq!(assert_error(missing, StatusCode::NOT_FOUND), "not_found");
+
+    // A final job cannot be cancelled; a rerun is a new job of the same project.
+    let cancel = post(&server, &format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(assert_error(cancel, StatusCode::CONFLICT), "conflict");
+    let rerun = post(&server, &format!("/api/v1/jobs/{id}/rerun"), json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(rerun.status(), StatusCode::CREATED);
+    let rerun = json_of(rerun);
+    assert_ne!(rerun["id"], id.as_str());
+    assert_eq!(rerun["project"], job["project"]);
+    let rerun_job = wait_final(&server, rerun["id"].as_str().unwrap());
+    assert_eq!(rerun_job["pipeline"], "dag");
+    assert_eq!(rerun_job["state"], "success");
+
+    // The OpenAPI document lists the handlers.
+    let openapi = json_of(get(&server, "/api/v1/openapi.json").send().unwrap());
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/logs/stream",
+        "/api/v1/events",
+        "/health/ready",
+    ] {
+        assert!(
+            openapi["paths"][path].is_object(),
+            "no {path} in the OpenAPI document"
+        );
+    }
+}
+
+#[test]
+fn job_list_filters_and_pages() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="ok")
+def ok():
+    step.run("true", name="pass")
+
+@pipeline(name="bad")
+def bad():
+    step.run("false", name="fail")
+"#,
+    );
+    let server = sandbox.serve();
+    let project = sandbox.project();
+    let mut ids = Vec::new();
+    for pipeline in ["ok", "bad", "ok", "ok", "bad"] {
+        let response = post(
+            &server,
+            "/api/v1/jobs",
+            json!({"project": project, "pipeline": pipeline}),
+        )
+        .send()
+        .unwrap();
+        let id = json_of(response)["id"].as_str().unwrap().to_owned();
+        wait_final(&server, &id);
+        ids.push(id);
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/api/v1/jobs?limit=2&cursor={cursor}"),
+            None => "/api/v1/jobs?limit=2".to_owned(),
+        };
+        let page = json_of(get(&server, &path).send().unwrap());
+        pages += 1;
+        for job in page["jobs"].as_array().unwrap() {
+            paged.push(job["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, newest_first);
+
+    let ids_of = |path: &str| -> Vec<String> {
+        json_of(get(&server, path).send().unwrap())["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let failed = ids_of("/api/v1/jobs?state=failure");
+    let bad = ids_of("/api/v1/jobs?pipeline=bad");
+    let ok_successes = ids_of("/api/v1/jobs?pipeline=ok&state=success");
+    let project_path = project.canonicalize().unwrap();
+    let by_project = ids_of(&format!("/api/v1/jobs?project={}", project_path.display()));
+    let other_project = ids_of("/api/v1/jobs?project=/nowhere");
+
+    assert_eq!(failed, [ids[4].clone(), ids[1].clone()]);
+    assert_eq!(bad, failed);
+    assert_eq!(
+        ok_successes,
+        [ids[3].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    assert_eq!(by_project, newest_first);
+    assert!(other_project.is_empty());
+}
+
+#[test]
+fn log_stream_resumes_without_loss_or_duplicates() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="chatty")
+def chatty():
+    step.run("for i in $(seq 1 60); do echo line $i; sleep 0.03; done", name="count")
+"#,
+    );
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=count");
+
+    // The step exists once it started.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let response = get(&server, &stream).send().unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let mut received = Vec::new();
+    let mut last_id = String::new();
+    let mut reader = SseReader::new(first);
+    for _ in 0..5 {
+        let event = reader.next_event().expect("the stream stays open");
+        assert_eq!(event.event, "chunk");
+        received.extend(chunk_bytes(&serde_json::from_str(&event.data).unwrap()));
+        last_id = event.id.unwrap();
+    }
+    drop(reader);
+    assert_eq!(last_id, received.len().to_string());
+
+    let resumed = get(&server, &stream)
+        .header("Last-Event-ID", &last_id)
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(resumed);
+    loop {
+        let event = reader.next_event().expect("the stream ends with `end`");
+        if event.event == "end" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(chunk["offset"].as_u64().unwrap(), received.len() as u64);
+        received.extend(chunk_bytes(&chunk));
+        assert_eq!(event.id.unwrap(), received.len().to_string());
+    }
+
+    let job = wait_final(&server, &id);
+    let step_id = job["tasks"][0]["steps"][0]["id"].as_i64().unwrap();
+    let stored = std::fs::read(
+        sandbox
+            .data_dir()
+            .join(format!("logs/{id}/step-{step_id}.log")),
+    )
+    .unwrap();
+    let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(stored, expected.as_bytes());
+    assert_eq!(received, stored);
+}
+
+#[test]
+fn cancel_stops_a_running_job_and_its_processes() {
+    let sandbox = Sandbox::new();
+    let pids = sandbox.path().join("pids");
+    sandbox.pipeline(&format!(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="hang")
+def hang():
+    step.run("sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait", name="wait")
+"#,
+        pids = pids.display()
+    ));
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&pids)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let cancel = post(&server, &format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::ACCEPTED);
+    let job = wait_final(&server, &id);
+
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+    for pid in std::fs::read_to_string(&pids).unwrap().lines() {
+        let pid: i32 = pid.trim().parse().unwrap();
+        assert!(
+            !process_alive(pid),
+            "process {pid} outlived the cancelled job"
+        );
+    }
+}
+
+#[test]
+fn sigterm_cancels_running_jobs_and_stops_the_server() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="hang")
+def hang():
+    step.run("sleep 300", name="wait")
+"#,
+    );
+    let mut server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = json_of(get(&server, &format!("/api/v1/jobs/{id}")).send().unwrap());
+        if job["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ran: {job:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let status = server.stop();
+
+    assert!(status.success(), "{status:?}");
+    let shown = sandbox.show(&id);
+    assert_eq!(shown["job"]["state"], "cancelled", "{shown:#}");
+}
