@@ -226,10 +226,23 @@ impl Store {
         };
 
         // sqlx takes no lock around migrations on SQLite, so two processes
-        // opening a new database at once can both try to apply the same
-        // migration, and the slower one fails on the tables the other made.
-        // Running again then finds every migration applied.
-        match MIGRATOR.run(&self.pool).await {
+        // opening a database at once could both apply the same migration.
+        // A lock file beside the database makes them take turns; the second
+        // then finds every migration applied.
+        let lock_path = path.with_extension("db.migrate-lock");
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let file = std::fs::File::create(&lock_path)?;
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, errno)| std::io::Error::from(errno))
+        })
+        .await
+        .expect("the lock task does not panic");
+        if let Err(err) = &lock {
+            // Without the lock the retry below still covers most races.
+            tracing::debug!(error = %err, "failed to lock the database for migrations");
+        }
+
+        let result = match MIGRATOR.run(&self.pool).await {
             Ok(()) => Ok(()),
             Err(first) => {
                 let first = classify(first);
@@ -242,7 +255,9 @@ impl Store {
                 tracing::debug!(error = %first, "migration failed, retrying once in case another process applied it");
                 MIGRATOR.run(&self.pool).await.map_err(classify)
             }
-        }
+        };
+        drop(lock);
+        result
     }
 
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
