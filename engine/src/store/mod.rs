@@ -530,14 +530,7 @@ impl Store {
 
     /// Lists jobs, most recent first (by `created_at`, then id).
     pub async fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
-        let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|source| StoreError::ListJobs { source })?;
-        rows.into_iter().map(JobRecord::try_from).collect()
+        self.list_jobs_page(&JobFilter::default(), limit).await
     }
 
     /// Lists up to `limit` jobs that match `filter`, newest first (by
