@@ -184,6 +184,48 @@ fn health_and_metrics_need_no_token() {
     }
 }
 
+/// The value of the sample `name` (with its labels) in a `/metrics` text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sample {name} is not a number in:\n{text}"))
+}
+
+#[test]
+fn step_dispatch_latency_counts_every_spawned_step() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(DAG_PIPELINE);
+    let server = sandbox.serve();
+    let scrape = || {
+        client()
+            .get(server.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let before = scrape();
+
+    let id = start_job(&server, &sandbox);
+    let job = wait_final(&server, &id);
+    let after = scrape();
+
+    assert_eq!(job["state"], "success", "{job:#}");
+    let count = "danube_step_dispatch_latency_seconds_count";
+    let sum = "danube_step_dispatch_latency_seconds_sum";
+    let all = "danube_step_dispatch_latency_seconds_bucket{le=\"+Inf\"}";
+    assert_eq!(metric(&before, count), 0.0);
+    assert_eq!(metric(&before, sum), 0.0);
+    // compile, unit and style: three steps, each spawned once.
+    assert_eq!(metric(&after, count), 3.0);
+    assert_eq!(metric(&after, all), 3.0);
+    let seconds = metric(&after, sum);
+    assert!(seconds > 0.0 && seconds < 30.0, "latency sum {seconds} s");
+}
+
 #[test]
 fn api_rejects_missing_and_wrong_tokens_foreign_origins_and_plain_text() {
     let sandbox = Sandbox::new();

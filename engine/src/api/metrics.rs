@@ -82,6 +82,11 @@ impl Metrics {
             "Wall time of the jobs this server started, from submission to final state",
             job_duration.clone(),
         );
+        registry.register(
+            "step_dispatch_latency_seconds",
+            "Time from a step's RunStep request arriving to its process being spawned",
+            crate::orchestrator::dispatch_latency().clone(),
+        );
         let log_bytes = Counter::<u64, AtomicU64>::default();
         registry.register(
             "log_bytes",

@@ -4,7 +4,9 @@
 pub mod local;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,6 +144,33 @@ pub struct StepSpec {
     /// Run inside a container of this image instead of on the host.
     pub image: Option<String>,
     pub timeout: Option<Duration>,
+    /// Called once, right after the step's process (or its container
+    /// client) has been spawned; the orchestrator measures dispatch latency
+    /// with it.
+    pub on_spawn: Option<SpawnHook>,
+}
+
+/// A callback a backend runs once the step's process exists.
+#[derive(Clone)]
+pub struct SpawnHook(Arc<dyn Fn() + Send + Sync>);
+
+impl SpawnHook {
+    pub fn new(hook: impl Fn() + Send + Sync + 'static) -> SpawnHook {
+        SpawnHook(Arc::new(hook))
+    }
+
+    /// Runs the hook of `spec`, if it has one.
+    pub fn notify(spec: &StepSpec) {
+        if let Some(hook) = &spec.on_spawn {
+            (hook.0)();
+        }
+    }
+}
+
+impl fmt::Debug for SpawnHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpawnHook")
+    }
 }
 
 /// A piece of a step's output. `Stream::Engine` chunks are notes from the

@@ -36,6 +36,7 @@ use crate::store::{NewJob, Store, StoreError};
 pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
 pub(crate) use job::error_chain;
+pub use step::dispatch_latency;
 pub(crate) use step::start as start_step;
 
 /// The file a project folder must contain.

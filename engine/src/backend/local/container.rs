@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::spawn_in_new_group;
 use super::step::{StepLabels, run_to_end};
-use crate::backend::{BackendError, OutputChunk, StepOutcome, StepSpec};
+use crate::backend::{BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec};
 use crate::model::Stream;
 
 /// Mount point of the job workspace inside the container.
@@ -149,6 +149,7 @@ pub(crate) async fn run_container_step(
         workdir: spec.workdir.clone(),
         source,
     })?;
+    SpawnHook::notify(spec);
     tracing::debug!(runtime = %runtime.display(), container = %name, image, "started container step");
 
     let labels = StepLabels {

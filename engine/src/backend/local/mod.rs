@@ -23,7 +23,7 @@ use tracing::Instrument;
 pub use container::ContainerConfig;
 pub use process::{GroupChild, ProcessGroup, Termination, kill_process_group, spawn_in_new_group};
 
-use super::{Backend, BackendError, OutputChunk, StepOutcome, StepSpec, Workspace};
+use super::{Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace};
 use crate::model::JobId;
 
 /// The shell that runs every step's command.
@@ -162,6 +162,7 @@ async fn run_host_step(
         workdir: spec.workdir.clone(),
         source,
     })?;
+    SpawnHook::notify(spec);
 
     let labels = step::StepLabels {
         step: &spec.step,

@@ -1,6 +1,7 @@
 //! Host steps run through the real backend with real processes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -39,6 +40,7 @@ fn spec(dir: &Path, command: &str) -> StepSpec {
         env: BTreeMap::new(),
         image: None,
         timeout: None,
+        on_spawn: None,
     }
 }
 
@@ -480,4 +482,35 @@ fn command_word_skips_assignments() {
     );
     assert_eq!(first_command_word("  npm test"), "npm");
     assert_eq!(first_command_word("A=1 B=2"), "");
+}
+
+#[tokio::test]
+async fn spawn_hook_runs_once_when_the_process_starts_and_not_when_it_cannot() {
+    let harness = harness();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    let hook = SpawnHook::new(move || {
+        recorded
+            .lock()
+            .expect("no test code panics while holding it")
+            .push(Instant::now());
+    });
+    let mut sleeping = spec(&harness.dir, "sleep 0.3");
+    sleeping.on_spawn = Some(hook.clone());
+    let mut missing = spec(&harness.dir.join("absent"), "true");
+    missing.on_spawn = Some(hook);
+
+    let (outcome, _) = run(&harness.backend, sleeping).await;
+    let ended = Instant::now();
+    let (failed, _) = run_with_cancel(&harness.backend, missing, CancellationToken::new()).await;
+
+    assert_eq!(outcome, StepOutcome::Exited(0));
+    assert!(failed.is_err(), "{failed:?}");
+    let calls = calls.lock().expect("not poisoned").clone();
+    assert_eq!(calls.len(), 1);
+    assert!(
+        ended.duration_since(calls[0]) >= Duration::from_millis(250),
+        "the hook ran {:?} before the step ended, not at its start",
+        ended.duration_since(calls[0])
+    );
 }

@@ -35,6 +35,7 @@ fn spec(workdir: &Path, command: &str) -> StepSpec {
         env: BTreeMap::new(),
         image: Some(TEST_IMAGE.to_owned()),
         timeout: None,
+        on_spawn: None,
     }
 }
 
