@@ -776,3 +776,111 @@ def hang():
     let shown = sandbox.show(&id);
     assert_eq!(shown["job"]["state"], "cancelled", "{shown:#}");
 }
+
+/// A field of `/proc/<pid>/status` in kB, such as `VmRSS` or `VmHWM`.
+fn proc_status_kb(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Size of the log the slow-client test writes: 100 MiB.
+const BIG_LOG_BYTES: u64 = 100 << 20;
+
+/// Peak resident memory (VmHWM) allowed to the server while one client reads
+/// nothing of a `BIG_LOG_BYTES` log: 64 MiB. The server then buffers 16 SSE
+/// events of at most 64 KiB for the client and nothing else, and measured
+/// about 32 MiB at its peak (debug build, 300 MiB log). A receiver that
+/// falls behind the live channel would pin up to 1,024 chunks of up to
+/// 128 KiB, that is this whole log, and holding the log needs 100 MiB: both
+/// fail here.
+const SLOW_CLIENT_PEAK_RSS_KB: u64 = 64 << 10;
+
+#[test]
+fn slow_log_client_stalls_neither_the_job_nor_server_memory() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(&format!(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="loud")
+def loud():
+    step.run("yes 'a line of output that repeats until the log is big enough' | head -c {BIG_LOG_BYTES}", name="flood")
+"#
+    ));
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=flood");
+    let patient = Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let response = loop {
+        let response = patient
+            .get(server.url(&stream))
+            .bearer_auth(&server.token)
+            .send()
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut reader = SseReader::new(response);
+    let first = reader.next_event().expect("the stream stays open");
+    assert_eq!(first.event, "chunk");
+    let first: Value = serde_json::from_str(&first.data).unwrap();
+    let mut received = chunk_bytes(&first);
+
+    // The client now reads nothing until the job is over.
+    let started = Instant::now();
+    let job = wait_final(&server, &id);
+    let took = started.elapsed();
+    let peak_kb = proc_status_kb(server.pid(), "VmHWM");
+
+    assert_eq!(job["state"], "success", "{job:#}");
+    assert!(
+        took < Duration::from_secs(60),
+        "the job took {took:?} behind a client that reads nothing"
+    );
+    assert!(
+        peak_kb < SLOW_CLIENT_PEAK_RSS_KB,
+        "the server's peak RSS was {peak_kb} kB for a {BIG_LOG_BYTES}-byte log"
+    );
+
+    // Reading on now gets every byte, once, in order.
+    loop {
+        let event = reader.next_event().expect("the stream ends with `end`");
+        if event.event == "end" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(chunk["offset"].as_u64().unwrap(), received.len() as u64);
+        received.extend(chunk_bytes(&chunk));
+    }
+    let step_id = job["tasks"][0]["steps"][0]["id"].as_i64().unwrap();
+    let stored = std::fs::read(
+        sandbox
+            .data_dir()
+            .join(format!("logs/{id}/step-{step_id}.log")),
+    )
+    .unwrap();
+    assert_eq!(stored.len() as u64, BIG_LOG_BYTES);
+    assert!(
+        received == stored,
+        "the streamed bytes differ from the stored log"
+    );
+    eprintln!(
+        "slow client: job took {took:?}, server peak RSS {peak_kb} kB, now {} kB",
+        proc_status_kb(server.pid(), "VmRSS")
+    );
+}

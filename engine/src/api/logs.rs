@@ -29,7 +29,7 @@ use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::metrics::SseKind;
 use crate::logs::{LogChunk, LogKey, read_log, read_log_range};
 use crate::model::{JobId, Stream as OutputStream};
-use crate::orchestrator::{EngineEvent, JobEvent};
+use crate::orchestrator::{Engine, EngineEvent, JobEvent};
 use crate::store::{JobRecord, Store};
 
 /// Bytes returned by one `GET .../logs` of a step when the request gives no
@@ -42,9 +42,9 @@ const MAX_RANGE: u64 = 16 << 20;
 const DISK_PIECE: u64 = 64 << 10;
 
 /// Events buffered per SSE client. When a client reads slower than the job
-/// writes, the follower waits on this buffer, falls behind the live channel,
-/// and catches up from disk later, so a slow client costs neither the job
-/// nor unbounded memory.
+/// writes, the follower waits on this buffer without holding on to the live
+/// channel, and catches up from disk later, so a slow client costs neither
+/// the job nor memory beyond this buffer.
 const SSE_BUFFER: usize = 16;
 
 /// How often a follower rereads the disk and the step's state without a
@@ -281,6 +281,7 @@ pub async fn stream(
     // follower misses nothing.
     let follower = Follower {
         store: state.store.clone(),
+        engine: state.engine.clone(),
         dir: state.data.job_logs_dir(&job.id),
         job: job.id.clone(),
         live: state.engine.subscribe_logs(&job.id),
@@ -349,6 +350,8 @@ async fn blocking_read<T: Send + 'static>(
 /// chunks, until the log is final.
 struct Follower {
     store: Store,
+    /// To follow the live chunks again after a pause for a slow client.
+    engine: Engine,
     dir: PathBuf,
     job: JobId,
     /// `None` when this engine does not run the job (it is over, or another
@@ -507,7 +510,23 @@ impl Follower {
             .event("chunk")
             .id(end.to_string())
             .data(body);
-        sender.send(event).await.map_err(|_| Disconnected)?;
+        let permit = match sender.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                // The client reads slower than the job writes. A live
+                // receiver that falls behind pins up to the live channel's
+                // capacity of chunks in memory, so let go of it while
+                // waiting; bytes written meanwhile are read from disk.
+                let paused = self.live.take().is_some();
+                let permit = sender.reserve().await.map_err(|_| Disconnected)?;
+                if paused {
+                    self.live = self.engine.subscribe_logs(&self.job);
+                }
+                permit
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Disconnected),
+        };
+        permit.send(event);
         self.position = end;
         Ok(())
     }

@@ -346,10 +346,21 @@ impl JobHandle {
 
     /// Waits for the job to reach a final state.
     pub async fn wait(self) -> JobOutcome {
-        match self.task.await {
+        // Nothing reads the receivers any more. Kept, they would fall behind
+        // and pin the last `LIVE_CHANNEL_CAPACITY` log chunks in memory for
+        // the rest of the job.
+        let JobHandle {
+            id,
+            events,
+            log_chunks,
+            task,
+            ..
+        } = self;
+        drop((events, log_chunks));
+        match task.await {
             Ok(outcome) => outcome,
             Err(err) => {
-                tracing::error!(job_id = %self.id, error = %err, "job runner panicked");
+                tracing::error!(job_id = %id, error = %err, "job runner panicked");
                 JobOutcome {
                     state: JobState::Failure,
                     reason: Some(format!("internal error: the job runner panicked: {err}")),
