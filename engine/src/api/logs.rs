@@ -515,8 +515,8 @@ impl Follower {
             Err(mpsc::error::TrySendError::Full(())) => {
                 // The client reads slower than the job writes. A live
                 // receiver that falls behind pins up to the live channel's
-                // capacity of chunks in memory, so let go of it while
-                // waiting; bytes written meanwhile are read from disk.
+                // capacity of chunks in memory, so the follower drops it
+                // while it waits. Bytes written meanwhile come from disk.
                 let paused = self.live.take().is_some();
                 let permit = sender.reserve().await.map_err(|_| Disconnected)?;
                 if paused {
