@@ -541,27 +541,36 @@ impl Store {
         filter: &JobFilter,
         limit: u32,
     ) -> Result<Vec<JobRecord>, StoreError> {
-        let (after_at, after_id) = match &filter.after {
-            Some((at, id)) => (Some(*at), Some(id.as_str())),
-            None => (None, None),
-        };
-        let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
-             WHERE (?1 IS NULL OR pipeline = ?1) \
-               AND (?2 IS NULL OR project_dir = ?2) \
-               AND (?3 IS NULL OR state = ?3) \
-               AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?6"
-        ))
-        .bind(filter.pipeline.as_deref())
-        .bind(filter.project_dir.as_deref())
-        .bind(filter.state.map(JobState::as_str))
-        .bind(after_at)
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|source| StoreError::ListJobs { source })?;
+        // Only the filters that are set go into the query, and the cursor is
+        // a row-value comparison, so SQLite seeks in the (created_at, id)
+        // index instead of scanning every newer job.
+        let mut query =
+            sqlx::QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+        if let Some(pipeline) = &filter.pipeline {
+            query.push(" AND pipeline = ").push_bind(pipeline.as_str());
+        }
+        if let Some(project_dir) = &filter.project_dir {
+            query.push(" AND project_dir = ").push_bind(project_dir.as_str());
+        }
+        if let Some(state) = filter.state {
+            query.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some((at, id)) = &filter.after {
+            query
+                .push(" AND (created_at, id) < (")
+                .push_bind(*at)
+                .push(", ")
+                .push_bind(id.as_str())
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(limit);
+        let rows: Vec<JobRow> = query
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StoreError::ListJobs { source })?;
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
