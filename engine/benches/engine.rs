@@ -40,7 +40,7 @@ const LOG_LINE: &str =
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// How often the memory sampler reads `/proc/<pid>/status`.
+/// How often the sampler reads `/proc/<pid>/status` and `/proc/<pid>/stat`.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
 
 fn main() -> anyhow::Result<()> {
@@ -56,23 +56,49 @@ fn main() -> anyhow::Result<()> {
     // find them ready, as a user's second run does.
     bench.run_job(&bench.one_step)?;
 
-    let mut results = Results::default();
-    // The measurements alternate within each repeat, so that a slow phase
-    // of the machine touches Danube and its baseline alike.
-    for repeat in 1..=settings.repeats {
-        println!("repeat {repeat}/{}", settings.repeats);
-        results.shells.push(spawn_shells(settings.steps)?);
-        results.one_step.push(bench.run_job(&bench.one_step)?);
-        results.many_steps.push(bench.run_job(&bench.many_steps)?);
-        results.cat.push(bench.cat_log()?);
-        let (job, stored_bytes) = bench.run_log_job()?;
-        results.log.push(job);
-        results.stored_bytes.push(stored_bytes);
-    }
+    let results = measure(&bench, &settings)?;
 
     println!();
     print_report(&settings, &results);
     Ok(())
+}
+
+/// Runs every measurement `settings.repeats` times.
+fn measure(bench: &Bench, settings: &Settings) -> anyhow::Result<Results> {
+    let mut results = Results::default();
+    // The measurements alternate within each repeat, so that a slow phase
+    // of the machine touches Danube and its baseline alike.
+    for repeat in 1..=settings.repeats {
+        let load = load_average();
+        let shells = spawn_shells(settings.steps)?;
+        let one_step = bench.run_job(&bench.one_step)?;
+        let many_steps = bench.run_job(&bench.many_steps)?;
+        // Flushing dirty pages first keeps each of the two runs that write
+        // the log from paying for the other's writeback.
+        nix::unistd::sync();
+        let cat = bench.cat_log()?;
+        nix::unistd::sync();
+        let (log, stored_bytes) = bench.run_log_job()?;
+
+        let seconds = |duration: Duration| duration.as_secs_f64();
+        println!(
+            "repeat {repeat}/{} (load {load}): sh {:.2} s, 1 step {:.2} s, {} steps {:.2} s, cat {:.2} s, log job {:.2} s",
+            settings.repeats,
+            seconds(shells),
+            seconds(one_step.wall),
+            settings.steps,
+            seconds(many_steps.wall),
+            seconds(cat),
+            seconds(log.wall),
+        );
+        results.shells.push(shells);
+        results.one_step.push(one_step);
+        results.many_steps.push(many_steps);
+        results.cat.push(cat);
+        results.log.push(log);
+        results.stored_bytes.push(stored_bytes);
+    }
+    Ok(results)
 }
 
 /// Benchmark sizes, from the command line.
@@ -170,10 +196,10 @@ impl Bench {
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("failed to start `{DANUBE}`"))?;
-        let sampler = PeakSampler::start(child.id());
+        let sampler = Sampler::start(child.id());
         let status = child.wait().context("failed to wait for danube")?;
         let wall = started.elapsed();
-        let peaks = sampler.finish();
+        let (engine, coordinator) = sampler.finish();
 
         if !status.success() {
             let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -182,7 +208,11 @@ impl Bench {
                 project.display()
             );
         }
-        Ok(JobRun { wall, peaks })
+        Ok(JobRun {
+            wall,
+            engine,
+            coordinator,
+        })
     }
 
     /// Runs the log job and returns it with the size of the stored step
@@ -243,52 +273,66 @@ impl Bench {
     }
 }
 
-/// One job's wall time, from spawning `danube` to reaping it.
+/// One job's wall time, from spawning `danube` to reaping it, and what the
+/// sampler read of its processes.
 struct JobRun {
     wall: Duration,
-    peaks: Peaks,
+    engine: ProcessSample,
+    coordinator: ProcessSample,
 }
 
-/// Peak resident memory in KiB, as the last `VmHWM` read before exit.
+/// The last values read of one process before it exited.
 #[derive(Clone, Copy, Default)]
-struct Peaks {
-    engine_kib: Option<u64>,
-    coordinator_kib: Option<u64>,
+struct ProcessSample {
+    /// `VmHWM`, the peak resident set, in KiB.
+    peak_kib: Option<u64>,
+    /// User plus system CPU time of all its threads, in clock ticks.
+    cpu_ticks: Option<u64>,
 }
 
-/// Reads the `VmHWM` of the engine and of its coordinator child in a loop.
+impl ProcessSample {
+    /// Reads `pid` again, keeping the earlier values of what can no longer
+    /// be read. A zombie has no `VmHWM` line, but its CPU times are final.
+    fn update(&mut self, pid: u32) {
+        self.peak_kib = read_vm_hwm(pid).or(self.peak_kib);
+        self.cpu_ticks = read_cpu_ticks(pid).or(self.cpu_ticks);
+    }
+}
+
+/// Reads the engine and its coordinator child every `SAMPLE_INTERVAL`.
 ///
 /// `VmHWM` is the kernel's high-water mark of a process's resident set, so
 /// it only grows, and the last value read before the process exits is its
-/// peak up to that read. What the process allocates in its last
-/// `SAMPLE_INTERVAL` can be missed.
-struct PeakSampler {
+/// peak up to that read. What a process allocates, or the CPU time it uses,
+/// in its last `SAMPLE_INTERVAL` can be missed.
+struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Peaks>,
+    thread: JoinHandle<(ProcessSample, ProcessSample)>,
 }
 
-impl PeakSampler {
-    fn start(engine_pid: u32) -> PeakSampler {
+impl Sampler {
+    fn start(engine_pid: u32) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut peaks = Peaks::default();
+            let mut engine = ProcessSample::default();
+            let mut coordinator = ProcessSample::default();
             let mut coordinator_pid = None;
             while !stopped.load(Ordering::Relaxed) {
-                // A process that exited has no `VmHWM`, so its last value stays.
-                peaks.engine_kib = read_vm_hwm(engine_pid).or(peaks.engine_kib);
+                engine.update(engine_pid);
                 coordinator_pid = coordinator_pid.or_else(|| find_coordinator(engine_pid));
                 if let Some(pid) = coordinator_pid {
-                    peaks.coordinator_kib = read_vm_hwm(pid).or(peaks.coordinator_kib);
+                    coordinator.update(pid);
                 }
                 std::thread::sleep(SAMPLE_INTERVAL);
             }
-            peaks
+            (engine, coordinator)
         });
-        PeakSampler { stop, thread }
+        Sampler { stop, thread }
     }
 
-    fn finish(self) -> Peaks {
+    /// Stops sampling and returns the engine's and the coordinator's values.
+    fn finish(self) -> (ProcessSample, ProcessSample) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
@@ -297,11 +341,23 @@ impl PeakSampler {
 }
 
 /// Reads the `VmHWM` line of `/proc/<pid>/status` in KiB. Returns `None`
-/// once the process has exited (a zombie has no memory lines).
+/// once the process has exited.
 fn read_vm_hwm(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reads `utime + stime` (fields 14 and 15) of `/proc/<pid>/stat`. Returns
+/// `None` once the process has been reaped.
+fn read_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in field 2 may contain spaces, so count from its `)`.
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
 }
 
 /// Finds the child of `engine_pid` that runs `python -m danube._coordinator`.
@@ -407,6 +463,13 @@ fn run_checked(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Returns the 1-minute load average from `/proc/loadavg`, which shows how
+/// busy the machine was with other work before a repeat.
+fn load_average() -> String {
+    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    loadavg.split_whitespace().next().unwrap_or("?").to_owned()
+}
+
 /// CPU model, core count and kernel, for the report.
 fn machine_summary() -> String {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -479,6 +542,10 @@ struct Derived {
     danube_mib_s: Vec<f64>,
     cat_mib_s: Vec<f64>,
     log_ratio: Vec<f64>,
+    /// CPU time per step of each of `PROCESSES`, without the fixed cost.
+    cpu_step_ms: [Vec<f64>; 2],
+    /// CPU time of each of `PROCESSES` for the log, without the fixed cost.
+    cpu_log_ms: [Vec<f64>; 2],
 }
 
 impl Derived {
@@ -505,6 +572,26 @@ impl Derived {
         let cat_mib_s = per_repeat(&|i| log_mib / (cat_ms[i] / 1000.0));
         let log_ratio = per_repeat(&|i| danube_mib_s[i] / cat_mib_s[i]);
 
+        let ms_per_tick = 1000.0 / clock_ticks_per_second();
+        let cpu_ms = |run: &JobRun, process: ProcessOf| {
+            process(run)
+                .cpu_ticks
+                .map(|ticks| ticks as f64 * ms_per_tick)
+        };
+        // Repeats where a CPU time could not be read are left out.
+        let cpu_above_one_step = |runs: &[JobRun], process: ProcessOf| {
+            (0..settings.repeats)
+                .filter_map(|i| {
+                    Some(cpu_ms(&runs[i], process)? - cpu_ms(&results.one_step[i], process)?)
+                })
+                .collect::<Vec<_>>()
+        };
+        let cpu_step_ms = PROCESSES.map(|(_, process)| {
+            let above = cpu_above_one_step(&results.many_steps, process);
+            above.iter().map(|ms| ms / (steps - 1.0)).collect()
+        });
+        let cpu_log_ms = PROCESSES.map(|(_, process)| cpu_above_one_step(&results.log, process));
+
         Derived {
             one_step_ms,
             many_steps_ms,
@@ -518,7 +605,18 @@ impl Derived {
             danube_mib_s,
             cat_mib_s,
             log_ratio,
+            cpu_step_ms,
+            cpu_log_ms,
         }
+    }
+}
+
+/// Reads the unit of the CPU times in `/proc/<pid>/stat`.
+fn clock_ticks_per_second() -> f64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as f64,
+        // USER_HZ, which is 100 on x86 and ARM Linux.
+        _ => 100.0,
     }
 }
 
@@ -583,6 +681,8 @@ fn step_section(settings: &Settings, derived: &Derived) -> Section {
             Row::new("sh per spawn", "ms", &derived.shell_step_ms),
             Row::new("ratio danube / sh", "x", &derived.step_ratio),
             Row::new("added per step", "ms", &derived.added_step_ms),
+            Row::new("danube CPU per step", "ms", &derived.cpu_step_ms[0]),
+            Row::new("coordinator CPU per step", "ms", &derived.cpu_step_ms[1]),
         ],
     }
 }
@@ -608,6 +708,8 @@ fn log_section(settings: &Settings, results: &Results, derived: &Derived) -> Sec
                 &derived.danube_mib_s,
             ),
             Row::new("ratio danube / cat", "x", &derived.log_ratio),
+            Row::new("danube CPU for the log", "ms", &derived.cpu_log_ms[0]),
+            Row::new("coordinator CPU for the log", "ms", &derived.cpu_log_ms[1]),
             Row::new("stored step log", "bytes", &stored),
         ],
     }
@@ -621,17 +723,11 @@ fn memory_section(settings: &Settings, results: &Results) -> Section {
         ("log job".to_owned(), &results.log),
     ];
     let mut rows = Vec::new();
-    for (process, pick) in [
-        (
-            "danube",
-            (|peaks: &Peaks| peaks.engine_kib) as fn(&Peaks) -> Option<u64>,
-        ),
-        ("coordinator", |peaks: &Peaks| peaks.coordinator_kib),
-    ] {
+    for (process, pick) in PROCESSES {
         for (job, runs) in &jobs {
             let mib: Vec<f64> = runs
                 .iter()
-                .filter_map(|run| pick(&run.peaks))
+                .filter_map(|run| pick(run).peak_kib)
                 .map(|kib| kib as f64 / 1024.0)
                 .collect();
             rows.push(Row::new(format!("{process}, {job}"), "MiB", &mib));
@@ -642,6 +738,14 @@ fn memory_section(settings: &Settings, results: &Results) -> Section {
         rows,
     }
 }
+
+type ProcessOf = fn(&JobRun) -> ProcessSample;
+
+/// The two processes of a job, by name.
+const PROCESSES: [(&str, ProcessOf); 2] = [
+    ("danube", |run| run.engine),
+    ("coordinator", |run| run.coordinator),
+];
 
 fn print_table(settings: &Settings, sections: &[Section]) {
     let label_width = sections
