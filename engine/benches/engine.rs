@@ -3,7 +3,7 @@
 //! its peak memory. Results and how to read them are in `docs/benchmarks.md`.
 //!
 //! ```sh
-//! cargo bench -p danube --bench engine                # full run, about 2 minutes
+//! cargo bench -p danube --bench engine                # 3 repeats, about 10 s each
 //! cargo bench -p danube --bench engine -- --quick     # 100 steps, 64 MiB of log, once
 //! cargo bench -p danube --bench engine -- --repeats 5
 //! ```
@@ -44,7 +44,12 @@ const MIB: f64 = 1024.0 * 1024.0;
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
 
 fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_args()?;
+    let Some(settings) = Settings::from_args()? else {
+        // `cargo test --all-targets` runs bench binaries too, without
+        // `--bench`. A benchmark that writes 1 GiB is no test.
+        println!("skipped: run the engine benchmark with `cargo bench -p danube --bench engine`");
+        return Ok(());
+    };
     let bench = Bench::set_up(&settings)?;
     println!("{}", machine_summary());
     println!(
@@ -66,8 +71,8 @@ fn main() -> anyhow::Result<()> {
 /// Runs every measurement `settings.repeats` times.
 fn measure(bench: &Bench, settings: &Settings) -> anyhow::Result<Results> {
     let mut results = Results::default();
-    // The measurements alternate within each repeat, so that a slow phase
-    // of the machine touches Danube and its baseline alike.
+    // The measurements are interleaved within each repeat, which spreads a
+    // busy phase of the machine over Danube and its baselines.
     for repeat in 1..=settings.repeats {
         let load = load_average();
         let shells = spawn_shells(settings.steps)?;
@@ -109,13 +114,16 @@ struct Settings {
 }
 
 impl Settings {
-    fn from_args() -> anyhow::Result<Settings> {
+    /// Parses the arguments. Returns `None` without `--bench`, which
+    /// `cargo bench` passes to every bench binary and `cargo test` does not.
+    fn from_args() -> anyhow::Result<Option<Settings>> {
         let mut settings = Settings {
             steps: 1000,
             log_bytes: 1 << 30,
             repeats: 3,
         };
         let mut repeats = None;
+        let mut benchmarking = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -125,13 +133,12 @@ impl Settings {
                     settings.repeats = 1;
                 }
                 "--repeats" => repeats = Some(parse_repeats(args.next())?),
-                // `cargo bench` passes `--bench` to every bench binary.
-                "--bench" => {}
+                "--bench" => benchmarking = true,
                 other => bail!("unknown argument `{other}`: expected --quick or --repeats N"),
             }
         }
         settings.repeats = repeats.unwrap_or(settings.repeats);
-        Ok(settings)
+        Ok(benchmarking.then_some(settings))
     }
 }
 
