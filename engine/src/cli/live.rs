@@ -195,16 +195,34 @@ impl LiveView {
         }
     }
 
+    /// Shows the complete lines of `chunk` and holds back its partial last
+    /// line. The lines go out in one write: a step can print millions of
+    /// lines, and a write (and a lock) per line would cost the engine more
+    /// CPU than storing them.
     fn on_chunk(&mut self, chunk: LogChunk) {
         let slot = (chunk.key, chunk.stream);
+        // Borrows only `labels`, so that `pending` can change below.
+        let label = label_of(&self.labels, chunk.key);
+        let mut block = Vec::new();
         let mut data: &[u8] = &chunk.data;
-        while let Some(newline) = data.iter().position(|b| *b == b'\n') {
-            let pending = self.pending.remove(&slot);
-            let mut line = pending.map(|p| p.text).unwrap_or_default();
-            line.extend_from_slice(&data[..newline]);
-            self.log_line(chunk.key, chunk.stream, &line);
+
+        if let Some(newline) = find_newline(data) {
+            // Only the first line can complete a line held back earlier.
+            match self.pending.remove(&slot) {
+                Some(mut pending) => {
+                    pending.text.extend_from_slice(&data[..newline]);
+                    render_line(&mut block, label, chunk.stream, &pending.text);
+                }
+                None => render_line(&mut block, label, chunk.stream, &data[..newline]),
+            }
             data = &data[newline + 1..];
+            if let Some(last) = data.iter().rposition(|byte| *byte == b'\n') {
+                render_lines(&mut block, label, chunk.stream, &data[..last]);
+                data = &data[last + 1..];
+            }
+            self.write_block(&block);
         }
+
         if !data.is_empty() {
             let pending = self.pending.entry(slot).or_insert_with(|| PendingLine {
                 text: Vec::new(),
@@ -236,21 +254,9 @@ impl LiveView {
     }
 
     fn log_line(&self, key: LogKey, stream: Stream, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
-        // A progress bar redraws with `\r`; a terminal would show the last frame.
-        let text = text.trim_end_matches('\r');
-        let text = text.rsplit('\r').next().unwrap_or(text);
-        let label = self.labels.get(&key).map(String::as_str).unwrap_or("?");
-        let marker = match stream {
-            Stream::Stdout => "│",
-            Stream::Stderr => "┃",
-            Stream::Engine => "»",
-        };
-        if text.is_empty() {
-            self.line(&format!("{label} {marker}"));
-        } else {
-            self.line(&format!("{label} {marker} {text}"));
-        }
+        let mut block = Vec::new();
+        render_line(&mut block, label_of(&self.labels, key), stream, line);
+        self.write_block(&block);
     }
 
     fn line(&self, text: &str) {
@@ -261,6 +267,18 @@ impl LiveView {
         } else {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
+        }
+    }
+
+    /// Writes lines that each end in a newline, in one write.
+    fn write_block(&self, block: &[u8]) {
+        let write = || {
+            let _ = std::io::stdout().lock().write_all(block);
+        };
+        if self.interactive {
+            self.bars.suspend(write);
+        } else {
+            write();
         }
     }
 
@@ -294,6 +312,63 @@ impl LiveView {
     }
 }
 
+fn label_of(labels: &HashMap<LogKey, String>, key: LogKey) -> &str {
+    labels.get(&key).map(String::as_str).unwrap_or("?")
+}
+
+fn find_newline(data: &[u8]) -> Option<usize> {
+    data.iter().position(|byte| *byte == b'\n')
+}
+
+/// Appends each line of `lines` (separated by `\n`, without a final one)
+/// as [`render_line`] does.
+fn render_lines(out: &mut Vec<u8>, label: &str, stream: Stream, lines: &[u8]) {
+    match std::str::from_utf8(lines) {
+        // The common case, checked once for the whole chunk instead of per line.
+        Ok(text) if !text.contains('\r') => {
+            let prefix_len = label.len() + marker(stream).len() + 2;
+            out.reserve(lines.len() + lines.len() / 4 + prefix_len);
+            for line in text.split('\n') {
+                push_line(out, label, stream, line);
+            }
+        }
+        _ => {
+            for line in lines.split(|byte| *byte == b'\n') {
+                render_line(out, label, stream, line);
+            }
+        }
+    }
+}
+
+/// Appends `label marker text` and a newline to `out`. Invalid UTF-8 is
+/// shown as U+FFFD, and of a line that a progress bar redrew with `\r` only
+/// the last frame is shown, as a terminal would.
+fn render_line(out: &mut Vec<u8>, label: &str, stream: Stream, line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    let text = text.rsplit('\r').next().unwrap_or(text);
+    push_line(out, label, stream, text);
+}
+
+fn push_line(out: &mut Vec<u8>, label: &str, stream: Stream, text: &str) {
+    out.extend_from_slice(label.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(marker(stream).as_bytes());
+    if !text.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(b'\n');
+}
+
+fn marker(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "│",
+        Stream::Stderr => "┃",
+        Stream::Engine => "»",
+    }
+}
+
 fn symbol(state: RunState) -> &'static str {
     match state {
         RunState::Pending => "·",
@@ -303,5 +378,40 @@ fn symbol(state: RunState) -> &'static str {
         RunState::Skipped => "↷",
         RunState::Timeout => "⏱",
         RunState::Cancelled => "⊘",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(lines: &[u8]) -> String {
+        let mut out = Vec::new();
+        render_lines(&mut out, "build › test", Stream::Stdout, lines);
+        String::from_utf8(out).expect("rendered lines are UTF-8")
+    }
+
+    #[test]
+    fn lines_get_label_and_marker() {
+        assert_eq!(
+            rendered(b"one\n\ntwo"),
+            "build › test │ one\nbuild › test │\nbuild › test │ two\n"
+        );
+    }
+
+    #[test]
+    fn carriage_return_keeps_last_frame() {
+        assert_eq!(
+            rendered(b"plain\n10%\r50%\r100%\r\nafter"),
+            "build › test │ plain\nbuild › test │ 100%\nbuild › test │ after\n"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_replaced_per_line() {
+        assert_eq!(
+            rendered(b"caf\xc3\xa9\nbad \xff byte\nok"),
+            "build › test │ café\nbuild › test │ bad \u{fffd} byte\nbuild › test │ ok\n"
+        );
     }
 }

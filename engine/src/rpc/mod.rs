@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use tokens::{TokenHash, TokenRegistry};
 
@@ -24,11 +24,15 @@ pub async fn serve(tokens: Arc<TokenRegistry>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let service = JobServiceServer::new(service::JobServiceImpl::new(tokens));
+    // TCP_NODELAY is set on the incoming stream because the builder's
+    // `tcp_nodelay` is ignored by `serve_with_incoming` (tonic 0.14). Without
+    // it, Nagle's algorithm delays the end of each response until the
+    // coordinator's delayed ACK, which made every `step.run` take about 40 ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming(incoming)
             .await;
         if let Err(err) = result {
             tracing::error!(error = %err, "engine gRPC server stopped");
