@@ -36,6 +36,7 @@ fn request(sandbox: &Sandbox) -> JobRequest {
         pipeline: None,
         in_place: true,
         max_parallel: 4,
+        trigger: danube::model::TriggerType::Local,
     }
 }
 

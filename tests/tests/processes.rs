@@ -405,8 +405,11 @@ from danube import pipeline, step
 
 @pipeline(name="daemon")
 def daemon():
-    step.run("setsid sh -c 'echo $$ > {pids}.tmp; mv {pids}.tmp {pids}; exec sleep 300' >/dev/null 2>&1 < /dev/null &", name="start")
-    step.run("while [ ! -s {pids} ]; do sleep 0.05; done", name="settle")
+    step.run(
+        "setsid sh -c 'echo $$ > {pids}.tmp; mv {pids}.tmp {pids}; exec sleep 300' >/dev/null 2>&1 < /dev/null & "
+        "while [ ! -s {pids} ]; do sleep 0.05; done",
+        name="start", timeout=30)
+    step.run("true", name="after")
 "#,
         pids = pids.display()
     ));

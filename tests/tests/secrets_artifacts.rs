@@ -361,15 +361,41 @@ def names():
 fn missing_key_file_with_stored_secrets_is_refused() {
     let sandbox = Sandbox::new();
     set_secret(&sandbox, "KEPT", "kept-value-1", &[]);
-    std::fs::remove_file(sandbox.data_dir().join("keys/encryption.key")).unwrap();
+    let key_path = sandbox.data_dir().join("keys/encryption.key");
+    std::fs::remove_file(&key_path).unwrap();
 
-    let list = sandbox.danube(&["secret", "set", "OTHER"]);
-    assert_eq!(list.code, 2, "{}", list.text());
-    assert!(list.stderr.contains("encryption.key"), "{}", list.text());
-    assert!(list.stderr.contains("1 secret(s)"), "{}", list.text());
+    // Storing under a new key would strand the old secrets: refused.
+    let mut child = sandbox
+        .command()
+        .args(["secret", "set", "OTHER"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"other-value-1")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("encryption.key"), "{stderr}");
+    assert!(stderr.contains("1 secret(s)"), "{stderr}");
+    assert!(!key_path.exists(), "no new key was made");
+
+    // Pipelines without secrets still run, and the way out works.
+    sandbox.pipeline("from danube import pipeline, step\n\n@pipeline(name='plain')\ndef plain():\n    step.run('true')\n");
+    assert_eq!(sandbox.run(&[]).code, 0);
+    let list = sandbox.danube(&["secret", "list"]);
+    assert!(list.stdout.contains("KEPT"), "{}", list.text());
+    let removed = sandbox.danube(&["secret", "rm", "KEPT"]);
+    assert_eq!(removed.code, 0, "{}", removed.text());
+    set_secret(&sandbox, "OTHER", "other-value-1", &[]);
     assert!(
-        !sandbox.data_dir().join("keys/encryption.key").exists(),
-        "no new key was made"
+        key_path.exists(),
+        "a key is made once no secret needs the old one"
     );
 }
 

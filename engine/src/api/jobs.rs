@@ -182,6 +182,7 @@ async fn submit(
             pipeline,
             in_place: false,
             max_parallel: state.max_parallel,
+            trigger: crate::model::TriggerType::Manual,
         })
         .await?;
     let id = handle.id.clone();

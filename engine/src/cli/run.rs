@@ -100,6 +100,7 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
             pipeline: args.pipeline.clone(),
             in_place: args.in_place,
             max_parallel,
+            trigger: crate::model::TriggerType::Local,
         })
         .await?;
 

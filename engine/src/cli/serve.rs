@@ -45,6 +45,13 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
             return Ok(Status::JobFailed);
         }
     };
+    // Jobs of `danube run` processes that die while this server runs would
+    // otherwise show as running until the next CLI command.
+    tokio::spawn(recover_abandoned_jobs_periodically(
+        data.clone(),
+        store.clone(),
+    ));
+
     let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
     let engine = Engine::start(EngineParts {
         data: data.clone(),
@@ -94,6 +101,25 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
         .await
         .context("the HTTP server failed")?;
     Ok(Status::Success)
+}
+
+/// How often the server looks for jobs whose engine process died.
+const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn recover_abandoned_jobs_periodically(
+    data: crate::config::DataDir,
+    store: crate::store::Store,
+) {
+    let mut interval = tokio::time::interval(RECOVERY_INTERVAL);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match crate::orchestrator::ownership::recover_abandoned_jobs(&data, &store).await {
+            Ok(0) => {}
+            Ok(recovered) => tracing::info!(recovered, "marked abandoned jobs as failed"),
+            Err(err) => tracing::error!(error = %err, "failed to check for abandoned jobs"),
+        }
+    }
 }
 
 /// Parses `--bind` and rejects anything but loopback.

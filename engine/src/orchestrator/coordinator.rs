@@ -98,7 +98,8 @@ pub async fn start(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(pipeline) = &runtime.request.pipeline {
-        command.arg("--pipeline").arg(pipeline);
+        // One argument, so a name starting with `-` is never read as an option.
+        command.arg(format!("--pipeline={pipeline}"));
     }
 
     let mut child = spawn_in_new_group(&mut command).map_err(|source| CoordinatorError::Spawn {

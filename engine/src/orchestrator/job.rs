@@ -703,8 +703,9 @@ fn decide(runtime: &JobRuntime, shared: &Shared, exit: CoordinatorExit) -> JobOu
         return outcome(
             JobState::Failure,
             Some(format!(
-                "the pipeline process {exit} while task {} was running; see the coordinator log",
-                tasks.join(", ")
+                "the pipeline process {exit} while {} {} running; see the coordinator log",
+                if tasks.len() == 1 { "task" } else { "tasks" },
+                tasks.join(", ") + if tasks.len() == 1 { " was" } else { " were" }
             )),
             false,
         );

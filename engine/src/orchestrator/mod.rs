@@ -72,6 +72,11 @@ pub enum OrchestratorError {
     )]
     NoPipelineFile(PathBuf),
 
+    #[error(
+        "pipeline name `{0}` is invalid: use 1 to 100 characters without control characters, not starting with `-`"
+    )]
+    InvalidPipelineName(String),
+
     #[error("failed to record the job")]
     RecordJob(#[source] StoreError),
 
@@ -100,6 +105,8 @@ pub struct JobRequest {
     pub in_place: bool,
     /// Upper bound on tasks running at once; at least 1.
     pub max_parallel: usize,
+    /// How the job was started: `Local` from the CLI, `Manual` from the API.
+    pub trigger: TriggerType,
 }
 
 /// Shared by every job of one engine.
@@ -218,6 +225,12 @@ impl Engine {
     /// Fails before anything is recorded when the project folder or its
     /// pipeline file is missing.
     pub async fn submit(&self, request: JobRequest) -> Result<JobHandle, OrchestratorError> {
+        if let Some(name) = &request.pipeline
+            && !valid_pipeline_name(name)
+        {
+            let shown: String = name.chars().take(100).collect();
+            return Err(OrchestratorError::InvalidPipelineName(shown));
+        }
         let project = canonical_project(&request.project)?;
         let source = source::describe(&project);
 
@@ -238,7 +251,7 @@ impl Engine {
             id: id.clone(),
             pipeline: request.pipeline.clone().unwrap_or_default(),
             project_dir: project.display().to_string(),
-            trigger_type: TriggerType::Local,
+            trigger_type: request.trigger,
             trigger_ref: source.branch.clone(),
             repo: source.repo.clone(),
             branch: source.branch.clone(),
@@ -299,6 +312,11 @@ impl Drop for Registered {
     fn drop(&mut self) {
         self.engine.active().remove(&self.id);
     }
+}
+
+fn valid_pipeline_name(name: &str) -> bool {
+    let length = name.chars().count();
+    (1..=100).contains(&length) && !name.starts_with('-') && !name.chars().any(char::is_control)
 }
 
 fn canonical_project(path: &Path) -> Result<PathBuf, OrchestratorError> {

@@ -122,7 +122,7 @@ impl JobService for JobServiceImpl {
         job.require_running_task(&header.task).await?;
         if job.logs().scrubber().scrub_text(&header.name) != header.name {
             return Err(Status::invalid_argument(
-                "the artifact name contains a secret: choose a name without it",
+                "the artifact name contains the value of a secret; pick a name without it",
             ));
         }
 

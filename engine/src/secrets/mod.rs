@@ -117,8 +117,8 @@ pub enum SecretsError {
 
     #[error(
         "the encryption key `{}` is missing but {stored} secret(s) are stored under it: restore \
-         the key file from a backup, or delete the data directory's secrets with \
-         `danube secret rm KEY` for each (they cannot be decrypted without it)",
+         the key file from a backup, or remove those secrets with `danube secret rm KEY` (see \
+         `danube secret list`), since they cannot be decrypted without it",
         path.display()
     )]
     KeyMissing { path: PathBuf, stored: usize },
@@ -241,7 +241,15 @@ pub fn validate_key(key: &str) -> Result<(), SecretsError> {
 #[derive(Clone, Debug)]
 pub struct SecretVault {
     store: Store,
-    cipher: Cipher,
+    /// The key, or why there is none: a missing key file while secrets are
+    /// stored. Listing and removing secrets work either way.
+    cipher: Result<Cipher, MissingKey>,
+}
+
+#[derive(Clone, Debug)]
+struct MissingKey {
+    path: PathBuf,
+    stored: usize,
 }
 
 /// A secret as listed: never the value.
@@ -255,7 +263,10 @@ pub struct SecretInfo {
 impl SecretVault {
     /// Loads the key at `key_path` and returns a vault over `store`. Creates
     /// the key only while no secret is stored: a new key beside secrets
-    /// encrypted under a lost one would silently make them unreadable.
+    /// encrypted under a lost one would silently make them unreadable. With
+    /// the key missing and secrets stored, the vault still lists and removes
+    /// secrets, and every read or write fails with
+    /// [`SecretsError::KeyMissing`].
     pub async fn open(store: Store, key_path: &Path) -> Result<SecretVault, SecretsError> {
         if !key_path.exists() {
             let stored = store
@@ -264,9 +275,14 @@ impl SecretVault {
                 .map_err(|source| SecretsError::ListSecrets { source })?
                 .len();
             if stored > 0 {
-                return Err(SecretsError::KeyMissing {
+                tracing::warn!(path = %key_path.display(), stored, "the encryption key is missing");
+                let missing = MissingKey {
                     path: key_path.to_owned(),
                     stored,
+                };
+                return Ok(SecretVault {
+                    store,
+                    cipher: Err(missing),
                 });
             }
         }
@@ -275,7 +291,19 @@ impl SecretVault {
     }
 
     pub fn new(store: Store, cipher: Cipher) -> SecretVault {
-        SecretVault { store, cipher }
+        SecretVault {
+            store,
+            cipher: Ok(cipher),
+        }
+    }
+
+    fn cipher(&self) -> Result<&Cipher, SecretsError> {
+        self.cipher
+            .as_ref()
+            .map_err(|missing| SecretsError::KeyMissing {
+                path: missing.path.clone(),
+                stored: missing.stored,
+            })
     }
 
     /// Stores `value` as `key` in `scope`, replacing any value there.
@@ -312,7 +340,7 @@ impl SecretVault {
             None => (hex::encode(rand::random::<[u8; 16]>()), now),
         };
 
-        let blob = self.cipher.encrypt(&id, &scope_text, value);
+        let blob = self.cipher()?.encrypt(&id, &scope_text, value);
         let record = SecretRecord {
             id,
             scope: scope_text,
@@ -409,7 +437,7 @@ impl SecretVault {
             };
 
             let value = self
-                .cipher
+                .cipher()?
                 .decrypt(&record.id, &record.scope, key, &record.blob)?;
             self.store
                 .record_audit_event(actor, AUDIT_SECRET_READ, key)
@@ -465,7 +493,7 @@ impl SecretVault {
         let mut values = Vec::with_capacity(visible.len());
         for (key, record) in visible {
             let value = self
-                .cipher
+                .cipher()?
                 .decrypt(&record.id, &record.scope, &key, &record.blob)?;
             self.store
                 .record_audit_event(actor, AUDIT_SECRET_LOAD, &key)

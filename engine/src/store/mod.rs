@@ -550,7 +550,9 @@ impl Store {
             query.push(" AND pipeline = ").push_bind(pipeline.as_str());
         }
         if let Some(project_dir) = &filter.project_dir {
-            query.push(" AND project_dir = ").push_bind(project_dir.as_str());
+            query
+                .push(" AND project_dir = ")
+                .push_bind(project_dir.as_str());
         }
         if let Some(state) = filter.state {
             query.push(" AND state = ").push_bind(state.as_str());
