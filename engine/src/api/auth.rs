@@ -160,9 +160,16 @@ impl ServerOrigin {
     /// `127.0.0.1:PORT` (or `[::1]:PORT`) and `localhost:PORT` for a
     /// server listening on `addr`.
     pub fn for_listener(addr: SocketAddr) -> ServerOrigin {
-        ServerOrigin {
-            hosts: vec![addr.to_string(), format!("localhost:{}", addr.port())],
+        let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
+        // Clients leave out the default port: `Host: 127.0.0.1` means port 80.
+        if addr.port() == 80 {
+            let bare = match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            };
+            hosts.extend([bare, "localhost".to_owned()]);
         }
+        ServerOrigin { hosts }
     }
 
     fn allows_host(&self, host: &str) -> bool {
@@ -291,6 +298,19 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn default_port_host_is_allowed_without_port() {
+        let origin = ServerOrigin::for_listener("127.0.0.1:80".parse().unwrap());
+        assert!(origin.allows_host("127.0.0.1"));
+        assert!(origin.allows_host("localhost"));
+        assert!(origin.allows_host("127.0.0.1:80"));
+        assert!(!origin.allows_host("evil.example"));
+
+        let other = ServerOrigin::for_listener("127.0.0.1:8080".parse().unwrap());
+        assert!(!other.allows_host("127.0.0.1"));
+    }
+
     use super::*;
 
     #[test]
