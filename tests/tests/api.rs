@@ -554,6 +554,15 @@ fn job_shows_dag_logs_artifacts_and_events() {
             "no {path} in the OpenAPI document"
         );
     }
+    let schemes = &openapi["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer_token"]["scheme"], "bearer");
+    assert_eq!(schemes["token_cookie"]["in"], "cookie");
+    assert_eq!(schemes["token_cookie"]["name"], "danube_token");
+    assert!(openapi["security"].as_array().is_some_and(|s| s.len() == 2));
+    assert_eq!(
+        openapi["paths"]["/health"]["get"]["security"],
+        serde_json::json!([{}])
+    );
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub struct Check {
 }
 
 /// Liveness
-#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", security(()), responses((status = 200, body = Health)))]
 pub async fn live() -> Json<Health> {
     Json(Health { status: "ok" })
 }
@@ -45,6 +45,7 @@ pub async fn live() -> Json<Health> {
 #[utoipa::path(
     get,
     path = "/health/ready",
+    security(()),
     responses(
         (status = 200, description = "Every check passed", body = Readiness),
         (status = 503, description = "A check failed", body = Readiness),

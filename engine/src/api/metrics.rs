@@ -132,6 +132,7 @@ impl Drop for SseClientGuard {
 #[utoipa::path(
     get,
     path = "/metrics",
+    security(()),
     responses((status = 200, description = "Metrics in the OpenMetrics text format", content_type = "application/openmetrics-text"))
 )]
 pub async fn render(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {

@@ -118,9 +118,33 @@ impl AppState {
         health::ready,
         metrics::render,
         openapi,
-    )
+    ),
+    modifiers(&TokenSecurity),
+    security(("bearer_token" = []), ("token_cookie" = []))
 )]
 pub struct ApiDoc;
+
+/// Declares how clients send the local token: the `Authorization: Bearer`
+/// header, or the `danube_token` cookie that `/?token=` sets.
+struct TokenSecurity;
+
+impl utoipa::Modify for TokenSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "token_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("danube_token"))),
+        );
+    }
+}
 
 /// Builds the router with every route and check.
 pub fn router(state: Arc<AppState>) -> Router {
