@@ -27,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::metrics::SseKind;
-use crate::logs::{LogChunk, LogKey, read_log, read_log_range};
+use crate::logs::{LogChunk, LogKey, read_log_range};
 use crate::model::{JobId, Stream as OutputStream};
 use crate::orchestrator::{Engine, EngineEvent, JobEvent};
 use crate::store::{JobRecord, Store};
@@ -79,6 +79,43 @@ pub struct LogPage {
     pub chunks: Vec<Chunk>,
     /// With `task` and `step`: the offset to ask for next.
     pub next_offset: Option<u64>,
+    /// Without `step`: the read stopped at 16 MiB in all, so later bytes and
+    /// logs are missing; read each step with `task`, `step` and `offset`.
+    pub truncated: bool,
+}
+
+/// Reads the logs in `keys` in order, `budget` bytes at most in all.
+/// Returns the chunks of each log read and whether anything was left out.
+fn read_capped(
+    dir: &std::path::Path,
+    keys: &[LogKey],
+    budget: u64,
+) -> std::io::Result<(Vec<Vec<LogChunk>>, bool)> {
+    let mut logs = Vec::with_capacity(keys.len());
+    let mut remaining = budget;
+    for key in keys {
+        if remaining == 0 {
+            // Something is left out only if a later log holds bytes.
+            let more = !read_log_range(dir, *key, 0, 1)?.is_empty();
+            return Ok((logs, more));
+        }
+        // One byte past the budget tells whether this log goes on.
+        let mut chunks = read_log_range(dir, *key, 0, remaining + 1)?;
+        let size: u64 = chunks.iter().map(|chunk| chunk.data.len() as u64).sum();
+        if size > remaining {
+            let last = chunks.last_mut().expect("a non-empty read has a chunk");
+            let keep = last.data.len() - 1;
+            last.data.truncate(keep);
+            if last.data.is_empty() {
+                chunks.pop();
+            }
+            logs.push(chunks);
+            return Ok((logs, true));
+        }
+        remaining -= size;
+        logs.push(chunks);
+    }
+    Ok((logs, false))
 }
 
 /// One chunk of output.
@@ -171,6 +208,7 @@ pub async fn read(
         return Ok(Json(LogPage {
             chunks: chunks.iter().map(|chunk| target.chunk(chunk)).collect(),
             next_offset: Some(next_offset),
+            truncated: false,
         }));
     }
     if query.offset.is_some() || query.limit.is_some() {
@@ -212,13 +250,10 @@ pub async fn read(
         }
     }
 
+    // A whole job's logs can be far larger than memory allows for one
+    // response, so the read stops after MAX_RANGE bytes in all.
     let keys: Vec<LogKey> = targets.iter().map(|target| target.key).collect();
-    let logs = blocking_read(move || {
-        keys.into_iter()
-            .map(|key| read_log(&dir, key))
-            .collect::<std::io::Result<Vec<_>>>()
-    })
-    .await?;
+    let (logs, truncated) = blocking_read(move || read_capped(&dir, &keys, MAX_RANGE)).await?;
     let chunks = targets
         .iter()
         .zip(&logs)
@@ -227,6 +262,7 @@ pub async fn read(
     Ok(Json(LogPage {
         chunks,
         next_offset: None,
+        truncated,
     }))
 }
 
@@ -539,5 +575,54 @@ async fn next_live(
     match live {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod capped_read_tests {
+    use super::*;
+    use crate::logs::JobLogs;
+    use crate::model::Stream;
+
+    fn write_logs(dir: &std::path::Path, sizes: &[(LogKey, usize)]) {
+        let logs = JobLogs::create(dir.to_owned()).unwrap();
+        for (key, size) in sizes {
+            let mut writer = logs.writer(*key).unwrap();
+            writer.write(Stream::Stdout, &vec![b'x'; *size]).unwrap();
+            writer.finish().unwrap();
+        }
+    }
+
+    fn total(logs: &[Vec<LogChunk>]) -> usize {
+        logs.iter().flatten().map(|chunk| chunk.data.len()).sum()
+    }
+
+    #[test]
+    fn capped_read_stops_at_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = [LogKey::Coordinator, LogKey::Step(1), LogKey::Step(2)];
+        write_logs(dir.path(), &[(keys[0], 10), (keys[1], 50), (keys[2], 10)]);
+
+        let (logs, truncated) = read_capped(dir.path(), &keys, 40).unwrap();
+        assert!(truncated);
+        assert_eq!(total(&logs), 40);
+        assert_eq!(logs.len(), 2);
+    }
+
+    #[test]
+    fn capped_read_within_budget_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = [LogKey::Coordinator, LogKey::Step(1)];
+        write_logs(dir.path(), &[(keys[0], 10), (keys[1], 30)]);
+
+        let (logs, truncated) = read_capped(dir.path(), &keys, 40).unwrap();
+        assert!(!truncated);
+        assert_eq!(total(&logs), 40);
+
+        // A budget used up exactly is not truncation unless more follows.
+        let (_, truncated) = read_capped(dir.path(), &keys[..1], 10).unwrap();
+        assert!(!truncated);
+        let (_, truncated) = read_capped(dir.path(), &keys, 10).unwrap();
+        assert!(truncated);
     }
 }
