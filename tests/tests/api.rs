@@ -893,3 +893,58 @@ def loud():
         proc_status_kb(server.pid(), "VmRSS")
     );
 }
+
+#[test]
+fn idle_connections_cannot_exhaust_server_descriptors() {
+    use std::io::Write;
+
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let fds = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds(server.pid());
+
+    // Connections that start a request and never finish it.
+    // Past the server's cap of 512 the kernel queues connections in the
+    // listen backlog, and past that it stops answering them.
+    let addr: std::net::SocketAddr = server.host().parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(mut stream) => {
+                stream.write_all(b"GET /health HTTP/1.1\r\nHost: ").unwrap();
+                idle.push(stream);
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        idle.len() > 512,
+        "only {} connections were accepted or queued",
+        idle.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let during = fds(server.pid());
+    assert!(
+        during < before + 530,
+        "the server holds {during} descriptors with {} idle connections (before: {before})",
+        idle.len()
+    );
+
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = client().get(server.url("/health")).send();
+        if health.is_ok_and(|response| response.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server answers again once they close"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod health;
 mod jobs;
+mod listener;
 mod logs;
 mod metrics;
 
@@ -197,6 +198,7 @@ pub async fn serve(
 
     let app = router(state.clone());
     let graceful = state.shutdown.clone();
+    let listener = listener::LimitedListener::new(listener, listener::MAX_CONNECTIONS);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.cancelled().await })
         .await?;
