@@ -909,7 +909,7 @@ fn idle_connections_cannot_exhaust_server_descriptors() {
 
     // Connections that start a request and never finish it.
     // Past the server's cap of 512 the kernel queues connections in the
-    // listen backlog, and past that it stops answering them.
+    // listen backlog, and past that it stops accepting them.
     let addr: std::net::SocketAddr = server.host().parse().unwrap();
     let mut idle = Vec::new();
     for _ in 0..600 {

@@ -168,6 +168,37 @@ async fn recover_abandoned_jobs(data: &DataDir, store: &Store) -> anyhow::Result
     Ok(())
 }
 
+/// Sets up the SDK's Python environment and starts an engine on the local
+/// backend. Returns `None` when a signal arrives during the setup, after
+/// printing which one and `consequence`.
+async fn start_local_engine(
+    data: &DataDir,
+    store: Store,
+    interrupts: &mut signals::Interrupts,
+    consequence: &str,
+) -> anyhow::Result<Option<crate::orchestrator::Engine>> {
+    let python = tokio::select! {
+        python = crate::python::ensure_env(data, &|line| eprintln!("{line}")) => python?,
+        name = interrupts.next() => {
+            eprintln!("received {name} while preparing the Python environment: {consequence}");
+            return Ok(None);
+        }
+    };
+
+    let backend = std::sync::Arc::new(crate::backend::local::LocalBackend::new(
+        data.workspaces_dir(),
+    ));
+    let engine = crate::orchestrator::Engine::start(crate::orchestrator::EngineParts {
+        data: data.clone(),
+        store,
+        backend,
+        python,
+        max_artifact_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
+    })
+    .await?;
+    Ok(Some(engine))
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",

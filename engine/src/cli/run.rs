@@ -2,15 +2,11 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
 
-use crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
-use crate::backend::local::LocalBackend;
 use crate::model::JobState;
-use crate::orchestrator::{Engine, EngineParts, JobRequest, PIPELINE_FILE};
-use crate::python;
+use crate::orchestrator::{JobRequest, PIPELINE_FILE};
 
 use super::Status;
 use super::live::LiveView;
@@ -73,22 +69,11 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
     let (data, store) = super::open_data(data_root).await?;
 
     let mut interrupts = Interrupts::install();
-    let python = tokio::select! {
-        python = python::ensure_env(&data, &|line| eprintln!("{line}")) => python?,
-        name = interrupts.next() => {
-            eprintln!("received {name} while preparing the Python environment: nothing was run");
-            return Ok(Status::JobFailed);
-        }
+    let Some(engine) =
+        super::start_local_engine(&data, store.clone(), &mut interrupts, "nothing was run").await?
+    else {
+        return Ok(Status::JobFailed);
     };
-    let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
-    let engine = Engine::start(EngineParts {
-        data: data.clone(),
-        store: store.clone(),
-        backend,
-        python,
-        max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
-    })
-    .await?;
 
     let max_parallel = args
         .max_parallel

@@ -3,17 +3,12 @@
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, LocalToken, ServerParts, TOKEN_FILE};
-use crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
-use crate::backend::local::LocalBackend;
-use crate::orchestrator::{Engine, EngineParts};
-use crate::python;
 
 use super::Status;
 use super::signals::Interrupts;
@@ -38,29 +33,19 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
     let token_path = data.keys_dir().join(TOKEN_FILE);
     let token = LocalToken::load_or_create(&token_path)?;
 
-    let python = tokio::select! {
-        python = python::ensure_env(&data, &|line| eprintln!("{line}")) => python?,
-        name = interrupts.next() => {
-            eprintln!("received {name} while preparing the Python environment: the server did not start");
-            return Ok(Status::JobFailed);
-        }
+    let Some(engine) = super::start_local_engine(
+        &data,
+        store.clone(),
+        &mut interrupts,
+        "the server did not start",
+    )
+    .await?
+    else {
+        return Ok(Status::JobFailed);
     };
     // Jobs of `danube run` processes that die while this server runs would
     // otherwise show as running until the next CLI command.
-    tokio::spawn(recover_abandoned_jobs_periodically(
-        data.clone(),
-        store.clone(),
-    ));
-
-    let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
-    let engine = Engine::start(EngineParts {
-        data: data.clone(),
-        store,
-        backend,
-        python,
-        max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
-    })
-    .await?;
+    tokio::spawn(recover_abandoned_jobs_periodically(data.clone(), store));
 
     let listener = TcpListener::bind(addr)
         .await
