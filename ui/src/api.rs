@@ -1,0 +1,264 @@
+//! The HTTP API's JSON shapes as the UI reads them.
+//!
+//! These mirror `engine/src/api`; `tests/tests/ui_types.rs` deserialises a
+//! real server's answers into them, so a change on either side that breaks
+//! the other fails a test.
+
+use serde::Deserialize;
+
+/// State of a job, a task or a step, as the API spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Scheduling,
+    Running,
+    Success,
+    Failure,
+    Skipped,
+    Timeout,
+    Cancelled,
+}
+
+impl State {
+    pub const JOB_STATES: [State; 7] = [
+        State::Pending,
+        State::Scheduling,
+        State::Running,
+        State::Success,
+        State::Failure,
+        State::Timeout,
+        State::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Scheduling => "scheduling",
+            State::Running => "running",
+            State::Success => "success",
+            State::Failure => "failure",
+            State::Skipped => "skipped",
+            State::Timeout => "timeout",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    /// A glyph that tells the state apart without colour.
+    pub fn icon(self) -> &'static str {
+        match self {
+            State::Pending | State::Scheduling => "○",
+            State::Running => "◐",
+            State::Success => "✓",
+            State::Failure => "✗",
+            State::Skipped => "⤼",
+            State::Timeout => "⏱",
+            State::Cancelled => "⊘",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            State::Success | State::Failure | State::Skipped | State::Timeout | State::Cancelled
+        )
+    }
+
+    /// Failed in a way the user has to look at.
+    pub fn is_bad(self) -> bool {
+        matches!(self, State::Failure | State::Timeout)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub pipeline: String,
+    pub project: String,
+    pub state: State,
+    pub reason: Option<String>,
+    pub trigger_type: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    pub tasks: Vec<Task>,
+    pub edges: Vec<Edge>,
+    pub artifacts: Vec<Artifact>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Task {
+    pub name: String,
+    pub needs: Vec<String>,
+    pub image: Option<String>,
+    pub state: State,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Step {
+    pub id: i64,
+    pub task: String,
+    pub name: String,
+    pub command: String,
+    pub image: Option<String>,
+    pub state: State,
+    pub exit_code: Option<i32>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Artifact {
+    pub name: String,
+    pub kind: String,
+    pub size_bytes: i64,
+    pub task: String,
+    pub created_at: i64,
+    pub download_url: String,
+}
+
+/// The error body every failed API call returns.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// One event of `GET /api/v1/events`, named by its `type`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChangeEvent {
+    Job {
+        job_id: String,
+        state: State,
+        reason: Option<String>,
+    },
+    Plan {
+        job_id: String,
+        pipeline: String,
+        tasks: Vec<PlannedTask>,
+    },
+    Task {
+        job_id: String,
+        task: String,
+        state: State,
+    },
+    Step {
+        job_id: String,
+        step_id: i64,
+        task: String,
+        name: String,
+        state: State,
+        exit_code: Option<i32>,
+        duration_ms: Option<i64>,
+    },
+    Artifact {
+        job_id: String,
+        name: String,
+        size_bytes: i64,
+    },
+    Notice {
+        job_id: String,
+        message: String,
+    },
+    Lagged {
+        missed: u64,
+    },
+}
+
+impl ChangeEvent {
+    /// The job this event is about; `None` for `lagged`.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            ChangeEvent::Job { job_id, .. }
+            | ChangeEvent::Plan { job_id, .. }
+            | ChangeEvent::Task { job_id, .. }
+            | ChangeEvent::Step { job_id, .. }
+            | ChangeEvent::Artifact { job_id, .. }
+            | ChangeEvent::Notice { job_id, .. } => Some(job_id),
+            ChangeEvent::Lagged { .. } => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct PlannedTask {
+    pub name: String,
+    pub needs: Vec<String>,
+}
+
+/// One chunk of a log, from `GET .../logs` or a `chunk` SSE event.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Chunk {
+    pub step_id: Option<i64>,
+    pub task: Option<String>,
+    pub step: Option<String>,
+    /// `stdout`, `stderr` or `engine`.
+    pub stream: String,
+    pub offset: u64,
+    pub timestamp: i64,
+    /// `utf8` or `base64`.
+    pub encoding: String,
+    pub data: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_event_reads_a_step_event() {
+        let json = r#"{"type":"step","job_id":"j1","step_id":4,"task":"build","name":"make",
+            "state":"failure","exit_code":2,"duration_ms":31}"#;
+        let event: ChangeEvent = serde_json::from_str(json).unwrap();
+        assert_eq!(event.job_id(), Some("j1"));
+        let ChangeEvent::Step {
+            state, exit_code, ..
+        } = event
+        else {
+            panic!("expected a step event, got {event:?}");
+        };
+        assert_eq!(state, State::Failure);
+        assert_eq!(exit_code, Some(2));
+    }
+
+    #[test]
+    fn only_final_states_are_final() {
+        let finals: Vec<&str> = State::JOB_STATES
+            .iter()
+            .filter(|state| state.is_final())
+            .map(|state| state.as_str())
+            .collect();
+        assert_eq!(finals, ["success", "failure", "timeout", "cancelled"]);
+    }
+}

@@ -1,0 +1,20 @@
+//! Danube's web UI.
+//!
+//! The pure parts (API shapes, formatting, log text, DAG layout) build on
+//! every target and are tested natively; the Leptos app in [`app`] builds
+//! only for `wasm32`, where `engine/build.rs` compiles it and embeds the
+//! result into the `danube` binary.
+
+pub mod api;
+pub mod format;
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+
+/// Entry point called by the generated JavaScript once the module loads.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}
