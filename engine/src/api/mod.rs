@@ -16,6 +16,7 @@ mod jobs;
 mod listener;
 mod logs;
 mod metrics;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -166,11 +167,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 
     Router::new()
         .route("/", get(index))
+        .route("/assets/{*path}", get(ui::asset))
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::render))
         .nest("/api/v1", api)
-        .fallback(error::no_route)
+        .fallback(ui::fallback)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(from_fn_with_state(state.clone(), auth::check_request))
         .with_state(state)
@@ -214,12 +216,13 @@ struct IndexQuery {
     token: Option<String>,
 }
 
-/// Serves the placeholder page at `/`. `/?token=...` stores the token in an
+/// Serves the web UI's page at `/`. `/?token=...` stores the token in an
 /// HttpOnly cookie and redirects to `/`, so the address that `danube serve`
 /// prints logs a browser in.
 async fn index(
     State(state): State<Arc<AppState>>,
     error::ApiQuery(query): error::ApiQuery<IndexQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if let Some(token) = query.token {
         if !state.token.matches(&token) {
@@ -243,19 +246,8 @@ async fn index(
         )
             .into_response();
     }
-    Html(INDEX_PAGE).into_response()
+    ui::page(&headers)
 }
-
-const INDEX_PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Danube</title></head>
-<body>
-<h1>Danube</h1>
-<p>The web UI is not built yet. The HTTP API is served under <code>/api/v1</code>;
-its description is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
-</body>
-</html>
-"#;
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "This document")))]
 async fn openapi() -> impl IntoResponse {
