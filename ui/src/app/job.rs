@@ -189,7 +189,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
             <div class="job-title">
                 <StateBadge state=job.state />
                 <h1 data-testid="job-title">{title}</h1>
-                <span class="mono muted" title=job.id.clone()>{job.id.chars().take(8).collect::<String>()}</span>
+                <span class="mono muted" title=job.id.clone()>{format::short_id(&job.id).to_owned()}</span>
             </div>
             <dl class="job-facts">
                 <dt>"Project"</dt><dd><A href=project_filter>{job.project.clone()}</A></dd>

@@ -274,7 +274,7 @@ fn JobTable(jobs: RwSignal<Vec<Job>>, filter: Memo<Filter>, selected: RwSignal<u
                         key=|(at, job)| (*at, job.id.clone(), job.state, job.pipeline.clone(), job.duration_ms)
                         children=move |(at, job)| {
                             let href = format!("/jobs/{}", job.id);
-                            let short = job.id.chars().take(8).collect::<String>();
+                            let short = format::short_id(&job.id).to_owned();
                             let pipeline = if job.pipeline.is_empty() { "(loading)".to_owned() } else { job.pipeline.clone() };
                             let started = format::ago(job.started_at.unwrap_or(job.created_at), now);
                             let duration = job.duration_ms.map(format::duration).unwrap_or_default();
