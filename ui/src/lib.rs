@@ -6,6 +6,7 @@
 //! result into the `danube` binary.
 
 pub mod api;
+pub mod dag;
 pub mod format;
 
 #[cfg(target_arch = "wasm32")]
