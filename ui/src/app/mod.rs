@@ -1,6 +1,7 @@
 //! The Leptos app: routes, the page frame, and what every page shares.
 
 mod client;
+pub mod dag_view;
 mod job;
 mod jobs;
 mod keys;
