@@ -4,6 +4,10 @@
 //! The layout depends only on the task names and the edges, so state
 //! changes recolour the nodes without moving them.
 
+// NOTE: remove this once the job page renders `DagView`; until then
+// nothing in the crate reaches it.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -11,14 +15,14 @@ use leptos::ev::KeyboardEvent;
 use leptos::html;
 use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast as _;
-use leptos::web_sys::HtmlElement;
+use leptos::web_sys::{Element, HtmlElement};
 
 use crate::api::{Edge, State, Task};
 use crate::dag::{self, Direction, Layout, Params};
 use crate::format;
 
-/// What a node shows about its task: the part of [`Task`] that changes
-/// while the job runs.
+/// The part of a [`Task`] that a node shows and that changes while the
+/// job runs.
 #[derive(Clone, Debug, PartialEq)]
 struct Status {
     state: State,
@@ -41,7 +45,7 @@ impl Status {
         }
     }
 
-    /// A task the layout knows but the task list does not (yet).
+    /// Returns the status of a task in the layout but not (yet) in the task list.
     fn unknown() -> Status {
         Status {
             state: State::Pending,
@@ -53,8 +57,8 @@ impl Status {
         }
     }
 
-    /// How long the task ran or, while it runs, has been running at
-    /// `now_ms`. `None` before it starts.
+    /// Returns how long the task ran or, while it runs, how long it has
+    /// been running at `now_ms`. `None` before it starts.
     fn elapsed_ms(&self, now_ms: impl FnOnce() -> i64) -> Option<i64> {
         if let Some(ms) = self.duration_ms {
             return Some(ms);
@@ -112,6 +116,23 @@ pub fn DagView(
 
     let now = clock();
     let nodes_ref = NodeRef::<html::Div>::new();
+    let frame_ref = NodeRef::<html::Div>::new();
+
+    // Scrolls a selected node that is out of sight into the middle of the
+    // frame, after it renders. Only the frame scrolls, never the page.
+    Effect::new(move |_| {
+        let Some(name) = selected.get() else {
+            return;
+        };
+        let Some(frame) = frame_ref.get() else {
+            return;
+        };
+        layout.with(|layout| {
+            if let Some(index) = layout.node_index(&name) {
+                reveal(&frame, &layout.nodes[index]);
+            }
+        });
+    });
 
     let graph = move || {
         layout.with(|layout| {
@@ -165,14 +186,15 @@ pub fn DagView(
     };
 
     view! {
-        <div class="dag-scroll" role="group" aria-label="Task graph">
+        <div class="dag-scroll" role="group" aria-label="Task graph" node_ref=frame_ref>
             {graph}
         </div>
     }
 }
 
-/// The current time in milliseconds since the epoch, ticking every second
-/// while the view is mounted. Only running tasks read it.
+/// Returns a signal of the current time in milliseconds since the epoch,
+/// updated every second while the view is mounted. Only running tasks
+/// read it.
 fn clock() -> ReadSignal<i64> {
     let (now, set_now) = signal(js_sys::Date::now() as i64);
     if let Ok(handle) = set_interval_with_handle(
@@ -218,7 +240,7 @@ fn edge_view(route: &dag::Route, statuses: Memo<Vec<Status>>) -> impl IntoView +
     view! { <path class=class d=route.path.clone() marker-end=marker></path> }
 }
 
-/// What one node needs from its [`DagView`].
+/// The parts of a [`DagView`] that one node uses.
 struct NodeContext<'a> {
     /// Index of `node` in [`Layout::nodes`].
     index: usize,
@@ -348,8 +370,28 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
     }
 }
 
-/// Moves the keyboard focus to the node at `index` in [`Layout::nodes`];
-/// the browser scrolls it into view.
+/// Scrolls `frame` so that `node` is in the middle of it, unless all of
+/// `node` is already in sight.
+fn reveal(frame: &Element, node: &dag::Node) {
+    let params = Params::default();
+    let (left, top) = (
+        f64::from(frame.scroll_left()),
+        f64::from(frame.scroll_top()),
+    );
+    let (width, height) = (
+        f64::from(frame.client_width()),
+        f64::from(frame.client_height()),
+    );
+    if node.x < left || node.x + params.node_width > left + width {
+        frame.set_scroll_left((node.x + (params.node_width - width) / 2.0).max(0.0) as i32);
+    }
+    if node.y < top || node.y + params.node_height > top + height {
+        frame.set_scroll_top((node.y + (params.node_height - height) / 2.0).max(0.0) as i32);
+    }
+}
+
+/// Moves the keyboard focus to the node at `index` in [`Layout::nodes`],
+/// which makes the browser scroll it into view.
 fn focus_node(nodes_ref: NodeRef<html::Div>, index: usize) {
     let Some(nodes) = nodes_ref.get_untracked() else {
         return;
