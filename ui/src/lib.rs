@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod format;
+pub mod logtext;
 
 #[cfg(target_arch = "wasm32")]
 mod app;
