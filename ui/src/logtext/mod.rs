@@ -21,6 +21,7 @@ mod decoder;
 mod lines;
 mod search;
 mod style;
+mod viewport;
 
 pub use chunk::{ChunkError, chunk_bytes};
 pub use lines::{
@@ -28,3 +29,4 @@ pub use lines::{
 };
 pub use search::{Piece, Query, mark_matches};
 pub use style::{Color, SgrParam, Style, flag};
+pub use viewport::{MAX_CONTENT_PX, Viewport, parse_line_anchor};
