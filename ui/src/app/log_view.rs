@@ -2,9 +2,9 @@
 //! [`LineStore`] and rendered with virtual scrolling.
 //!
 //! Only the rows in view, plus [`OVERSCAN`] on each side, exist in the DOM.
-//! They sit in a window element moved over a spacer as tall as all rows,
-//! and each row is keyed by its line number, so scrolling adds and removes
-//! a few rows and a new chunk re-renders only the last line. Chunks are
+//! They sit in a window element moved over a spacer as tall as all rows.
+//! Each row is keyed by its line number, so scrolling adds and removes a
+//! few rows and a new chunk re-renders only the last line. Chunks are
 //! queued as they arrive and decoded into the store once per animation
 //! frame (see [`feed`]), which keeps a 100 MB log from stalling the page.
 
@@ -29,7 +29,7 @@ pub const ROW_HEIGHT: f64 = 18.0;
 /// shows text instead of blank space for a frame.
 const OVERSCAN: usize = 40;
 
-/// Where the stream is.
+/// The state of the log stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
     /// Opened, nothing received yet.
@@ -40,14 +40,14 @@ enum Phase {
     Reconnecting,
     /// The `end` event came: the step is final and every byte is here.
     Ended,
-    /// The server rejected the stream; the message says why.
+    /// The server rejected the stream, for the reason in the message.
     Failed(String),
 }
 
 /// Search state. Matches are line indices (0-based), in order.
 #[derive(Clone, Copy)]
 struct Search {
-    /// What the search box holds.
+    /// The search box's text.
     text: RwSignal<String>,
     /// The text the matches were computed for.
     searched: StoredValue<String>,
@@ -336,9 +336,9 @@ impl LogState {
     }
 }
 
-/// One step's log, live. `start_at_end` opens it scrolled to the last lines
-/// and following (for failed steps); otherwise it follows only while the
-/// step runs.
+/// Shows one step's log, live. With `start_at_end` it opens scrolled to the
+/// last lines and following (for failed steps). Otherwise it follows only
+/// while the step runs.
 #[component]
 pub fn LogView(
     job_id: String,
@@ -566,8 +566,8 @@ fn bind_window_events(state: LogState, search_input: NodeRef<Input>) {
     });
 }
 
-/// Whether a key press is meant for a text field or carries a modifier, so
-/// it is not a viewer shortcut.
+/// Returns whether a key press is meant for a text field or carries a
+/// modifier, so it is not a viewer shortcut.
 fn typing_in_field(event: &web_sys::KeyboardEvent) -> bool {
     if event.ctrl_key() || event.meta_key() || event.alt_key() {
         return true;
@@ -656,7 +656,7 @@ fn status_label(state: LogState) -> String {
     label
 }
 
-/// The loading, empty and error states, shown above the rows.
+/// Renders the loading, empty and error states above the rows.
 fn notice(state: LogState) -> Option<AnyView> {
     let empty = state.lines.get() == 0;
     let (class, text) = match state.phase.get() {

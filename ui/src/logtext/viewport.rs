@@ -1,16 +1,17 @@
 //! Virtual scrolling arithmetic: which rows of a long list a scroll position
 //! shows, and where they go.
 //!
-//! Rows have one fixed height. The scroll container holds a spacer as tall
-//! as all rows, up to [`MAX_CONTENT_PX`]: browsers cap an element's height
-//! (Firefox near 17.9 million pixels, Chrome near 33.5 million), and 1.5
-//! million rows of 18 px are 27 million. Past the cap the scroll position
+//! Rows have one fixed height. The scroll container contains a spacer as
+//! tall as all rows, up to [`MAX_CONTENT_PX`], because browsers cap an
+//! element's height at some millions of pixels (the cap differs between
+//! browsers) and 1.5 million rows of 18 px are 27 million. Past the cap the scroll position
 //! maps proportionally onto the rows, so the scrollbar still spans the whole
 //! log and each wheel step moves more rows.
 
 use std::ops::Range;
 
-/// Tallest spacer used, in CSS pixels; below every browser's height cap.
+/// Maximum spacer height in CSS pixels. NOTE: chosen well below the height
+/// caps reported for current browsers, not measured on each of them.
 pub const MAX_CONTENT_PX: f64 = 8_000_000.0;
 
 /// The geometry of a list of `rows` rows of `row_height` pixels shown in a

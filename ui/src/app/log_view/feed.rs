@@ -5,8 +5,8 @@
 //! dropped connection the browser reconnects by itself and sends the last
 //! event id it saw, which is the byte offset after the last chunk, so the
 //! server resumes there. Chunks are decoded into the store in animation
-//! frames, at most [`FRAME_BUDGET`] bytes a frame, so that catching up on a
-//! long log never blocks the page for more than a frame.
+//! frames, at most [`FRAME_BUDGET`] bytes a frame (or one larger chunk), so
+//! that catching up on a long log leaves the page responsive between frames.
 
 use std::collections::VecDeque;
 

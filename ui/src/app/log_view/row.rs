@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use super::LogState;
 use crate::logtext::{RENDER_MAX_CHARS, Stream, mark_matches};
 
-/// What a row's look depends on. A row is rendered again only when its key
+/// The inputs of a row's rendering. A row is rendered again only when its key
 /// changes, so the key carries every input of [`render`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct RowKey {
@@ -17,7 +17,7 @@ pub(super) struct RowKey {
     pub tail: u64,
     /// The search's revision, for the match marks.
     pub search: u64,
-    /// The line holds the current match.
+    /// The line contains the current match.
     pub current: bool,
     /// The line is the one the URL's `#L` names.
     pub anchored: bool,
