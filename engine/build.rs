@@ -1,5 +1,9 @@
 //! Compiles `proto/danube/v1/job.proto` with a pure-Rust protobuf compiler,
-//! so building needs no `protoc` on the machine.
+//! so building needs no `protoc` on the machine, and builds the web UI that
+//! the binary embeds.
+
+#[path = "build/ui.rs"]
+mod ui;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../proto/danube/v1/job.proto");
@@ -12,5 +16,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
-    Ok(())
+
+    ui::build()
 }

@@ -267,12 +267,18 @@ impl Sandbox {
     /// Starts `danube serve --bind 127.0.0.1:0` on this sandbox's data dir
     /// and waits until it prints its address.
     pub fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    /// [`Sandbox::serve`] with extra arguments for `danube serve`.
+    pub fn serve_with(&self, extra: &[&str]) -> Server {
         use std::io::BufRead;
 
         let log = self.path().join("serve.log");
         let mut child = self
             .command()
             .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log).expect("create the server log"))
             .spawn()
@@ -316,15 +322,31 @@ impl Server {
         self.base.trim_start_matches("http://")
     }
 
+    /// Returns the port the server listens on.
+    pub fn port(&self) -> u16 {
+        let (_, port) = self.host().rsplit_once(':').expect("host:port");
+        port.parse().expect("the port is a number")
+    }
+
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).expect("pids fit in i32")
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM without waiting for the process to exit.
+    pub fn terminate(&self) {
         let pid = nix::unistd::Pid::from_raw(self.pid());
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait for danube serve")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.terminate();
+        self.wait()
     }
 }
 

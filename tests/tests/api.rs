@@ -1,7 +1,9 @@
 //! The HTTP API of a real `danube serve` on loopback, running real pipelines,
 //! driven by a real HTTP client.
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -557,7 +559,10 @@ fn job_shows_dag_logs_artifacts_and_events() {
     let schemes = &openapi["components"]["securitySchemes"];
     assert_eq!(schemes["bearer_token"]["scheme"], "bearer");
     assert_eq!(schemes["token_cookie"]["in"], "cookie");
-    assert_eq!(schemes["token_cookie"]["name"], "danube_token");
+    assert_eq!(
+        schemes["token_cookie"]["name"],
+        format!("danube_token_{}", server.port())
+    );
     assert!(openapi["security"].as_array().is_some_and(|s| s.len() == 2));
     assert_eq!(
         openapi["paths"]["/health"]["get"]["security"],
@@ -896,8 +901,6 @@ def loud():
 
 #[test]
 fn idle_connections_cannot_exhaust_server_descriptors() {
-    use std::io::Write;
-
     let sandbox = Sandbox::new();
     let server = sandbox.serve();
     let fds = |pid: i32| {
@@ -947,4 +950,622 @@ fn idle_connections_cannot_exhaust_server_descriptors() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Reads from `stream` until the server closes it. Returns what the server
+/// sent and when it closed the connection.
+fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return (received, Instant::now()),
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (received, Instant::now());
+            }
+            Err(err) => panic!("the server kept the connection open: {err}"),
+        }
+    }
+}
+
+#[test]
+fn idle_connections_close_but_streams_stay() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="quick")
+def quick():
+    step.run("true", name="nothing")
+"#,
+    );
+    let server = sandbox.serve_with(&["--header-read-timeout", "1s"]);
+    let addr: std::net::SocketAddr = server.host().parse().unwrap();
+    let events = SseReader::new(get(&server, "/api/v1/events").send().unwrap());
+
+    // A client that never finishes its request head.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: ").unwrap();
+    let opened = Instant::now();
+    let (_, closed) = read_until_closed(&mut slow);
+    let slow_lifetime = closed - opened;
+
+    // A keep-alive connection left idle after one request.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.host());
+    idle.write_all(request.as_bytes()).unwrap();
+    let answered = Instant::now();
+    let (response, closed) = read_until_closed(&mut idle);
+    let idle_lifetime = closed - answered;
+
+    // The event stream opened before both is still open and delivers.
+    let id = start_job(&server, &sandbox);
+    let mut events = events;
+    let first = events.next_event().expect("the event stream is still open");
+    let body: Value = serde_json::from_str(&first.data).unwrap();
+
+    assert!(
+        slow_lifetime >= Duration::from_millis(900) && slow_lifetime < Duration::from_secs(5),
+        "a connection without a whole request head lived {slow_lifetime:?}"
+    );
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        idle_lifetime >= Duration::from_millis(900) && idle_lifetime < Duration::from_secs(5),
+        "an idle keep-alive connection lived {idle_lifetime:?}"
+    );
+    assert_eq!(first.event, "job");
+    assert_eq!(body["job_id"], id.as_str());
+    assert_eq!(body["state"], "pending");
+}
+
+/// Returns the name of a chunk's log in the tests' maps, `coordinator` or
+/// `step-<id>` as its file is named.
+fn log_name(chunk: &Value) -> String {
+    match chunk["step_id"].as_i64() {
+        Some(id) => format!("step-{id}"),
+        None => "coordinator".to_owned(),
+    }
+}
+
+/// Reads every stored log of a job, by [`log_name`].
+fn stored_logs(sandbox: &Sandbox, id: &str) -> BTreeMap<String, Vec<u8>> {
+    let dir = sandbox.data_dir().join(format!("logs/{id}"));
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name()?.to_str()?.strip_suffix(".log")?.to_owned();
+            Some((name, std::fs::read(&path).unwrap()))
+        })
+        .collect()
+}
+
+/// Appends a chunk's bytes to its log in `received`, checking that it starts
+/// where the bytes received so far end.
+fn receive_chunk(received: &mut BTreeMap<String, Vec<u8>>, chunk: &Value) {
+    let log = received.entry(log_name(chunk)).or_default();
+    assert_eq!(
+        chunk["offset"].as_u64().unwrap(),
+        log.len() as u64,
+        "a gap or a repeat before {chunk}"
+    );
+    log.extend(chunk_bytes(chunk));
+}
+
+const PAGED_PIPELINE: &str = r#"
+from danube import pipeline, step, task
+
+@task()
+def build() -> None:
+    step.run("printf 'first run\n'; sleep 0.2; printf 'to stderr\n' >&2", name="compile")
+    step.run("seq 1 200", name="compile")
+
+@task(needs=[build])
+def test() -> None:
+    step.run("seq 1000 1100", name="unit")
+
+print("coordinator says hello")
+pipeline(name="paged", tasks=[test])
+"#;
+
+/// Reads every page of `path` (a `/logs` address with a `limit`), checking
+/// each page's shape. Returns the bytes of each log and the number of pages.
+fn read_all_pages(server: &Server, path: &str, limit: usize) -> (BTreeMap<String, Vec<u8>>, usize) {
+    let mut received = BTreeMap::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let address = match &cursor {
+            Some(cursor) => format!("{path}&cursor={cursor}"),
+            None => path.to_owned(),
+        };
+        let page = json_of(get(server, &address).send().unwrap());
+        pages += 1;
+        let size: usize = page["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|chunk| {
+                receive_chunk(&mut received, chunk);
+                chunk_bytes(chunk).len()
+            })
+            .sum();
+        assert!(size <= limit, "a page of {size} bytes: {page}");
+        assert_eq!(page["next_offset"], Value::Null);
+        match page["next_cursor"].as_str() {
+            Some(next) => {
+                assert_eq!(page["truncated"], true, "{page}");
+                assert_eq!(size, limit, "a page cut short: {page}");
+                cursor = Some(next.to_owned());
+            }
+            None => {
+                assert_eq!(page["truncated"], false, "{page}");
+                return (received, pages);
+            }
+        }
+    }
+}
+
+#[test]
+fn whole_job_logs_page_through_cursors_without_loss() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(PAGED_PIPELINE);
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let job = wait_final(&server, &id);
+    assert_eq!(job["state"], "success", "{job:#}");
+    let stored = stored_logs(&sandbox, &id);
+
+    let (whole, pages) = read_all_pages(&server, &format!("/api/v1/jobs/{id}/logs?limit=50"), 50);
+    let total: usize = stored.values().map(Vec::len).sum();
+    assert_eq!(whole, stored);
+    assert_eq!(pages, total.div_ceil(50));
+
+    let (build, _) = read_all_pages(
+        &server,
+        &format!("/api/v1/jobs/{id}/logs?task=build&limit=100"),
+        100,
+    );
+    let build_steps: Vec<String> = job["tasks"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| format!("step-{}", step["id"]))
+        .collect();
+    assert_eq!(build.keys().cloned().collect::<Vec<_>>(), build_steps);
+    for (name, bytes) in &build {
+        assert_eq!(bytes, &stored[name], "{name}");
+    }
+}
+
+#[test]
+fn step_id_selects_step_log() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(PAGED_PIPELINE);
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let job = wait_final(&server, &id);
+    let steps = job["tasks"][0]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{job:#}");
+    assert_eq!(steps[0]["name"], "compile");
+    // The SDK gives steps of one name in a task distinct names.
+    assert_eq!(steps[1]["name"], "compile (2)");
+    let (first, second) = (
+        steps[0]["id"].as_i64().unwrap(),
+        steps[1]["id"].as_i64().unwrap(),
+    );
+    let second_bytes: Vec<u8> = (1..=200)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes();
+
+    let bytes_of = |page: &Value| -> Vec<u8> {
+        page["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(chunk_bytes)
+            .collect()
+    };
+    let by_name = json_of(
+        get(
+            &server,
+            &format!("/api/v1/jobs/{id}/logs?task=build&step=compile"),
+        )
+        .send()
+        .unwrap(),
+    );
+    let by_id = json_of(
+        get(
+            &server,
+            &format!("/api/v1/jobs/{id}/logs?step_id={second}&offset=2&limit=1000"),
+        )
+        .send()
+        .unwrap(),
+    );
+    let mut stream = SseReader::new(
+        get(
+            &server,
+            &format!("/api/v1/jobs/{id}/logs/stream?step_id={second}"),
+        )
+        .send()
+        .unwrap(),
+    );
+    let mut streamed = BTreeMap::new();
+    loop {
+        let event = stream.next_event().expect("the stream ends with `end`");
+        if event.event == "end" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(chunk["step_id"], second);
+        assert_eq!(chunk["task"], "build");
+        assert_eq!(chunk["step"], "compile (2)");
+        receive_chunk(&mut streamed, &chunk);
+    }
+
+    assert_eq!(by_name["chunks"][0]["step_id"], first);
+    assert_eq!(bytes_of(&by_name), b"first run\nto stderr\n");
+    assert_eq!(by_id["chunks"][0]["step_id"], second);
+    assert_eq!(bytes_of(&by_id), &second_bytes[2..]);
+    assert_eq!(by_id["next_offset"], second_bytes.len());
+    assert_eq!(streamed[&format!("step-{second}")], second_bytes);
+}
+
+#[test]
+fn log_reads_reject_parameters_that_do_not_fit() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(PAGED_PIPELINE);
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let job = wait_final(&server, &id);
+    let step_id = job["tasks"][0]["steps"][0]["id"].as_i64().unwrap();
+    let build_page = json_of(
+        get(
+            &server,
+            &format!("/api/v1/jobs/{id}/logs?task=build&limit=5"),
+        )
+        .send()
+        .unwrap(),
+    );
+    let build_cursor = build_page["next_cursor"].as_str().unwrap();
+    let logs = format!("/api/v1/jobs/{id}/logs");
+    let message = |response: Response, status: StatusCode| -> String {
+        assert_eq!(response.status(), status);
+        let body = json_of(response);
+        assert_eq!(
+            body["error"]["code"],
+            if status == StatusCode::NOT_FOUND {
+                "not_found"
+            } else {
+                "bad_request"
+            }
+        );
+        body["error"]["message"].as_str().unwrap().to_owned()
+    };
+
+    let forged = message(
+        get(&server, &format!("{logs}?cursor=garbage"))
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    let other_task = message(
+        get(&server, &format!("{logs}?task=test&cursor={build_cursor}"))
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    let cursor_on_step = message(
+        get(
+            &server,
+            &format!("{logs}?step_id={step_id}&cursor={build_cursor}"),
+        )
+        .send()
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    let offset_on_job = message(
+        get(&server, &format!("{logs}?offset=3")).send().unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    let both_names = message(
+        get(
+            &server,
+            &format!("{logs}?step_id={step_id}&task=build&step=compile"),
+        )
+        .send()
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    let zero_limit = message(
+        get(&server, &format!("{logs}?limit=0")).send().unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    let huge_limit = message(
+        get(&server, &format!("{logs}?limit={}", (16 << 20) + 1))
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+    let unknown_step = message(
+        get(&server, &format!("{logs}?step_id=999999"))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    );
+    let unknown_stream_step = message(
+        get(&server, &format!("{logs}/stream?step_id=999999"))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    );
+    let bad_resume = message(
+        get(&server, &format!("{logs}/stream/all"))
+            .header("Last-Event-ID", "12:x")
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    );
+
+    assert!(
+        forged.contains("`garbage`") && forged.contains("next_cursor"),
+        "{forged}"
+    );
+    assert!(other_task.contains(build_cursor), "{other_task}");
+    assert!(cursor_on_step.contains("offset"), "{cursor_on_step}");
+    assert!(offset_on_job.contains("cursor"), "{offset_on_job}");
+    assert!(both_names.contains("not both"), "{both_names}");
+    assert!(zero_limit.contains("limit 0"), "{zero_limit}");
+    assert!(huge_limit.contains("16777217"), "{huge_limit}");
+    assert!(unknown_step.contains("999999"), "{unknown_step}");
+    assert!(
+        unknown_stream_step.contains("999999"),
+        "{unknown_stream_step}"
+    );
+    assert!(bad_resume.contains("`12:x`"), "{bad_resume}");
+}
+
+#[test]
+fn job_log_stream_resumes_without_loss() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, task
+
+@task()
+def left() -> None:
+    step.run("for i in $(seq 1 40); do echo left $i; sleep 0.03; done", name="count")
+
+@task()
+def right() -> None:
+    step.run("for i in $(seq 1 40); do echo right $i >&2; sleep 0.03; done", name="count")
+    step.run("echo after", name="tail")
+
+@task(needs=[left, right])
+def last() -> None:
+    step.run("seq 1 5000", name="bulk")
+
+print("planning")
+pipeline(name="parallel", tasks=[last])
+"#,
+    );
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let stream = format!("/api/v1/jobs/{id}/logs/stream/all");
+
+    // Each connection reads a few events and drops; the next one resumes
+    // from the last event id.
+    let mut received = BTreeMap::new();
+    let mut last_id: Option<String> = None;
+    let mut connections = 0;
+    let mut state_at_first_drop = None;
+    'connections: loop {
+        let mut request = get(&server, &stream);
+        if let Some(last_id) = &last_id {
+            request = request.header("Last-Event-ID", last_id);
+        }
+        let mut reader = SseReader::new(request.send().unwrap());
+        connections += 1;
+        for _ in 0..7 {
+            let event = reader.next_event().expect("the stream ends with `end`");
+            if event.event == "end" {
+                break 'connections;
+            }
+            assert_eq!(event.event, "chunk");
+            let chunk: Value = serde_json::from_str(&event.data).unwrap();
+            if chunk["log"] == "step" {
+                assert!(
+                    chunk["task"].is_string() && chunk["step"].is_string(),
+                    "{chunk}"
+                );
+            } else {
+                assert_eq!(chunk["log"], "coordinator");
+                assert_eq!(chunk["step_id"], Value::Null);
+            }
+            receive_chunk(&mut received, &chunk);
+            last_id = Some(event.id.expect("chunk events have ids"));
+        }
+        drop(reader);
+        if state_at_first_drop.is_none() {
+            let job = json_of(get(&server, &format!("/api/v1/jobs/{id}")).send().unwrap());
+            state_at_first_drop = Some(job["state"].as_str().unwrap().to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(connections < 500, "the stream never ended");
+    }
+    let job = wait_final(&server, &id);
+    let stored = stored_logs(&sandbox, &id);
+
+    assert_eq!(job["state"], "success", "{job:#}");
+    assert!(
+        ["pending", "scheduling", "running"].contains(&state_at_first_drop.as_deref().unwrap()),
+        "the first connection was dropped only after the job ended: {state_at_first_drop:?}"
+    );
+    assert!(connections > 3, "only {connections} connections");
+    assert_eq!(stored.len(), 5, "{:?}", stored.keys());
+    assert_eq!(received, stored);
+}
+
+#[test]
+fn sigterm_sends_final_events_before_streams_end() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="hang")
+def hang():
+    step.run("echo started; sleep 300", name="wait")
+"#,
+    );
+    let mut server = sandbox.serve();
+    let mut events = SseReader::new(get(&server, "/api/v1/events").send().unwrap());
+    let id = start_job(&server, &sandbox);
+    let step_stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=wait");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let step_log = loop {
+        let response = get(&server, &step_stream).send().unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut step_log = SseReader::new(step_log);
+    let first = step_log.next_event().expect("the step prints");
+    assert_eq!(first.event, "chunk");
+    let mut all_logs = SseReader::new(
+        get(&server, &format!("/api/v1/jobs/{id}/logs/stream/all"))
+            .send()
+            .unwrap(),
+    );
+
+    server.terminate();
+
+    let mut job_states = Vec::new();
+    while let Some(event) = events.next_event() {
+        let body: Value = serde_json::from_str(&event.data).unwrap();
+        if event.event == "job" && body["job_id"] == id.as_str() {
+            job_states.push(body["state"].as_str().unwrap().to_owned());
+        }
+    }
+    let last_of = |reader: &mut SseReader| {
+        let mut last = None;
+        while let Some(event) = reader.next_event() {
+            last = Some(event.event);
+        }
+        last
+    };
+    let step_log_last = last_of(&mut step_log);
+    let all_logs_last = last_of(&mut all_logs);
+    let status = server.wait();
+
+    assert_eq!(
+        job_states.last().map(String::as_str),
+        Some("cancelled"),
+        "{job_states:?}"
+    );
+    assert_eq!(step_log_last.as_deref(), Some("end"));
+    assert_eq!(all_logs_last.as_deref(), Some("end"));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn openapi_lists_check_errors_on_every_operation() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+
+    let openapi = json_of(get(&server, "/api/v1/openapi.json").send().unwrap());
+
+    assert!(openapi["components"]["schemas"]["ErrorBody"].is_object());
+    let paths = openapi["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/jobs/{id}/logs/stream/all"));
+    let mut operations = 0;
+    for (path, item) in paths {
+        let needs_token = path.starts_with("/api/v1/");
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            let mut expected = vec!["403"];
+            if needs_token {
+                expected.push("401");
+            } else {
+                assert_eq!(
+                    responses["401"],
+                    Value::Null,
+                    "{method} {path} needs no token"
+                );
+            }
+            if method == "post" {
+                expected.push("415");
+            }
+            for status in expected {
+                assert_eq!(
+                    responses[status]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} does not list {status}"
+                );
+            }
+            operations += 1;
+        }
+    }
+    assert!(operations >= 15, "only {operations} operations");
+}
+
+/// Logs in to `server` through its printed address and returns the cookie
+/// it sets as `(name, value)`.
+fn log_in(server: &Server) -> (String, String) {
+    let no_redirects = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirects
+        .get(server.url(&format!("/?token={}", server.token)))
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let pair = cookie.split(';').next().unwrap();
+    let (name, value) = pair.split_once('=').unwrap();
+    (name.to_owned(), value.to_owned())
+}
+
+#[test]
+fn token_cookies_differ_per_port() {
+    let (first_sandbox, second_sandbox) = (Sandbox::new(), Sandbox::new());
+    let first = first_sandbox.serve();
+    let second = second_sandbox.serve();
+    let jobs_of = |server: &Server, cookie: &str| {
+        client()
+            .get(server.url("/api/v1/jobs"))
+            .header("Cookie", cookie)
+            .send()
+            .unwrap()
+            .status()
+    };
+
+    let (first_name, first_value) = log_in(&first);
+    let (second_name, second_value) = log_in(&second);
+    // A browser sends the cookies of 127.0.0.1 to every port.
+    let both = format!("{first_name}={first_value}; {second_name}={second_value}");
+
+    assert_eq!(first_name, format!("danube_token_{}", first.port()));
+    assert_eq!(second_name, format!("danube_token_{}", second.port()));
+    assert_ne!(first.token, second.token);
+    assert_eq!(jobs_of(&first, &both), StatusCode::OK);
+    assert_eq!(jobs_of(&second, &both), StatusCode::OK);
+    assert_eq!(
+        jobs_of(&first, &format!("{second_name}={second_value}")),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        jobs_of(&first, &format!("danube_token={}", first.token)),
+        StatusCode::UNAUTHORIZED
+    );
 }

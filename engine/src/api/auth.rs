@@ -3,7 +3,8 @@
 //!
 //! Until login exists the server listens only on loopback, but loopback is no
 //! trust boundary for a server that runs code. So every `/api/v1` request
-//! carries the local token (a bearer header or the `danube_token` cookie),
+//! carries the local token (a bearer header or the `danube_token_<port>`
+//! cookie),
 //! every request's `Host` must be the address the server listens on (a DNS
 //! rebinding page sends its own host name), a request with an `Origin` must
 //! come from the server's own origin, and state-changing requests must be
@@ -25,8 +26,16 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 
-/// Name of the cookie that carries the token for browsers.
+/// Start of the name of the cookie that carries the token for browsers; the
+/// whole name is [`token_cookie_name`].
 pub const TOKEN_COOKIE: &str = "danube_token";
+
+/// Returns the token cookie's name for a server on `port`,
+/// `danube_token_<port>`. Browsers send a host's cookies to every port of
+/// that host, so servers on other ports of one address need a cookie each.
+pub fn token_cookie_name(port: u16) -> String {
+    format!("{TOKEN_COOKIE}_{port}")
+}
 
 /// File name of the local token under `<data_dir>/keys/`.
 pub const TOKEN_FILE: &str = "local-token";
@@ -242,7 +251,7 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    let presented = bearer_token(headers).or_else(|| cookie_token(headers));
+    let presented = bearer_token(headers).or_else(|| cookie_token(headers, &state.token_cookie));
     if presented.is_some_and(|token| state.token.matches(token)) {
         return next.run(request).await;
     }
@@ -284,7 +293,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+fn cookie_token<'a>(headers: &'a HeaderMap, cookie: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -292,7 +301,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .flat_map(|value| value.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == TOKEN_COOKIE).then_some(value)
+            (name == cookie).then_some(value)
         })
 }
 
@@ -375,9 +384,27 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
-            "theme=dark; danube_token=abc; other=1".parse().unwrap(),
+            "theme=dark; danube_token_8080=abc; other=1"
+                .parse()
+                .unwrap(),
         );
 
-        assert_eq!(cookie_token(&headers), Some("abc"));
+        assert_eq!(cookie_token(&headers, "danube_token_8080"), Some("abc"));
+    }
+
+    #[test]
+    fn cookie_token_of_another_port_is_ignored() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "danube_token_8081=abc; danube_token=def".parse().unwrap(),
+        );
+
+        assert_eq!(token_cookie_name(8080), "danube_token_8080");
+        assert_eq!(cookie_token(&headers, &token_cookie_name(8080)), None);
+        assert_eq!(
+            cookie_token(&headers, &token_cookie_name(8081)),
+            Some("abc")
+        );
     }
 }

@@ -7,10 +7,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use futures::StreamExt as _;
 use serde::Serialize;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -163,18 +161,28 @@ pub async fn stream(
     State(state): State<Arc<AppState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let guard = state.metrics.sse_client(SseKind::Events);
-    let shutdown = state.shutdown.clone().cancelled_owned();
-    let events = BroadcastStream::new(state.engine.subscribe())
-        .map(move |received| {
-            let _counted = &guard;
-            let change = match received {
-                Ok(event) => ChangeEvent::from(event),
-                Err(BroadcastStreamRecvError::Lagged(missed)) => ChangeEvent::Lagged { missed },
+    let receiver = state.engine.subscribe();
+    let shutdown = state.shutdown.clone();
+    let events = futures::stream::unfold(
+        (receiver, shutdown, guard),
+        |(mut receiver, shutdown, guard)| async move {
+            // The receiver is polled first, so events published before the
+            // server ended the streams, such as the final states of the
+            // jobs it cancelled, are sent before the stream ends.
+            let change = tokio::select! {
+                biased;
+                received = receiver.recv() => match received {
+                    Ok(event) => ChangeEvent::from(event),
+                    Err(RecvError::Lagged(missed)) => ChangeEvent::Lagged { missed },
+                    Err(RecvError::Closed) => return None,
+                },
+                () = shutdown.cancelled() => return None,
             };
             let body =
                 serde_json::to_string(&change).expect("an event of strings and numbers serializes");
-            Ok(Event::default().event(change.name()).data(body))
-        })
-        .take_until(shutdown);
+            let event = Event::default().event(change.name()).data(body);
+            Some((Ok(event), (receiver, shutdown, guard)))
+        },
+    );
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -141,6 +141,7 @@ pub struct ListQuery {
         (status = 201, description = "The job was recorded and started", body = Job),
         (status = 400, description = "The project path is not absolute", body = ErrorBody),
         (status = 422, description = "The project folder or its danubefile.py is missing", body = ErrorBody),
+        (status = 503, description = "The server is stopping", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -175,6 +176,13 @@ async fn submit(
     project: PathBuf,
     pipeline: Option<String>,
 ) -> Result<Response, ApiError> {
+    if state.stopping.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is stopping; start the job again once it runs",
+        ));
+    }
     let handle = state
         .engine
         .submit(JobRequest {
@@ -337,6 +345,7 @@ pub async fn cancel(
         (status = 201, description = "The new job", body = Job),
         (status = 404, body = ErrorBody),
         (status = 422, description = "The project folder or its danubefile.py is gone", body = ErrorBody),
+        (status = 503, description = "The server is stopping", body = ErrorBody),
     )
 )]
 pub async fn rerun(

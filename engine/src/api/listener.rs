@@ -1,26 +1,93 @@
-//! A TCP listener that caps how many connections are open at once.
+//! Accepting and serving connections: at most [`MAX_CONNECTIONS`] open at
+//! once, each closed when its client is too slow to send a request.
 //!
 //! Every connection holds a file descriptor, and so do the jobs the server
 //! runs (pipes, log files). Without a cap, clients that open connections and
 //! never finish a request could use up the process's descriptors and make
 //! steps fail to start. Past the cap, new connections wait in the kernel's
-//! accept queue until an open one closes.
+//! accept queue until an open one closes. A connection that has not sent a
+//! whole request head within the header read timeout is closed, whether it
+//! is new or idle between keep-alive requests, so idle clients cannot hold
+//! every slot either. The timeout covers reading request heads only, so a
+//! long response such as an SSE stream is never cut by it.
 //!
-//! NOTE: there is no timeout for reading a request's headers yet, so idle
-//! connections can still hold every slot and keep new clients waiting.
+//! Only HTTP/1.1 is served: the header read timeout exists for HTTP/1 alone,
+//! and browsers use HTTP/2 only over TLS, which this server does not speak.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 512;
+
+/// Time a client has to send a request head, on a new connection and between
+/// keep-alive requests, when the server is not given another.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` on the connections `listener` accepts, each in its own task,
+/// until `stopping` is cancelled. Then the listener is closed, so that new
+/// connections are refused, and every open connection is closed once the
+/// response it is sending ends (idle ones at once).
+///
+/// Returns the tracker of the connection tasks; its `wait` returns once the
+/// listener is closed and every connection has ended.
+pub fn serve_connections(
+    mut listener: LimitedListener,
+    app: Router,
+    header_read_timeout: Duration,
+    stopping: CancellationToken,
+) -> TaskTracker {
+    let connections = TaskTracker::new();
+    let tracker = connections.clone();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+
+    tokio::spawn(async move {
+        loop {
+            let (io, addr) = tokio::select! {
+                accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+                () = stopping.cancelled() => break,
+            };
+            let service = TowerToHyperService::new(app.clone());
+            let builder = builder.clone();
+            let stopping = stopping.clone();
+            tracker.spawn(async move {
+                let connection = builder.serve_connection(TokioIo::new(io), service);
+                tokio::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = stopping.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                // Timed-out and reset connections are the client's doing.
+                if let Err(err) = result {
+                    tracing::debug!(%addr, error = %err, "connection closed with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracker.close();
+    });
+    connections
+}
 
 pub struct LimitedListener {
     inner: TcpListener,

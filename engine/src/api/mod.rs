@@ -9,6 +9,7 @@
 
 mod artifacts;
 mod auth;
+mod doc;
 mod error;
 mod events;
 mod health;
@@ -16,30 +17,33 @@ mod jobs;
 mod listener;
 mod logs;
 mod metrics;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use utoipa::OpenApi;
 
+use self::doc::CheckResponses;
 use crate::artifacts::{ArtifactStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::config::DataDir;
 use crate::orchestrator::{Engine, JobHandle};
 use crate::store::Store;
 
-pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError};
+pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError, token_cookie_name};
 pub use error::{ApiError, ErrorBody};
+pub use listener::DEFAULT_HEADER_READ_TIMEOUT;
 pub use metrics::Metrics;
 
 /// State shared by the handlers.
@@ -49,12 +53,19 @@ pub struct AppState {
     pub data: DataDir,
     artifacts: ArtifactStore,
     token: LocalToken,
+    /// Name of the cookie that carries the token: [`token_cookie_name`].
+    token_cookie: String,
     origin: ServerOrigin,
     metrics: Metrics,
     /// Tasks that wait for the jobs this server started.
     jobs: TaskTracker,
-    /// Cancelled when the server stops; ends the event streams.
+    /// Cancelled when the server starts to stop; jobs started after it are
+    /// cancelled at once.
+    stopping: CancellationToken,
+    /// Cancelled once the jobs of a stopping server are final; ends the
+    /// event streams.
     shutdown: CancellationToken,
+    header_read_timeout: Duration,
     /// Upper bound on tasks running at once in each job.
     max_parallel: usize,
 }
@@ -67,6 +78,9 @@ pub struct ServerParts {
     /// The address the listener is bound to.
     pub addr: SocketAddr,
     pub max_parallel: usize,
+    /// Time a client has to send a request head before its connection is
+    /// closed; usually [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
 }
 
 impl AppState {
@@ -77,16 +91,24 @@ impl AppState {
             artifacts: ArtifactStore::new(parts.data.artifacts_dir(), DEFAULT_MAX_ARTIFACT_BYTES),
             data: parts.data,
             token: parts.token,
+            token_cookie: token_cookie_name(parts.addr.port()),
             origin: ServerOrigin::for_listener(parts.addr),
             metrics: Metrics::new(),
             jobs: TaskTracker::new(),
+            stopping: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             max_parallel: parts.max_parallel,
+            header_read_timeout: parts.header_read_timeout,
         })
     }
 
     /// Waits for a submitted job in the background and records its duration.
     fn track(&self, handle: JobHandle) {
+        // A job submitted while the server stops may have missed the
+        // cancellation of the running jobs in `serve`.
+        if self.stopping.is_cancelled() {
+            handle.cancel();
+        }
         let started = Instant::now();
         let duration = self.metrics.job_duration.clone();
         self.jobs.spawn(async move {
@@ -112,6 +134,7 @@ impl AppState {
         jobs::rerun,
         logs::read,
         logs::stream,
+        logs::stream_all,
         events::stream,
         artifacts::list,
         artifacts::download,
@@ -120,13 +143,14 @@ impl AppState {
         metrics::render,
         openapi,
     ),
-    modifiers(&TokenSecurity),
+    modifiers(&TokenSecurity, &CheckResponses),
     security(("bearer_token" = []), ("token_cookie" = []))
 )]
 pub struct ApiDoc;
 
 /// Declares how clients send the local token: the `Authorization: Bearer`
-/// header, or the `danube_token` cookie that `/?token=` sets.
+/// header, or the `danube_token_<port>` cookie that `/?token=` sets. The
+/// served document names the cookie of its server.
 struct TokenSecurity;
 
 impl utoipa::Modify for TokenSecurity {
@@ -156,6 +180,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}/rerun", post(jobs::rerun))
         .route("/jobs/{id}/logs", get(logs::read))
         .route("/jobs/{id}/logs/stream", get(logs::stream))
+        .route("/jobs/{id}/logs/stream/all", get(logs::stream_all))
         .route("/jobs/{id}/artifacts", get(artifacts::list))
         .route("/jobs/{id}/artifacts/{name}", get(artifacts::download))
         .route("/events", get(events::stream))
@@ -166,45 +191,61 @@ pub fn router(state: Arc<AppState>) -> Router {
 
     Router::new()
         .route("/", get(index))
+        .route("/assets/{*path}", get(ui::asset))
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::render))
         .nest("/api/v1", api)
-        .fallback(error::no_route)
+        .fallback(ui::fallback)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(from_fn_with_state(state.clone(), auth::check_request))
         .with_state(state)
 }
 
-/// Serves `router(state)` on `listener` until `stop` resolves, then cancels
-/// the jobs this engine runs, ends the event streams, and waits for the jobs
-/// to reach a final state.
+/// Time connections get to finish sending their last response once the
+/// event streams have ended. It keeps a client that reads nothing from
+/// holding up the exit.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router(state)` on `listener` until `stop` resolves, then stops.
+///
+/// Stopping refuses new connections first. Then it cancels the jobs this
+/// engine runs and waits until they are final, so that the event streams
+/// carry the jobs' final events. Last, it ends the event streams and waits
+/// up to [`DRAIN_TIMEOUT`] for the connections to close.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shutdown = state.shutdown.clone();
-    let engine = state.engine.clone();
-    tokio::spawn(async move {
-        stop.await;
-        let running = engine.active_jobs();
-        tracing::info!(jobs = running.len(), "stopping: cancelling running jobs");
-        for id in &running {
-            engine.cancel(id);
-        }
-        shutdown.cancel();
-    });
-
-    let app = router(state.clone());
-    let graceful = state.shutdown.clone();
     let listener = listener::LimitedListener::new(listener, listener::MAX_CONNECTIONS);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { graceful.cancelled().await })
-        .await?;
+    let connections = listener::serve_connections(
+        listener,
+        router(state.clone()),
+        state.header_read_timeout,
+        state.stopping.clone(),
+    );
 
+    stop.await;
+    state.stopping.cancel();
+    let running = state.engine.active_jobs();
+    tracing::info!(jobs = running.len(), "stopping: cancelling running jobs");
+    for id in &running {
+        state.engine.cancel(id);
+    }
     state.jobs.close();
     state.jobs.wait().await;
+
+    state.shutdown.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "stopping without waiting longer for connections whose clients read slowly"
+        );
+    }
     tracing::info!("server stopped");
     Ok(())
 }
@@ -214,12 +255,13 @@ struct IndexQuery {
     token: Option<String>,
 }
 
-/// Serves the placeholder page at `/`. `/?token=...` stores the token in an
+/// Serves the web UI's page at `/`. `/?token=...` stores the token in an
 /// HttpOnly cookie and redirects to `/`, so the address that `danube serve`
 /// prints logs a browser in.
 async fn index(
     State(state): State<Arc<AppState>>,
     error::ApiQuery(query): error::ApiQuery<IndexQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if let Some(token) = query.token {
         if !state.token.matches(&token) {
@@ -231,7 +273,8 @@ async fn index(
             .into_response();
         }
         let cookie = format!(
-            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            "{}={}; Path=/; HttpOnly; SameSite=Strict",
+            state.token_cookie,
             state.token.as_str()
         );
         return (
@@ -243,21 +286,12 @@ async fn index(
         )
             .into_response();
     }
-    Html(INDEX_PAGE).into_response()
+    ui::page(&headers)
 }
 
-const INDEX_PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Danube</title></head>
-<body>
-<h1>Danube</h1>
-<p>The web UI is not built yet. The HTTP API is served under <code>/api/v1</code>;
-its description is at <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
-</body>
-</html>
-"#;
-
 #[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "This document")))]
-async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+async fn openapi(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut document = ApiDoc::openapi();
+    doc::name_token_cookie(&mut document, &state.token_cookie);
+    axum::Json(document)
 }

@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// [default: the number of CPUs, at least 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel: Option<u16>,
+
+    /// Time a client has to send a request's headers, such as `2s`; longer
+    /// idle connections are closed [default: 30s]. Hidden because tests
+    /// alone need another value.
+    #[arg(long, hide = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    header_read_timeout: Option<std::time::Duration>,
 }
 
 pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> {
@@ -62,6 +68,9 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
             .max_parallel
             .map(usize::from)
             .unwrap_or_else(super::run::default_parallelism),
+        header_read_timeout: args
+            .header_read_timeout
+            .unwrap_or(api::DEFAULT_HEADER_READ_TIMEOUT),
         token,
     });
     // Write errors are ignored: a server whose stdout was closed keeps serving.

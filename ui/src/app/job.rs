@@ -1,0 +1,324 @@
+//! One job: its header and actions, the task DAG, the selected task's
+//! steps, the selected step's log, and the artifacts.
+//!
+//! The selection lives in the address (`?task=&step=`), so a link opens the
+//! same view. A failed job with no selection opens on its first failed
+//! step, scrolled to the end of the log.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::components::A;
+use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
+use serde::Serialize;
+
+use super::client::{self, ApiFailure};
+use super::jobs::StateBadge;
+use super::{Failure, changes, now_ms};
+use crate::api::{Artifact, JobDetail, Job, State, Step, Task};
+use crate::format;
+
+/// How long live changes are gathered before the job is fetched again.
+const REFRESH_DELAY_MS: u64 = 200;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Load {
+    Loading,
+    Loaded(JobDetail),
+    Failed(ApiFailure),
+}
+
+/// The task and step the page shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub task: String,
+    pub step: Option<String>,
+    /// Open the log at its end (a failed step) rather than following it.
+    pub at_end: bool,
+}
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let id = Memo::new(move |_| params.read().get("id").unwrap_or_default());
+    let load = RwSignal::new(Load::Loading);
+    let refresh_queued = StoredValue::new(false);
+
+    let fetch = move || {
+        let wanted = id.get_untracked();
+        spawn_local(async move {
+            let result = client::get::<JobDetail>(&format!("/api/v1/jobs/{}", client::query_value(&wanted))).await;
+            if id.get_untracked() != wanted {
+                return;
+            }
+            match result {
+                Ok(detail) => load.set(Load::Loaded(detail)),
+                Err(failure) => load.set(Load::Failed(failure)),
+            }
+        });
+    };
+    Effect::new(move |_| {
+        id.track();
+        load.set(Load::Loading);
+        fetch();
+    });
+
+    // Live changes of this job are gathered for a moment and then fetched
+    // in one request, so a burst of step events costs one refresh.
+    let feed = changes();
+    Effect::new(move |_| {
+        let Some(event) = feed.last.get() else {
+            return;
+        };
+        let ours = event.job_id().is_none_or(|job| job == id.get_untracked());
+        if !ours || refresh_queued.get_value() {
+            return;
+        }
+        refresh_queued.set_value(true);
+        set_timeout(
+            move || {
+                refresh_queued.set_value(false);
+                fetch();
+            },
+            std::time::Duration::from_millis(REFRESH_DELAY_MS),
+        );
+    });
+
+    let selection = Memo::new(move |_| {
+        let query = query.read();
+        let chosen = query.get("task").map(|task| Selection {
+            task,
+            step: query.get("step"),
+            at_end: false,
+        });
+        chosen.or_else(|| match &*load.read() {
+            Load::Loaded(detail) => first_failure(detail),
+            _ => None,
+        })
+    });
+
+    view! {
+        {move || match load.get() {
+            Load::Loading => view! { <p class="loading page" aria-busy="true">"Loading the job…"</p> }.into_any(),
+            Load::Failed(failure) => view! { <section class="page"><Failure failure /><p><A href="/">"Back to all jobs"</A></p></section> }.into_any(),
+            Load::Loaded(_) => view! { <JobView load selection on_action=fetch /> }.into_any(),
+        }}
+    }
+}
+
+/// The first failed step of a failed job, by start time.
+fn first_failure(detail: &JobDetail) -> Option<Selection> {
+    if !detail.job.state.is_bad() && detail.job.state != State::Cancelled {
+        return None;
+    }
+    detail
+        .tasks
+        .iter()
+        .flat_map(|task| &task.steps)
+        .filter(|step| step.state.is_bad())
+        .min_by_key(|step| (step.started_at, step.id))
+        .map(|step| Selection {
+            task: step.task.clone(),
+            step: Some(step.name.clone()),
+            at_end: true,
+        })
+}
+
+#[component]
+fn JobView(load: RwSignal<Load>, selection: Memo<Option<Selection>>, on_action: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+    let detail = Memo::new(move |_| match load.get() {
+        Load::Loaded(detail) => Some(detail),
+        _ => None,
+    });
+    let job = Memo::new(move |_| detail.get().map(|detail| detail.job));
+    let tasks = Signal::derive(move || detail.get().map(|detail| detail.tasks).unwrap_or_default());
+    let artifacts = Signal::derive(move || detail.get().map(|detail| detail.artifacts).unwrap_or_default());
+
+    view! {
+        <section class="page job" data-testid="job-page">
+            {move || job.get().map(|job| view! { <JobHeader job on_action /> })}
+            <div class="job-body">
+                <div class="graph-pane">
+                    <TaskGraph tasks selection />
+                </div>
+                <div class="detail-pane">
+                    <StepsPanel tasks selection />
+                </div>
+            </div>
+            <Artifacts artifacts />
+        </section>
+    }
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[component]
+fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+    let busy = RwSignal::new(false);
+    let failure = RwSignal::new(None::<ApiFailure>);
+    let navigate = use_navigate();
+    let job_id = job.id.clone();
+    let act = move |action: &'static str| {
+        let id = job_id.clone();
+        let navigate = navigate.clone();
+        move |_| {
+            let id = id.clone();
+            let navigate = navigate.clone();
+            busy.set(true);
+            failure.set(None);
+            spawn_local(async move {
+                let path = format!("/api/v1/jobs/{}/{action}", client::query_value(&id));
+                match client::post::<_, Job>(&path, &Empty {}).await {
+                    Ok(new_job) if action == "rerun" => navigate(&format!("/jobs/{}", new_job.id), Default::default()),
+                    Ok(_) => on_action(),
+                    Err(err) => failure.set(Some(err)),
+                }
+                busy.set(false);
+            });
+        }
+    };
+    let running = !job.state.is_final();
+    let title = if job.pipeline.is_empty() { "(pipeline loading)".to_owned() } else { job.pipeline.clone() };
+    let started = job.started_at.map(|at| format::ago(at, now_ms())).unwrap_or_else(|| "not started".to_owned());
+    let duration = job.duration_ms.map(format::duration).unwrap_or_default();
+    let project_filter = format!("/?project={}", client::query_value(&job.project));
+
+    view! {
+        <header class="job-head">
+            <div class="job-title">
+                <StateBadge state=job.state />
+                <h1 data-testid="job-title">{title}</h1>
+                <span class="mono muted" title=job.id.clone()>{job.id.chars().take(8).collect::<String>()}</span>
+            </div>
+            <dl class="job-facts">
+                <dt>"Project"</dt><dd><A href=project_filter>{job.project.clone()}</A></dd>
+                <dt>"Trigger"</dt><dd>{job.trigger_type.clone()}</dd>
+                <dt>"Started"</dt><dd>{started}</dd>
+                <dt>"Duration"</dt><dd data-testid="job-duration">{duration}</dd>
+            </dl>
+            {job.reason.clone().map(|reason| view! { <p class="reason" data-testid="job-reason">{reason}</p> })}
+            <div class="actions">
+                {if running {
+                    view! { <button class="button danger" disabled=move || busy.get() on:click=act("cancel") data-testid="cancel">"Cancel"</button> }.into_any()
+                } else {
+                    view! { <button class="button" disabled=move || busy.get() on:click=act("rerun") data-testid="rerun">"Rerun"</button> }.into_any()
+                }}
+            </div>
+            {move || failure.get().map(|failure| view! { <Failure failure /> })}
+        </header>
+    }
+}
+
+/// Placeholder until the layered DAG view lands: tasks in declaration
+/// order.
+#[component]
+fn TaskGraph(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> impl IntoView {
+    view! {
+        <ol class="task-list">
+            <For
+                each=move || tasks.get()
+                key=|task| (task.name.clone(), task.state)
+                children=move |task| {
+                    let href = format!("?task={}", client::query_value(&task.name));
+                    let name = task.name.clone();
+                    let label = task.name.clone();
+                    view! {
+                        <li data-testid="dag-node" data-task=label data-state=task.state.as_str()
+                            class:selected=move || selection.get().is_some_and(|chosen| chosen.task == name)>
+                            <A href=href><StateBadge state=task.state />" "{task.name.clone()}</A>
+                        </li>
+                    }
+                }
+            />
+        </ol>
+    }
+}
+
+#[component]
+fn StepsPanel(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> impl IntoView {
+    let task = Memo::new(move |_| {
+        let chosen = selection.get()?;
+        tasks.get().into_iter().find(|task| task.name == chosen.task)
+    });
+    view! {
+        {move || match task.get() {
+            None => view! { <p class="empty muted">"Select a task in the graph to see its steps and logs."</p> }.into_any(),
+            Some(task) => view! { <TaskSteps task selection /> }.into_any(),
+        }}
+    }
+}
+
+#[component]
+fn TaskSteps(task: Task, selection: Memo<Option<Selection>>) -> impl IntoView {
+    let task_name = task.name.clone();
+    let steps = task.steps.clone();
+    let error = task.error.clone();
+    view! {
+        <section class="task-detail" data-testid="task-detail">
+            <h2><StateBadge state=task.state />" "{task.name.clone()}</h2>
+            {error.map(|error| view! { <p class="reason">{error}</p> })}
+            {if steps.is_empty() {
+                view! { <p class="muted">"No step has started yet."</p> }.into_any()
+            } else {
+                view! {
+                    <ul class="steps">
+                        {steps.into_iter().map(|step| view! { <StepRow step task=task_name.clone() selection /> }).collect_view()}
+                    </ul>
+                }.into_any()
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn StepRow(step: Step, task: String, selection: Memo<Option<Selection>>) -> impl IntoView {
+    let name = step.name.clone();
+    let label = step.name.clone();
+    let is_open = move || selection.get().is_some_and(|chosen| chosen.step.as_deref() == Some(name.as_str()));
+    let href = format!("?task={}&step={}", client::query_value(&task), client::query_value(&step.name));
+    let exit = step.exit_code.map(|code| format!("exit {code}")).unwrap_or_default();
+    let duration = step.duration_ms.map(format::duration).unwrap_or_default();
+    let command = step.command.clone();
+    view! {
+        <li class="step" class:open=is_open.clone() data-testid="step" data-step=label data-state=step.state.as_str()>
+            <A href=href attr:class="step-head">
+                <StateBadge state=step.state />
+                <span class="step-name">{step.name.clone()}</span>
+                <span class="muted">{exit}</span>
+                <span class="num muted">{duration}</span>
+            </A>
+            <Show when=is_open.clone()>
+                <code class="command">{command.clone()}</code>
+            </Show>
+        </li>
+    }
+}
+
+#[component]
+fn Artifacts(artifacts: Signal<Vec<Artifact>>) -> impl IntoView {
+    view! {
+        <Show when=move || !artifacts.with(Vec::is_empty)>
+            <section class="artifacts" data-testid="artifacts">
+                <h2>"Artifacts"</h2>
+                <table>
+                    <thead><tr><th scope="col">"Name"</th><th scope="col">"Task"</th><th scope="col">"Kind"</th><th scope="col">"Size"</th></tr></thead>
+                    <tbody>
+                        <For
+                            each=move || artifacts.get()
+                            key=|artifact| artifact.name.clone()
+                            children=|artifact| view! {
+                                <tr data-testid="artifact">
+                                    <td><a href=artifact.download_url.clone() download=artifact.name.clone()>{artifact.name.clone()}</a></td>
+                                    <td>{artifact.task.clone()}</td>
+                                    <td>{artifact.kind.clone()}</td>
+                                    <td class="num">{format::size(artifact.size_bytes)}</td>
+                                </tr>
+                            }
+                        />
+                    </tbody>
+                </table>
+            </section>
+        </Show>
+    }
+}

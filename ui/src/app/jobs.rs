@@ -1,0 +1,337 @@
+//! The jobs list: newest first, filtered by state, pipeline or project,
+//! updated live from the change feed.
+
+use leptos::ev;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::components::A;
+use leptos_router::hooks::{use_navigate, use_query_map};
+
+use super::client::{self, ApiFailure};
+use super::keys::typing_in_field;
+use super::{Failure, changes, now_ms};
+use crate::api::{ChangeEvent, Job, JobPage, State};
+use crate::format;
+
+/// What the list shows: one fetch per distinct filter.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Filter {
+    state: String,
+    pipeline: String,
+    project: String,
+}
+
+impl Filter {
+    fn query(&self, cursor: Option<&str>) -> String {
+        let mut query = String::from("/api/v1/jobs?limit=50");
+        for (name, value) in [
+            ("state", &self.state),
+            ("pipeline", &self.pipeline),
+            ("project", &self.project),
+        ] {
+            if !value.is_empty() {
+                query.push_str(&format!("&{name}={}", client::query_value(value)));
+            }
+        }
+        if let Some(cursor) = cursor {
+            query.push_str(&format!("&cursor={}", client::query_value(cursor)));
+        }
+        query
+    }
+
+    fn matches(&self, job: &Job) -> bool {
+        (self.state.is_empty() || self.state == job.state.as_str())
+            && (self.pipeline.is_empty() || self.pipeline == job.pipeline)
+            && (self.project.is_empty() || self.project == job.project)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Load {
+    Loading,
+    Loaded,
+    Failed(ApiFailure),
+}
+
+#[component]
+pub fn JobsPage() -> impl IntoView {
+    let query = use_query_map();
+    let filter = Memo::new(move |_| {
+        let query = query.read();
+        Filter {
+            state: query.get("state").unwrap_or_default(),
+            pipeline: query.get("pipeline").unwrap_or_default(),
+            project: query.get("project").unwrap_or_default(),
+        }
+    });
+    let jobs = RwSignal::new(Vec::<Job>::new());
+    let cursor = RwSignal::new(None::<String>);
+    let load = RwSignal::new(Load::Loading);
+    let selected = RwSignal::new(0_usize);
+
+    let fetch_first = move || {
+        let wanted = filter.get_untracked();
+        spawn_local(async move {
+            match client::get::<JobPage>(&wanted.query(None)).await {
+                Ok(page) if filter.get_untracked() == wanted => {
+                    jobs.set(page.jobs);
+                    cursor.set(page.next_cursor);
+                    load.set(Load::Loaded);
+                }
+                Ok(_) => {}
+                Err(failure) => load.set(Load::Failed(failure)),
+            }
+        });
+    };
+    Effect::new(move |_| {
+        filter.track();
+        load.set(Load::Loading);
+        selected.set(0);
+        fetch_first();
+    });
+
+    // Live: known jobs change state in place; an unknown job means a new
+    // one, so the first page is fetched again.
+    let feed = changes();
+    Effect::new(move |_| {
+        let Some(event) = feed.last.get() else {
+            return;
+        };
+        match event {
+            ChangeEvent::Job { job_id, state, reason } => {
+                let known = jobs.with_untracked(|list| list.iter().any(|job| job.id == job_id));
+                if known {
+                    jobs.update(|list| {
+                        if let Some(job) = list.iter_mut().find(|job| job.id == job_id) {
+                            job.state = state;
+                            job.reason = reason;
+                        }
+                    });
+                    if state.is_final() {
+                        fetch_first();
+                    }
+                } else {
+                    fetch_first();
+                }
+            }
+            ChangeEvent::Plan { job_id, pipeline, .. } => jobs.update(|list| {
+                if let Some(job) = list.iter_mut().find(|job| job.id == job_id) {
+                    job.pipeline = pipeline;
+                }
+            }),
+            ChangeEvent::Lagged { .. } => fetch_first(),
+            _ => {}
+        }
+    });
+
+    let more = move |_| {
+        let Some(next) = cursor.get_untracked() else {
+            return;
+        };
+        let wanted = filter.get_untracked();
+        spawn_local(async move {
+            match client::get::<JobPage>(&wanted.query(Some(&next))).await {
+                Ok(page) if filter.get_untracked() == wanted => {
+                    jobs.update(|list| list.extend(page.jobs));
+                    cursor.set(page.next_cursor);
+                }
+                Ok(_) => {}
+                Err(failure) => load.set(Load::Failed(failure)),
+            }
+        });
+    };
+
+    list_keys(jobs, selected);
+
+    view! {
+        <section class="page">
+            <div class="page-head">
+                <h1>"Jobs"</h1>
+                <FilterBar filter />
+                <A href="/run" attr:class="button primary">"Run a project"</A>
+            </div>
+            {move || match load.get() {
+                Load::Loading => view! { <p class="loading" aria-busy="true">"Loading jobs…"</p> }.into_any(),
+                Load::Failed(failure) => view! { <Failure failure /> }.into_any(),
+                Load::Loaded => view! {
+                    <JobTable jobs filter selected />
+                    <Show when=move || cursor.get().is_some()>
+                        <button class="button" on:click=more data-testid="more-jobs">"Show older jobs"</button>
+                    </Show>
+                }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// `j`/`k` move the selection, Enter opens the selected job.
+fn list_keys(jobs: RwSignal<Vec<Job>>, selected: RwSignal<usize>) {
+    let navigate = use_navigate();
+    let handle = window_event_listener(ev::keydown, move |event| {
+        if typing_in_field(&event) {
+            return;
+        }
+        let count = jobs.with_untracked(Vec::len);
+        if count == 0 {
+            return;
+        }
+        match event.key().as_str() {
+            "j" | "ArrowDown" => selected.update(|at| *at = (*at + 1).min(count - 1)),
+            "k" | "ArrowUp" => selected.update(|at| *at = at.saturating_sub(1)),
+            "Enter" => {
+                let id = jobs.with_untracked(|list| list.get(selected.get_untracked()).map(|job| job.id.clone()));
+                if let Some(id) = id {
+                    navigate(&format!("/jobs/{id}"), Default::default());
+                }
+            }
+            _ => return,
+        }
+        event.prevent_default();
+    });
+    on_cleanup(move || handle.remove());
+}
+
+#[component]
+fn FilterBar(filter: Memo<Filter>) -> impl IntoView {
+    let navigate = use_navigate();
+    let apply = move |state: String, pipeline: String, project: String| {
+        let wanted = Filter { state, pipeline, project };
+        let query = wanted.query(None);
+        let search = query.trim_start_matches("/api/v1/jobs?limit=50");
+        let search = search.trim_start_matches('&');
+        let path = if search.is_empty() { "/".to_owned() } else { format!("/?{search}") };
+        navigate(&path, Default::default());
+    };
+    let on_state = {
+        let apply = apply.clone();
+        move |event: ev::Event| {
+            let current = filter.get_untracked();
+            apply(event_target_value(&event), current.pipeline, current.project);
+        }
+    };
+    let on_pipeline = move |event: ev::Event| {
+        let current = filter.get_untracked();
+        apply(current.state, event_target_value(&event).trim().to_owned(), current.project);
+    };
+    view! {
+        <form class="filters" role="search" on:submit=|event| event.prevent_default()>
+            <label>
+                "State "
+                <select on:change=on_state data-testid="filter-state" prop:value=move || filter.get().state>
+                    <option value="">"any"</option>
+                    {State::JOB_STATES
+                        .iter()
+                        .map(|state| view! { <option value=state.as_str()>{state.as_str()}</option> })
+                        .collect_view()}
+                </select>
+            </label>
+            <label>
+                "Pipeline "
+                <input
+                    type="search"
+                    placeholder="any"
+                    data-testid="filter-pipeline"
+                    prop:value=move || filter.get().pipeline
+                    on:change=on_pipeline
+                />
+            </label>
+            <Show when=move || !filter.get().project.is_empty()>
+                <span class="chip" title="Project filter">
+                    {move || filter.get().project}
+                    <A href="/" attr:class="chip-clear" attr:aria-label="Clear the project filter">"×"</A>
+                </span>
+            </Show>
+        </form>
+    }
+}
+
+#[component]
+fn JobTable(jobs: RwSignal<Vec<Job>>, filter: Memo<Filter>, selected: RwSignal<usize>) -> impl IntoView {
+    let now = now_ms();
+    let visible = move || {
+        let wanted = filter.get();
+        jobs.get().into_iter().filter(|job| wanted.matches(job)).enumerate().collect::<Vec<_>>()
+    };
+    view! {
+        <Show
+            when=move || !jobs.with(Vec::is_empty)
+            fallback=move || view! { <EmptyJobs filtered=filter.get() != Filter::default() /> }
+        >
+            <table class="jobs" data-testid="jobs">
+                <thead>
+                    <tr>
+                        <th scope="col">"State"</th>
+                        <th scope="col">"Pipeline"</th>
+                        <th scope="col">"Job"</th>
+                        <th scope="col">"Project"</th>
+                        <th scope="col">"Started"</th>
+                        <th scope="col">"Duration"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For
+                        each=visible
+                        key=|(at, job)| (*at, job.id.clone(), job.state, job.pipeline.clone(), job.duration_ms)
+                        children=move |(at, job)| {
+                            let href = format!("/jobs/{}", job.id);
+                            let short = job.id.chars().take(8).collect::<String>();
+                            let pipeline = if job.pipeline.is_empty() { "(loading)".to_owned() } else { job.pipeline.clone() };
+                            let started = format::ago(job.started_at.unwrap_or(job.created_at), now);
+                            let duration = job.duration_ms.map(format::duration).unwrap_or_default();
+                            view! {
+                                <tr
+                                    class="job-row"
+                                    class:selected=move || selected.get() == at
+                                    data-testid="job-row"
+                                    data-job=job.id.clone()
+                                    data-state=job.state.as_str()
+                                >
+                                    <td><StateBadge state=job.state /></td>
+                                    <td><A href=href.clone()>{pipeline}</A></td>
+                                    <td><A href=href attr:class="mono">{short}</A></td>
+                                    <td class="project" title=job.project.clone()>{job.project.clone()}</td>
+                                    <td>{started}</td>
+                                    <td class="num">{duration}</td>
+                                </tr>
+                            }
+                        }
+                    />
+                </tbody>
+            </table>
+        </Show>
+    }
+}
+
+#[component]
+fn EmptyJobs(filtered: bool) -> impl IntoView {
+    if filtered {
+        return view! {
+            <section class="empty">
+                <h2>"No job matches these filters"</h2>
+                <p><A href="/">"Clear the filters"</A>" to see every job."</p>
+            </section>
+        }
+        .into_any();
+    }
+    view! {
+        <section class="empty">
+            <h2>"No jobs yet"</h2>
+            <p>
+                "Start one with "<A href="/run">"Run a project"</A>", or from a terminal with "
+                <code>"danube run DIR"</code>"."
+            </p>
+        </section>
+    }
+    .into_any()
+}
+
+/// A state shown by icon, word and colour together.
+#[component]
+pub fn StateBadge(state: State) -> impl IntoView {
+    view! {
+        <span class=format!("state state-{}", state.as_str())>
+            <span class="state-icon" aria-hidden="true">{state.icon()}</span>
+            {state.as_str()}
+        </span>
+    }
+}

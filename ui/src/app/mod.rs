@@ -1,0 +1,105 @@
+//! The Leptos app: routes, the page frame, and what every page shares.
+
+mod client;
+mod job;
+mod jobs;
+mod keys;
+mod live;
+mod run;
+mod theme;
+
+use leptos::prelude::*;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+use self::live::Changes;
+
+#[component]
+pub fn App() -> impl IntoView {
+    let changes = live::open();
+    provide_context(changes);
+    theme::apply_saved();
+
+    view! {
+        <Router>
+            <Header changes />
+            <main id="main">
+                <Routes fallback=|| view! { <NotFound /> }>
+                    <Route path=path!("/") view=jobs::JobsPage />
+                    <Route path=path!("/run") view=run::RunPage />
+                    <Route path=path!("/jobs/:id") view=job::JobPage />
+                </Routes>
+            </main>
+            <keys::Shortcuts />
+        </Router>
+    }
+}
+
+#[component]
+fn Header(changes: Changes) -> impl IntoView {
+    let connected = changes.connected;
+    view! {
+        <header class="topbar">
+            <A href="/" attr:class="brand">
+                <span class="brand-mark" aria-hidden="true">"≋"</span>
+                "Danube"
+            </A>
+            <nav aria-label="Main">
+                <A href="/" exact=true>"Jobs"</A>
+                <A href="/run">"Run a project"</A>
+            </nav>
+            <span class="spacer"></span>
+            <span
+                class="feed"
+                class:live=move || connected.get()
+                data-testid="feed"
+                title="Live updates from the server"
+            >
+                {move || if connected.get() { "● live" } else { "○ connecting…" }}
+            </span>
+            <theme::ThemeToggle />
+        </header>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    view! {
+        <section class="empty">
+            <h1>"Page not found"</h1>
+            <p>"This address is not a page of Danube. " <A href="/">"See all jobs"</A> "."</p>
+        </section>
+    }
+}
+
+/// The change feed every page listens to.
+pub fn changes() -> Changes {
+    expect_context::<Changes>()
+}
+
+/// Milliseconds since the epoch, by the browser's clock.
+pub fn now_ms() -> i64 {
+    js_sys::Date::now() as i64
+}
+
+/// An error state that says what happened and what to do.
+#[component]
+pub fn Failure(failure: client::ApiFailure) -> impl IntoView {
+    let hint = if failure.is_unauthorized() {
+        "This page has no valid token. Open the address that `danube serve` printed \
+         (it ends in ?token=…), or read the token from <data dir>/keys/local-token."
+    } else if failure.status == 0 {
+        "Check that `danube serve` is running, then reload this page."
+    } else {
+        ""
+    };
+    view! {
+        <section class="error" role="alert" data-testid="error">
+            <h2>{if failure.is_unauthorized() { "Not signed in" } else { "Something went wrong" }}</h2>
+            <p>{failure.message}</p>
+            <Show when=move || !hint.is_empty()>
+                <p class="muted">{hint}</p>
+            </Show>
+        </section>
+    }
+}

@@ -1,0 +1,82 @@
+//! The "run a project" form: a local folder and, when its `danubefile.py`
+//! declares several pipelines, which one.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_navigate;
+use serde::Serialize;
+
+use super::Failure;
+use super::client::{self, ApiFailure};
+use crate::api::Job;
+
+#[derive(Serialize)]
+struct CreateJob {
+    project: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline: Option<String>,
+}
+
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let project = RwSignal::new(String::new());
+    let pipeline = RwSignal::new(String::new());
+    let busy = RwSignal::new(false);
+    let failure = RwSignal::new(None::<ApiFailure>);
+    let navigate = use_navigate();
+
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let folder = project.get_untracked().trim().to_owned();
+        if folder.is_empty() {
+            failure.set(Some(ApiFailure {
+                status: 400,
+                message: "Enter the project's folder, for example /home/me/src/app.".to_owned(),
+            }));
+            return;
+        }
+        let name = pipeline.get_untracked().trim().to_owned();
+        let body = CreateJob {
+            project: folder,
+            pipeline: (!name.is_empty()).then_some(name),
+        };
+        busy.set(true);
+        failure.set(None);
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            match client::post::<_, Job>("/api/v1/jobs", &body).await {
+                Ok(job) => navigate(&format!("/jobs/{}", job.id), Default::default()),
+                Err(err) => failure.set(Some(err)),
+            }
+            busy.set(false);
+        });
+    };
+
+    view! {
+        <section class="page narrow">
+            <h1>"Run a project"</h1>
+            <p class="muted">
+                "Runs the "<code>"danubefile.py"</code>" of a folder on this machine, as "
+                <code>"danube run DIR"</code>" would."
+            </p>
+            <form class="run-form" on:submit=submit data-testid="run-form">
+                <label for="project">"Project folder (absolute path)"</label>
+                <input
+                    id="project"
+                    type="text"
+                    required
+                    autofocus
+                    placeholder="/home/me/src/app"
+                    data-testid="run-project"
+                    bind:value=project
+                />
+                <label for="pipeline">"Pipeline " <span class="muted">"(only if the file declares several)"</span></label>
+                <input id="pipeline" type="text" placeholder="default" data-testid="run-pipeline" bind:value=pipeline />
+                <button type="submit" class="button primary" disabled=move || busy.get() data-testid="run-submit">
+                    {move || if busy.get() { "Starting…" } else { "Run" }}
+                </button>
+            </form>
+            {move || failure.get().map(|failure| view! { <Failure failure /> })}
+        </section>
+    }
+}
