@@ -138,10 +138,7 @@ impl LogState {
 
     fn go_bottom(&self) {
         self.touched.set_value(true);
-        let streaming = !matches!(
-            self.phase.get_untracked(),
-            Phase::Ended | Phase::Failed(_)
-        );
+        let streaming = !matches!(self.phase.get_untracked(), Phase::Ended | Phase::Failed(_));
         self.follow.set(streaming);
         self.scroll_to_end();
     }
@@ -223,7 +220,11 @@ impl LogState {
         if changed {
             let count = search.matches.with_value(Vec::len);
             search.count.set(count);
-            if search.current.get_untracked().is_none_or(|index| index >= count) {
+            if search
+                .current
+                .get_untracked()
+                .is_none_or(|index| index >= count)
+            {
                 search.current.set((count > 0).then_some(0));
             }
             search.revision.update(|revision| *revision += 1);
@@ -286,7 +287,10 @@ impl LogState {
         let Some(index) = search.current.get_untracked() else {
             return;
         };
-        let Some(line) = search.matches.with_value(|matches| matches.get(index).copied()) else {
+        let Some(line) = search
+            .matches
+            .with_value(|matches| matches.get(index).copied())
+        else {
             return;
         };
         self.touched.set_value(true);
@@ -392,11 +396,7 @@ pub fn LogView(
         row_height: ROW_HEIGHT,
         viewport: state.viewport.get(),
     });
-    let visible = Memo::new(move |_| {
-        geometry
-            .get()
-            .visible(state.scroll_top.get(), OVERSCAN)
-    });
+    let visible = Memo::new(move |_| geometry.get().visible(state.scroll_top.get(), OVERSCAN));
     let rows = move || {
         let range = visible.get();
         let last = state.lines.get().checked_sub(1);
@@ -667,14 +667,13 @@ fn notice(state: LogState) -> Option<AnyView> {
             "Lost the connection to the server; reconnecting…".to_owned(),
         ),
         Phase::Streaming if empty => ("log-notice", "Waiting for output…".to_owned()),
-        Phase::Ended if empty => (
-            "log-notice",
-            "This step printed nothing.".to_owned(),
-        ),
+        Phase::Ended if empty => ("log-notice", "This step printed nothing.".to_owned()),
         _ => return None,
     };
-    let role = if class.ends_with("error") { "alert" } else { "status" };
-    Some(
-        view! { <p class=class role=role data-testid="log-notice">{text}</p> }.into_any(),
-    )
+    let role = if class.ends_with("error") {
+        "alert"
+    } else {
+        "status"
+    };
+    Some(view! { <p class=class role=role data-testid="log-notice">{text}</p> }.into_any())
 }

@@ -23,7 +23,7 @@ use crate::app::client;
 use crate::logtext::{Stream, chunk_bytes};
 
 /// Raw bytes decoded into the store per animation frame at most.
-const FRAME_BUDGET: usize = 4 << 20;
+const FRAME_BUDGET: usize = 2 << 20;
 
 /// Chunks received and not yet in the store.
 #[derive(Default)]
