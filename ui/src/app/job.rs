@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::client::{self, ApiFailure};
 use super::jobs::StateBadge;
+use super::log_view::LogView;
 use super::{Failure, changes, now_ms};
 use crate::api::{Artifact, Job, JobDetail, State, Step, Task};
 use crate::format;
@@ -37,6 +38,22 @@ pub struct Selection {
     pub step: Option<String>,
     /// Open the log at its end (a failed step) rather than following it.
     pub at_end: bool,
+}
+
+impl Selection {
+    /// The output of `danubefile.py` itself, which the API names by
+    /// leaving out task and step.
+    fn script() -> Selection {
+        Selection {
+            task: String::new(),
+            step: Some(String::new()),
+            at_end: false,
+        }
+    }
+
+    fn is_script(&self) -> bool {
+        self.task.is_empty()
+    }
 }
 
 #[component]
@@ -108,11 +125,15 @@ pub fn JobPage() -> impl IntoView {
 
     let selection = Memo::new(move |_| {
         let query = query.read();
-        let chosen = query.get("task").map(|task| Selection {
-            task,
-            step: query.get("step"),
-            at_end: false,
-        });
+        let chosen = if query.get("script").is_some() {
+            Some(Selection::script())
+        } else {
+            query.get("task").map(|task| Selection {
+                task,
+                step: query.get("step"),
+                at_end: false,
+            })
+        };
         chosen.or_else(|| match &*load.read() {
             Load::Loaded(detail) => first_failure(detail),
             _ => None,
@@ -123,7 +144,7 @@ pub fn JobPage() -> impl IntoView {
         {move || match load.get() {
             Load::Loading => view! { <p class="loading page" aria-busy="true">"Loading the job…"</p> }.into_any(),
             Load::Failed(failure) => view! { <section class="page"><Failure failure /><p><A href="/">"Back to all jobs"</A></p></section> }.into_any(),
-            Load::Loaded(_) => view! { <JobView load selection on_action=fetch /> }.into_any(),
+            Load::Loaded(_) => view! { <JobView id=id.get_untracked() load selection on_action=fetch /> }.into_any(),
         }}
     }
 }
@@ -148,6 +169,7 @@ fn first_failure(detail: &JobDetail) -> Option<Selection> {
 
 #[component]
 fn JobView(
+    id: String,
     load: RwSignal<Load>,
     selection: Memo<Option<Selection>>,
     on_action: impl Fn() + Copy + Send + Sync + 'static,
@@ -173,7 +195,7 @@ fn JobView(
                     <TaskGraph tasks selection />
                 </div>
                 <div class="detail-pane">
-                    <StepsPanel tasks selection />
+                    <StepsPanel job_id=id tasks selection />
                 </div>
             </div>
             <Artifacts artifacts />
@@ -276,7 +298,11 @@ fn TaskGraph(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> im
 }
 
 #[component]
-fn StepsPanel(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> impl IntoView {
+fn StepsPanel(
+    job_id: String,
+    tasks: Signal<Vec<Task>>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
     let task = Memo::new(move |_| {
         let chosen = selection.get()?;
         tasks
@@ -284,11 +310,25 @@ fn StepsPanel(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> i
             .into_iter()
             .find(|task| task.name == chosen.task)
     });
+    let script = move || selection.get().is_some_and(|chosen| chosen.is_script());
+    // Keyed on the selected log alone, so a refresh of the job does not
+    // restart the log's stream.
+    let log = Memo::new(move |_| {
+        let chosen = selection.get()?;
+        Some((chosen.task.clone(), chosen.step.clone()?, chosen.at_end))
+    });
     view! {
+        <nav class="log-tabs">
+            <A href="?script=1" attr:class="button" attr:aria-current=move || script().then_some("page")>"Script output"</A>
+        </nav>
         {move || match task.get() {
+            None if script() => view! { <h2>"Output of danubefile.py"</h2> }.into_any(),
             None => view! { <p class="empty muted">"Select a task in the graph to see its steps and logs."</p> }.into_any(),
             Some(task) => view! { <TaskSteps task selection /> }.into_any(),
         }}
+        {move || log.get().map(|(task, step, at_end)| view! {
+            <LogView job_id=job_id.clone() task step start_at_end=at_end />
+        })}
     }
 }
 

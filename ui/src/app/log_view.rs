@@ -519,12 +519,18 @@ fn follow_if_running(state: LogState, job_id: String, task: String, step: String
             // the view just does not follow on its own.
             return;
         };
-        let running = detail
-            .tasks
-            .iter()
-            .flat_map(|candidate| &candidate.steps)
-            .find(|candidate| candidate.task == task && candidate.name == step)
-            .is_some_and(|found| !found.state.is_final());
+        // Empty names mean the script's own output, which lasts as long
+        // as the job.
+        let running = if task.is_empty() && step.is_empty() {
+            !detail.job.state.is_final()
+        } else {
+            detail
+                .tasks
+                .iter()
+                .flat_map(|candidate| &candidate.steps)
+                .find(|candidate| candidate.task == task && candidate.name == step)
+                .is_some_and(|found| !found.state.is_final())
+        };
         let untouched = state.touched.try_get_value() == Some(false);
         let ended = state.phase.try_get_untracked() == Some(Phase::Ended);
         if running && untouched && !ended && state.pending_jump.get_value().is_none() {

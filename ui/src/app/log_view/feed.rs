@@ -83,14 +83,19 @@ impl Drop for Feed {
     }
 }
 
-/// Opens the stream of step `step` of task `task` in job `job_id`, feeding
-/// `state` until the viewer goes away.
+/// Opens the stream of step `step` of task `task` in job `job_id`, or of
+/// the script's own output when both are empty, feeding `state` until the
+/// viewer goes away.
 pub(super) fn open(state: LogState, job_id: &str, task: &str, step: &str) {
-    let query = format!(
-        "task={}&step={}",
-        client::query_value(task),
-        client::query_value(step)
-    );
+    let query = if task.is_empty() && step.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "task={}&step={}",
+            client::query_value(task),
+            client::query_value(step)
+        )
+    };
     let job = client::query_value(job_id);
     let stream_url = format!("/api/v1/jobs/{job}/logs/stream?{query}");
     // Asked when the stream fails: a plain request returns the reason.
