@@ -16,6 +16,13 @@ pub fn duration(ms: i64) -> String {
     format!("{}h {:02}m", seconds / 3_600, (seconds % 3_600) / 60)
 }
 
+/// A job id as the CLI shows it: the first eighteen characters, which
+/// tell apart even jobs started in the same millisecond (the first eight
+/// of a UUIDv7 change only every 65 seconds).
+pub fn short_id(id: &str) -> &str {
+    id.get(..18).unwrap_or(id)
+}
+
 /// `512 B`, `1.5 KiB`, `3.0 MiB`.
 pub fn size(bytes: i64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -55,6 +62,15 @@ mod tests {
         assert_eq!(duration(245_000), "4m 05s");
         assert_eq!(duration(7_620_000), "2h 07m");
         assert_eq!(duration(-5), "0ms");
+    }
+
+    #[test]
+    fn short_ids_match_the_cli() {
+        assert_eq!(
+            short_id("01a24355-a819-779f-8ca7-cd7543a5bcd3"),
+            "01a24355-a819-779f"
+        );
+        assert_eq!(short_id("abc"), "abc");
     }
 
     #[test]

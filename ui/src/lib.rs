@@ -8,6 +8,7 @@
 pub mod api;
 pub mod dag;
 pub mod format;
+pub mod logtext;
 
 #[cfg(target_arch = "wasm32")]
 mod app;

@@ -1,56 +1,61 @@
-//! The server's change feed (`/api/v1/events`) shared by every page.
+//! The server's change feed (`/api/v1/events`), opened once for the app.
 
-use futures::StreamExt as _;
-use gloo_net::eventsource::futures::EventSource;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
+use wasm_bindgen::JsCast as _;
+use wasm_bindgen::closure::Closure;
+use web_sys::{EventSource, MessageEvent};
 
 use crate::api::ChangeEvent;
 
 /// Event names the server sends on `/api/v1/events`.
-const EVENT_NAMES: [&str; 7] = ["job", "plan", "task", "step", "artifact", "notice", "lagged"];
+const EVENT_NAMES: [&str; 7] = [
+    "job", "plan", "task", "step", "artifact", "notice", "lagged",
+];
 
 /// The last change seen, and whether the feed is connected. Pages react to
-/// `last` and refetch on `lagged` or after a reconnect.
+/// `last`; a `lagged` event (also sent here after a reconnect, when changes
+/// may have been missed) asks them to fetch what they show again.
 #[derive(Clone, Copy)]
 pub struct Changes {
     pub last: ReadSignal<Option<ChangeEvent>>,
     pub connected: ReadSignal<bool>,
 }
 
-/// Opens the feed for the lifetime of the app. The browser's EventSource
-/// reconnects by itself after a drop.
+/// Opens the feed. The browser reconnects by itself after a drop; the
+/// handlers live as long as the page.
 pub fn open() -> Changes {
     let (last, set_last) = signal(None::<ChangeEvent>);
     let (connected, set_connected) = signal(false);
-
-    let Ok(mut source) = EventSource::new("/api/v1/events") else {
+    let Ok(source) = EventSource::new("/api/v1/events") else {
         return Changes { last, connected };
     };
-    let mut streams = Vec::new();
-    for name in EVENT_NAMES {
-        if let Ok(stream) = source.subscribe(name) {
-            streams.push(stream);
+
+    let opened_before = StoredValue::new(false);
+    let on_open = Closure::<dyn FnMut()>::new(move || {
+        set_connected.set(true);
+        if opened_before.get_value() {
+            set_last.set(Some(ChangeEvent::Lagged { missed: 0 }));
         }
-    }
-    let mut merged = futures::stream::select_all(streams);
-    spawn_local(async move {
-        // The source closes when dropped, so it lives as long as the loop.
-        let _keep = &mut source;
-        while let Some(item) = merged.next().await {
-            match item {
-                Ok((_, message)) => {
-                    set_connected.set(true);
-                    let Some(text) = message.data().as_string() else {
-                        continue;
-                    };
-                    if let Ok(event) = serde_json::from_str::<ChangeEvent>(&text) {
-                        set_last.set(Some(event));
-                    }
-                }
-                Err(_) => set_connected.set(false),
-            }
+        opened_before.set_value(true);
+    });
+    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    on_open.forget();
+
+    let on_error = Closure::<dyn FnMut()>::new(move || set_connected.set(false));
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    on_error.forget();
+
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |message: MessageEvent| {
+        let Some(text) = message.data().as_string() else {
+            return;
+        };
+        if let Ok(event) = serde_json::from_str::<ChangeEvent>(&text) {
+            set_last.set(Some(event));
         }
     });
+    for name in EVENT_NAMES {
+        let _ = source.add_event_listener_with_callback(name, on_message.as_ref().unchecked_ref());
+    }
+    on_message.forget();
     Changes { last, connected }
 }

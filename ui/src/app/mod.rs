@@ -6,6 +6,7 @@ mod job;
 mod jobs;
 mod keys;
 mod live;
+pub mod log_view;
 mod run;
 mod theme;
 
