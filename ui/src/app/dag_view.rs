@@ -4,10 +4,6 @@
 //! The layout depends only on the task names and the edges, so state
 //! changes recolour the nodes without moving them.
 
-// NOTE: remove this once the job page renders `DagView`; until then
-// nothing in the crate reaches it.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::time::Duration;
 

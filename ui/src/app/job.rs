@@ -12,10 +12,11 @@ use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use serde::Serialize;
 
 use super::client::{self, ApiFailure};
+use super::dag_view::DagView;
 use super::jobs::StateBadge;
 use super::log_view::LogView;
 use super::{Failure, changes, now_ms};
-use crate::api::{Artifact, Job, JobDetail, State, Step, Task};
+use crate::api::{Artifact, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
 
 /// How long live changes are gathered before the job is fetched again.
@@ -140,11 +141,18 @@ pub fn JobPage() -> impl IntoView {
         })
     });
 
+    // The page is built again only when loading starts, fails or ends, not
+    // on every refresh, so focus, scroll and open logs stay.
+    let phase = Memo::new(move |_| match &*load.read() {
+        Load::Loading => 0,
+        Load::Failed(_) => 1,
+        Load::Loaded(_) => 2,
+    });
     view! {
-        {move || match load.get() {
-            Load::Loading => view! { <p class="loading page" aria-busy="true">"Loading the job…"</p> }.into_any(),
-            Load::Failed(failure) => view! { <section class="page"><Failure failure /><p><A href="/">"Back to all jobs"</A></p></section> }.into_any(),
-            Load::Loaded(_) => view! { <JobView id=id.get_untracked() load selection on_action=fetch /> }.into_any(),
+        {move || match (phase.get(), load.get_untracked()) {
+            (_, Load::Failed(failure)) => view! { <section class="page"><Failure failure /><p><A href="/">"Back to all jobs"</A></p></section> }.into_any(),
+            (2, _) => view! { <JobView id=id.get_untracked() load selection on_action=fetch /> }.into_any(),
+            _ => view! { <p class="loading page" aria-busy="true">"Loading the job…"</p> }.into_any(),
         }}
     }
 }
@@ -180,6 +188,7 @@ fn JobView(
     });
     let job = Memo::new(move |_| detail.get().map(|detail| detail.job));
     let tasks = Signal::derive(move || detail.get().map(|detail| detail.tasks).unwrap_or_default());
+    let edges = Signal::derive(move || detail.get().map(|detail| detail.edges).unwrap_or_default());
     let artifacts = Signal::derive(move || {
         detail
             .get()
@@ -192,7 +201,7 @@ fn JobView(
             {move || job.get().map(|job| view! { <JobHeader job on_action /> })}
             <div class="job-body">
                 <div class="graph-pane">
-                    <TaskGraph tasks selection />
+                    <TaskGraph tasks edges selection />
                 </div>
                 <div class="detail-pane">
                     <StepsPanel job_id=id tasks selection />
@@ -272,29 +281,31 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
     }
 }
 
-/// Placeholder until the layered DAG view lands: tasks in declaration
-/// order.
+/// The task DAG; choosing a node selects its task in the address.
 #[component]
-fn TaskGraph(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> impl IntoView {
-    view! {
-        <ol class="task-list">
-            <For
-                each=move || tasks.get()
-                key=|task| (task.name.clone(), task.state)
-                children=move |task| {
-                    let href = format!("?task={}", client::query_value(&task.name));
-                    let name = task.name.clone();
-                    let label = task.name.clone();
-                    view! {
-                        <li data-testid="dag-node" data-task=label data-state=task.state.as_str()
-                            class:selected=move || selection.get().is_some_and(|chosen| chosen.task == name)>
-                            <A href=href><StateBadge state=task.state />" "{task.name.clone()}</A>
-                        </li>
-                    }
-                }
-            />
-        </ol>
-    }
+fn TaskGraph(
+    tasks: Signal<Vec<Task>>,
+    edges: Signal<Vec<Edge>>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
+    let selected = Signal::derive(move || selection.get().map(|chosen| chosen.task));
+    let navigate = use_navigate();
+    let on_select = Callback::new(move |name: String| {
+        navigate(
+            &here(&format!("?task={}", client::query_value(&name))),
+            Default::default(),
+        );
+    });
+    view! { <DagView tasks edges selected on_select /> }
+}
+
+/// This page's path with `query`: the router does not resolve a bare
+/// query string against the current page.
+fn here(query: &str) -> String {
+    let path = web_sys::window()
+        .and_then(|window| window.location().pathname().ok())
+        .unwrap_or_default();
+    format!("{path}{query}")
 }
 
 #[component]
@@ -319,7 +330,7 @@ fn StepsPanel(
     });
     view! {
         <nav class="log-tabs">
-            <A href="?script=1" attr:class="button" attr:aria-current=move || script().then_some("page")>"Script output"</A>
+            <A href=here("?script=1") attr:class="button" attr:aria-current=move || script().then_some("page")>"Script output"</A>
         </nav>
         {move || match task.get() {
             None if script() => view! { <h2>"Output of danubefile.py"</h2> }.into_any(),
@@ -396,11 +407,11 @@ fn StepRow(step: Step, task: String, selection: Memo<Option<Selection>>) -> impl
             .get()
             .is_some_and(|chosen| chosen.step.as_deref() == Some(name.as_str()))
     };
-    let href = format!(
+    let href = here(&format!(
         "?task={}&step={}",
         client::query_value(&task),
         client::query_value(&step.name)
-    );
+    ));
     let exit = step
         .exit_code
         .map(|code| format!("exit {code}"))
