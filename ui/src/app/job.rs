@@ -326,11 +326,15 @@ fn StepsPanel(
     // restart the log's stream.
     let log = Memo::new(move |_| {
         let chosen = selection.get()?;
-        Some((chosen.task.clone(), chosen.step.clone()?, chosen.at_end))
+        let step = match chosen.step.clone() {
+            Some(step) => step,
+            None => task.with(|task| task.as_ref().and_then(step_to_show))?,
+        };
+        Some((chosen.task.clone(), step, chosen.at_end))
     });
     view! {
         <nav class="log-tabs">
-            <A href=here("?script=1") attr:class="button" attr:aria-current=move || script().then_some("page")>"Script output"</A>
+            <a href=here("?script=1") class="button" aria-current=move || script().then_some("page")>"Script output"</a>
         </nav>
         {move || match task.get() {
             None if script() => view! { <h2>"Output of danubefile.py"</h2> }.into_any(),
@@ -341,6 +345,19 @@ fn StepsPanel(
             <LogView job_id=job_id.clone() task step start_at_end=at_end />
         })}
     }
+}
+
+/// The step whose log a task shows when no step is chosen: the first that
+/// failed, else the one that started last.
+fn step_to_show(task: &Task) -> Option<String> {
+    let failed = task.steps.iter().find(|step| step.state.is_bad());
+    failed
+        .or_else(|| {
+            task.steps
+                .iter()
+                .max_by_key(|step| (step.started_at, step.id))
+        })
+        .map(|step| step.name.clone())
 }
 
 #[component]
@@ -355,7 +372,8 @@ fn TaskSteps(task: Task, selection: Memo<Option<Selection>>) -> impl IntoView {
             {if steps.is_empty() {
                 view! { <p class="muted">"No step has started yet."</p> }.into_any()
             } else {
-                view! { <StepList steps task=task_name.clone() selection /> }.into_any()
+                let shown = step_to_show(&task);
+                view! { <StepList steps task=task_name.clone() shown selection /> }.into_any()
             }}
         </section>
     }
@@ -364,14 +382,23 @@ fn TaskSteps(task: Task, selection: Memo<Option<Selection>>) -> impl IntoView {
 /// The steps of a task. When some step failed, the passing ones fold
 /// into one line, so the failure is what the eye lands on.
 #[component]
-fn StepList(steps: Vec<Step>, task: String, selection: Memo<Option<Selection>>) -> impl IntoView {
+fn StepList(
+    steps: Vec<Step>,
+    task: String,
+    /// The step whose log shows while the address names none.
+    shown: Option<String>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
     let failed = steps.iter().any(|step| step.state.is_bad());
     let (passing, rest): (Vec<Step>, Vec<Step>) = steps
         .into_iter()
         .partition(|step| failed && step.state == State::Success);
     let row = {
         let task = task.clone();
-        move |step: Step| view! { <StepRow step task=task.clone() selection /> }
+        move |step: Step| {
+            let shown = shown.clone();
+            view! { <StepRow step task=task.clone() shown selection /> }
+        }
     };
     let folded = (!passing.is_empty()).then(|| {
         let count = passing.len();
@@ -399,13 +426,20 @@ fn StepList(steps: Vec<Step>, task: String, selection: Memo<Option<Selection>>) 
 }
 
 #[component]
-fn StepRow(step: Step, task: String, selection: Memo<Option<Selection>>) -> impl IntoView {
+fn StepRow(
+    step: Step,
+    task: String,
+    shown: Option<String>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
     let name = step.name.clone();
     let label = step.name.clone();
     let is_open = move || {
-        selection
+        let open = selection
             .get()
-            .is_some_and(|chosen| chosen.step.as_deref() == Some(name.as_str()))
+            .and_then(|chosen| chosen.step)
+            .or_else(|| shown.clone());
+        open.as_deref() == Some(name.as_str())
     };
     let href = here(&format!(
         "?task={}&step={}",
