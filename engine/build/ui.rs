@@ -27,7 +27,10 @@ pub fn build() -> Result<(), Box<dyn Error>> {
     for watched in ["src", "style", "static", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", ui.join(watched).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
     println!("cargo:rerun-if-env-changed=DANUBE_UI_REQUIRED");
 
     let out = PathBuf::from(env::var("OUT_DIR")?).join("ui");
@@ -100,8 +103,7 @@ fn wasm_target_installed() -> bool {
         return false;
     };
     let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    output.status.success()
-        && fs::read_dir(&path).is_ok_and(|mut entries| entries.next().is_some())
+    output.status.success() && fs::read_dir(&path).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 /// Runs `cargo build` for the UI crate and returns the `.wasm` it made.

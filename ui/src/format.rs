@@ -66,7 +66,10 @@ mod tests {
 
     #[test]
     fn short_ids_match_the_cli() {
-        assert_eq!(short_id("01a24355-a819-779f-8ca7-cd7543a5bcd3"), "01a24355-a819-779f");
+        assert_eq!(
+            short_id("01a24355-a819-779f-8ca7-cd7543a5bcd3"),
+            "01a24355-a819-779f"
+        );
         assert_eq!(short_id("abc"), "abc");
     }
 

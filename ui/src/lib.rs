@@ -6,7 +6,9 @@
 //! result into the `danube` binary.
 
 pub mod api;
+pub mod dag;
 pub mod format;
+pub mod logtext;
 
 #[cfg(target_arch = "wasm32")]
 mod app;

@@ -67,7 +67,10 @@ pub fn page(headers: &HeaderMap) -> Response {
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
     extra.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    extra.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    extra.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -94,11 +97,20 @@ fn serve(path: &str, headers: &HeaderMap) -> Option<Response> {
         }
     };
     let head = response.headers_mut();
-    head.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    head.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path)),
+    );
     head.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    head.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex is a valid header"));
+    head.insert(
+        header::ETAG,
+        HeaderValue::from_str(etag).expect("hex is a valid header"),
+    );
     head.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    head.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    head.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     Some(response)
 }
 
@@ -106,7 +118,11 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|coding| coding.trim().starts_with("gzip")))
+        .is_some_and(|value| {
+            value
+                .split(',')
+                .any(|coding| coding.trim().starts_with("gzip"))
+        })
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -136,7 +152,10 @@ mod tests {
     fn gzip_is_chosen_only_when_accepted() {
         let mut headers = HeaderMap::new();
         assert!(!accepts_gzip(&headers));
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br, gzip;q=0.8"));
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.8"),
+        );
         assert!(accepts_gzip(&headers));
     }
 }

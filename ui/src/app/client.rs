@@ -27,7 +27,10 @@ pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, ApiFailure> {
     decode(response).await
 }
 
-pub async fn post<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, ApiFailure> {
+pub async fn post<B: Serialize, T: DeserializeOwned>(
+    path: &str,
+    body: &B,
+) -> Result<T, ApiFailure> {
     let request = Request::post(path).json(body).map_err(|err| ApiFailure {
         status: 0,
         message: format!("could not encode the request: {err}"),
@@ -54,7 +57,9 @@ async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiFailure
 fn unreachable(err: gloo_net::Error) -> ApiFailure {
     ApiFailure {
         status: 0,
-        message: format!("could not reach the Danube server ({err}); is `danube serve` still running?"),
+        message: format!(
+            "could not reach the Danube server ({err}); is `danube serve` still running?"
+        ),
     }
 }
 

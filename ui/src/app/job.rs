@@ -12,13 +12,18 @@ use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use serde::Serialize;
 
 use super::client::{self, ApiFailure};
+use super::dag_view::DagView;
 use super::jobs::StateBadge;
+use super::log_view::LogView;
 use super::{Failure, changes, now_ms};
-use crate::api::{Artifact, JobDetail, Job, State, Step, Task};
+use crate::api::{Artifact, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
 
 /// How long live changes are gathered before the job is fetched again.
 const REFRESH_DELAY_MS: u64 = 200;
+
+/// How often a running job is fetched again without a change event.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Clone, Debug, PartialEq)]
 enum Load {
@@ -36,6 +41,22 @@ pub struct Selection {
     pub at_end: bool,
 }
 
+impl Selection {
+    /// The output of `danubefile.py` itself, which the API names by
+    /// leaving out task and step.
+    fn script() -> Selection {
+        Selection {
+            task: String::new(),
+            step: Some(String::new()),
+            at_end: false,
+        }
+    }
+
+    fn is_script(&self) -> bool {
+        self.task.is_empty()
+    }
+}
+
 #[component]
 pub fn JobPage() -> impl IntoView {
     let params = use_params_map();
@@ -47,7 +68,9 @@ pub fn JobPage() -> impl IntoView {
     let fetch = move || {
         let wanted = id.get_untracked();
         spawn_local(async move {
-            let result = client::get::<JobDetail>(&format!("/api/v1/jobs/{}", client::query_value(&wanted))).await;
+            let result =
+                client::get::<JobDetail>(&format!("/api/v1/jobs/{}", client::query_value(&wanted)))
+                    .await;
             if id.get_untracked() != wanted {
                 return;
             }
@@ -84,24 +107,52 @@ pub fn JobPage() -> impl IntoView {
         );
     });
 
+    // A job that another process runs sends no events here: while it is
+    // not final, it is fetched again now and then.
+    let poll = set_interval_with_handle(
+        move || {
+            let running = matches!(&*load.read_untracked(), Load::Loaded(detail) if !detail.job.state.is_final());
+            if running {
+                fetch();
+            }
+        },
+        POLL_INTERVAL,
+    );
+    on_cleanup(move || {
+        if let Ok(handle) = poll {
+            handle.clear();
+        }
+    });
+
     let selection = Memo::new(move |_| {
         let query = query.read();
-        let chosen = query.get("task").map(|task| Selection {
-            task,
-            step: query.get("step"),
-            at_end: false,
-        });
+        let chosen = if query.get("script").is_some() {
+            Some(Selection::script())
+        } else {
+            query.get("task").map(|task| Selection {
+                task,
+                step: query.get("step"),
+                at_end: false,
+            })
+        };
         chosen.or_else(|| match &*load.read() {
             Load::Loaded(detail) => first_failure(detail),
             _ => None,
         })
     });
 
+    // The page is built again only when loading starts, fails or ends, not
+    // on every refresh, so focus, scroll and open logs stay.
+    let phase = Memo::new(move |_| match &*load.read() {
+        Load::Loading => 0,
+        Load::Failed(_) => 1,
+        Load::Loaded(_) => 2,
+    });
     view! {
-        {move || match load.get() {
-            Load::Loading => view! { <p class="loading page" aria-busy="true">"Loading the job…"</p> }.into_any(),
-            Load::Failed(failure) => view! { <section class="page"><Failure failure /><p><A href="/">"Back to all jobs"</A></p></section> }.into_any(),
-            Load::Loaded(_) => view! { <JobView load selection on_action=fetch /> }.into_any(),
+        {move || match (phase.get(), load.get_untracked()) {
+            (_, Load::Failed(failure)) => view! { <section class="page"><Failure failure /><p><A href="/">"Back to all jobs"</A></p></section> }.into_any(),
+            (2, _) => view! { <JobView id=id.get_untracked() load selection on_action=fetch /> }.into_any(),
+            _ => view! { <p class="loading page" aria-busy="true">"Loading the job…"</p> }.into_any(),
         }}
     }
 }
@@ -125,24 +176,35 @@ fn first_failure(detail: &JobDetail) -> Option<Selection> {
 }
 
 #[component]
-fn JobView(load: RwSignal<Load>, selection: Memo<Option<Selection>>, on_action: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+fn JobView(
+    id: String,
+    load: RwSignal<Load>,
+    selection: Memo<Option<Selection>>,
+    on_action: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     let detail = Memo::new(move |_| match load.get() {
         Load::Loaded(detail) => Some(detail),
         _ => None,
     });
     let job = Memo::new(move |_| detail.get().map(|detail| detail.job));
     let tasks = Signal::derive(move || detail.get().map(|detail| detail.tasks).unwrap_or_default());
-    let artifacts = Signal::derive(move || detail.get().map(|detail| detail.artifacts).unwrap_or_default());
+    let edges = Signal::derive(move || detail.get().map(|detail| detail.edges).unwrap_or_default());
+    let artifacts = Signal::derive(move || {
+        detail
+            .get()
+            .map(|detail| detail.artifacts)
+            .unwrap_or_default()
+    });
 
     view! {
         <section class="page job" data-testid="job-page">
             {move || job.get().map(|job| view! { <JobHeader job on_action /> })}
             <div class="job-body">
                 <div class="graph-pane">
-                    <TaskGraph tasks selection />
+                    <TaskGraph tasks edges selection />
                 </div>
                 <div class="detail-pane">
-                    <StepsPanel tasks selection />
+                    <StepsPanel job_id=id tasks selection />
                 </div>
             </div>
             <Artifacts artifacts />
@@ -170,7 +232,9 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
             spawn_local(async move {
                 let path = format!("/api/v1/jobs/{}/{action}", client::query_value(&id));
                 match client::post::<_, Job>(&path, &Empty {}).await {
-                    Ok(new_job) if action == "rerun" => navigate(&format!("/jobs/{}", new_job.id), Default::default()),
+                    Ok(new_job) if action == "rerun" => {
+                        navigate(&format!("/jobs/{}", new_job.id), Default::default())
+                    }
                     Ok(_) => on_action(),
                     Err(err) => failure.set(Some(err)),
                 }
@@ -179,8 +243,15 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
         }
     };
     let running = !job.state.is_final();
-    let title = if job.pipeline.is_empty() { "(pipeline loading)".to_owned() } else { job.pipeline.clone() };
-    let started = job.started_at.map(|at| format::ago(at, now_ms())).unwrap_or_else(|| "not started".to_owned());
+    let title = if job.pipeline.is_empty() {
+        "(pipeline loading)".to_owned()
+    } else {
+        job.pipeline.clone()
+    };
+    let started = job
+        .started_at
+        .map(|at| format::ago(at, now_ms()))
+        .unwrap_or_else(|| "not started".to_owned());
     let duration = job.duration_ms.map(format::duration).unwrap_or_default();
     let project_filter = format!("/?project={}", client::query_value(&job.project));
 
@@ -210,43 +281,83 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
     }
 }
 
-/// Placeholder until the layered DAG view lands: tasks in declaration
-/// order.
+/// The task DAG; choosing a node selects its task in the address.
 #[component]
-fn TaskGraph(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> impl IntoView {
-    view! {
-        <ol class="task-list">
-            <For
-                each=move || tasks.get()
-                key=|task| (task.name.clone(), task.state)
-                children=move |task| {
-                    let href = format!("?task={}", client::query_value(&task.name));
-                    let name = task.name.clone();
-                    let label = task.name.clone();
-                    view! {
-                        <li data-testid="dag-node" data-task=label data-state=task.state.as_str()
-                            class:selected=move || selection.get().is_some_and(|chosen| chosen.task == name)>
-                            <A href=href><StateBadge state=task.state />" "{task.name.clone()}</A>
-                        </li>
-                    }
-                }
-            />
-        </ol>
-    }
+fn TaskGraph(
+    tasks: Signal<Vec<Task>>,
+    edges: Signal<Vec<Edge>>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
+    let selected = Signal::derive(move || selection.get().map(|chosen| chosen.task));
+    let navigate = use_navigate();
+    let on_select = Callback::new(move |name: String| {
+        navigate(
+            &here(&format!("?task={}", client::query_value(&name))),
+            Default::default(),
+        );
+    });
+    view! { <DagView tasks edges selected on_select /> }
+}
+
+/// This page's path with `query`: the router does not resolve a bare
+/// query string against the current page.
+fn here(query: &str) -> String {
+    let path = web_sys::window()
+        .and_then(|window| window.location().pathname().ok())
+        .unwrap_or_default();
+    format!("{path}{query}")
 }
 
 #[component]
-fn StepsPanel(tasks: Signal<Vec<Task>>, selection: Memo<Option<Selection>>) -> impl IntoView {
+fn StepsPanel(
+    job_id: String,
+    tasks: Signal<Vec<Task>>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
     let task = Memo::new(move |_| {
         let chosen = selection.get()?;
-        tasks.get().into_iter().find(|task| task.name == chosen.task)
+        tasks
+            .get()
+            .into_iter()
+            .find(|task| task.name == chosen.task)
+    });
+    let script = move || selection.get().is_some_and(|chosen| chosen.is_script());
+    // Keyed on the selected log alone, so a refresh of the job does not
+    // restart the log's stream.
+    let log = Memo::new(move |_| {
+        let chosen = selection.get()?;
+        let step = match chosen.step.clone() {
+            Some(step) => step,
+            None => task.with(|task| task.as_ref().and_then(step_to_show))?,
+        };
+        Some((chosen.task.clone(), step, chosen.at_end))
     });
     view! {
+        <nav class="log-tabs">
+            <a href=here("?script=1") class="button" aria-current=move || script().then_some("page")>"Script output"</a>
+        </nav>
         {move || match task.get() {
+            None if script() => view! { <h2>"Output of danubefile.py"</h2> }.into_any(),
             None => view! { <p class="empty muted">"Select a task in the graph to see its steps and logs."</p> }.into_any(),
             Some(task) => view! { <TaskSteps task selection /> }.into_any(),
         }}
+        {move || log.get().map(|(task, step, at_end)| view! {
+            <LogView job_id=job_id.clone() task step start_at_end=at_end />
+        })}
     }
+}
+
+/// The step whose log a task shows when no step is chosen: the first that
+/// failed, else the one that started last.
+fn step_to_show(task: &Task) -> Option<String> {
+    let failed = task.steps.iter().find(|step| step.state.is_bad());
+    failed
+        .or_else(|| {
+            task.steps
+                .iter()
+                .max_by_key(|step| (step.started_at, step.id))
+        })
+        .map(|step| step.name.clone())
 }
 
 #[component]
@@ -261,23 +372,84 @@ fn TaskSteps(task: Task, selection: Memo<Option<Selection>>) -> impl IntoView {
             {if steps.is_empty() {
                 view! { <p class="muted">"No step has started yet."</p> }.into_any()
             } else {
-                view! {
-                    <ul class="steps">
-                        {steps.into_iter().map(|step| view! { <StepRow step task=task_name.clone() selection /> }).collect_view()}
-                    </ul>
-                }.into_any()
+                let shown = step_to_show(&task);
+                view! { <StepList steps task=task_name.clone() shown selection /> }.into_any()
             }}
         </section>
     }
 }
 
+/// The steps of a task. When some step failed, the passing ones fold
+/// into one line, so the failure is what the eye lands on.
 #[component]
-fn StepRow(step: Step, task: String, selection: Memo<Option<Selection>>) -> impl IntoView {
+fn StepList(
+    steps: Vec<Step>,
+    task: String,
+    /// The step whose log shows while the address names none.
+    shown: Option<String>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
+    let failed = steps.iter().any(|step| step.state.is_bad());
+    let (passing, rest): (Vec<Step>, Vec<Step>) = steps
+        .into_iter()
+        .partition(|step| failed && step.state == State::Success);
+    let row = {
+        let task = task.clone();
+        move |step: Step| {
+            let shown = shown.clone();
+            view! { <StepRow step task=task.clone() shown selection /> }
+        }
+    };
+    let folded = (!passing.is_empty()).then(|| {
+        let count = passing.len();
+        let label = if count == 1 {
+            "1 passing step".to_owned()
+        } else {
+            format!("{count} passing steps")
+        };
+        let rows = passing.into_iter().map(row.clone()).collect_view();
+        view! {
+            <li>
+                <details class="passing-steps" data-testid="passing-steps">
+                    <summary class="passing">{label}</summary>
+                    <ul class="steps nested">{rows}</ul>
+                </details>
+            </li>
+        }
+    });
+    view! {
+        <ul class="steps">
+            {folded}
+            {rest.into_iter().map(row).collect_view()}
+        </ul>
+    }
+}
+
+#[component]
+fn StepRow(
+    step: Step,
+    task: String,
+    shown: Option<String>,
+    selection: Memo<Option<Selection>>,
+) -> impl IntoView {
     let name = step.name.clone();
     let label = step.name.clone();
-    let is_open = move || selection.get().is_some_and(|chosen| chosen.step.as_deref() == Some(name.as_str()));
-    let href = format!("?task={}&step={}", client::query_value(&task), client::query_value(&step.name));
-    let exit = step.exit_code.map(|code| format!("exit {code}")).unwrap_or_default();
+    let is_open = move || {
+        let open = selection
+            .get()
+            .and_then(|chosen| chosen.step)
+            .or_else(|| shown.clone());
+        open.as_deref() == Some(name.as_str())
+    };
+    let href = here(&format!(
+        "?task={}&step={}",
+        client::query_value(&task),
+        client::query_value(&step.name)
+    ));
+    let exit = step
+        .exit_code
+        .map(|code| format!("exit {code}"))
+        .unwrap_or_default();
     let duration = step.duration_ms.map(format::duration).unwrap_or_default();
     let command = step.command.clone();
     view! {

@@ -13,6 +13,12 @@ use super::{Failure, changes, now_ms};
 use crate::api::{ChangeEvent, Job, JobPage, State};
 use crate::format;
 
+/// Jobs per page.
+const PAGE_SIZE: usize = 50;
+
+/// How often the first page is fetched again without a change event.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the list shows: one fetch per distinct filter.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Filter {
@@ -23,7 +29,7 @@ struct Filter {
 
 impl Filter {
     fn query(&self, cursor: Option<&str>) -> String {
-        let mut query = String::from("/api/v1/jobs?limit=50");
+        let mut query = format!("/api/v1/jobs?limit={PAGE_SIZE}");
         for (name, value) in [
             ("state", &self.state),
             ("pipeline", &self.pipeline),
@@ -98,7 +104,11 @@ pub fn JobsPage() -> impl IntoView {
             return;
         };
         match event {
-            ChangeEvent::Job { job_id, state, reason } => {
+            ChangeEvent::Job {
+                job_id,
+                state,
+                reason,
+            } => {
                 let known = jobs.with_untracked(|list| list.iter().any(|job| job.id == job_id));
                 if known {
                     jobs.update(|list| {
@@ -114,13 +124,31 @@ pub fn JobsPage() -> impl IntoView {
                     fetch_first();
                 }
             }
-            ChangeEvent::Plan { job_id, pipeline, .. } => jobs.update(|list| {
+            ChangeEvent::Plan {
+                job_id, pipeline, ..
+            } => jobs.update(|list| {
                 if let Some(job) = list.iter_mut().find(|job| job.id == job_id) {
                     job.pipeline = pipeline;
                 }
             }),
             ChangeEvent::Lagged { .. } => fetch_first(),
             _ => {}
+        }
+    });
+
+    // Jobs that `danube run` starts in other processes send no events to
+    // this server, so the first page is also fetched again now and then.
+    let poll = set_interval_with_handle(
+        move || {
+            if jobs.with_untracked(|list| list.len() <= PAGE_SIZE) {
+                fetch_first();
+            }
+        },
+        POLL_INTERVAL,
+    );
+    on_cleanup(move || {
+        if let Ok(handle) = poll {
+            handle.clear();
         }
     });
 
@@ -179,7 +207,9 @@ fn list_keys(jobs: RwSignal<Vec<Job>>, selected: RwSignal<usize>) {
             "j" | "ArrowDown" => selected.update(|at| *at = (*at + 1).min(count - 1)),
             "k" | "ArrowUp" => selected.update(|at| *at = at.saturating_sub(1)),
             "Enter" => {
-                let id = jobs.with_untracked(|list| list.get(selected.get_untracked()).map(|job| job.id.clone()));
+                let id = jobs.with_untracked(|list| {
+                    list.get(selected.get_untracked()).map(|job| job.id.clone())
+                });
                 if let Some(id) = id {
                     navigate(&format!("/jobs/{id}"), Default::default());
                 }
@@ -195,23 +225,39 @@ fn list_keys(jobs: RwSignal<Vec<Job>>, selected: RwSignal<usize>) {
 fn FilterBar(filter: Memo<Filter>) -> impl IntoView {
     let navigate = use_navigate();
     let apply = move |state: String, pipeline: String, project: String| {
-        let wanted = Filter { state, pipeline, project };
+        let wanted = Filter {
+            state,
+            pipeline,
+            project,
+        };
         let query = wanted.query(None);
-        let search = query.trim_start_matches("/api/v1/jobs?limit=50");
+        let search = query.trim_start_matches(&format!("/api/v1/jobs?limit={PAGE_SIZE}"));
         let search = search.trim_start_matches('&');
-        let path = if search.is_empty() { "/".to_owned() } else { format!("/?{search}") };
+        let path = if search.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/?{search}")
+        };
         navigate(&path, Default::default());
     };
     let on_state = {
         let apply = apply.clone();
         move |event: ev::Event| {
             let current = filter.get_untracked();
-            apply(event_target_value(&event), current.pipeline, current.project);
+            apply(
+                event_target_value(&event),
+                current.pipeline,
+                current.project,
+            );
         }
     };
     let on_pipeline = move |event: ev::Event| {
         let current = filter.get_untracked();
-        apply(current.state, event_target_value(&event).trim().to_owned(), current.project);
+        apply(
+            current.state,
+            event_target_value(&event).trim().to_owned(),
+            current.project,
+        );
     };
     view! {
         <form class="filters" role="search" on:submit=|event| event.prevent_default()>
@@ -246,11 +292,19 @@ fn FilterBar(filter: Memo<Filter>) -> impl IntoView {
 }
 
 #[component]
-fn JobTable(jobs: RwSignal<Vec<Job>>, filter: Memo<Filter>, selected: RwSignal<usize>) -> impl IntoView {
+fn JobTable(
+    jobs: RwSignal<Vec<Job>>,
+    filter: Memo<Filter>,
+    selected: RwSignal<usize>,
+) -> impl IntoView {
     let now = now_ms();
     let visible = move || {
         let wanted = filter.get();
-        jobs.get().into_iter().filter(|job| wanted.matches(job)).enumerate().collect::<Vec<_>>()
+        jobs.get()
+            .into_iter()
+            .filter(|job| wanted.matches(job))
+            .enumerate()
+            .collect::<Vec<_>>()
     };
     view! {
         <Show

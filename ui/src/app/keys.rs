@@ -35,7 +35,10 @@ const SHORTCUTS: [(&str, &str); 9] = [
     ("g then j", "go to the jobs list"),
     ("n", "run a project"),
     ("t", "switch between light and dark"),
-    ("j / k", "next or previous job in the list, task in the graph"),
+    (
+        "j / k",
+        "next or previous job in the list, task in the graph",
+    ),
     ("Enter", "open the selected job or task"),
     ("/", "search the log"),
     ("f", "follow the log's end"),
@@ -95,6 +98,11 @@ pub fn Shortcuts() -> impl IntoView {
 fn log_open() -> bool {
     web_sys::window()
         .and_then(|window| window.document())
-        .and_then(|document| document.query_selector("[data-testid=log-view]").ok().flatten())
+        .and_then(|document| {
+            document
+                .query_selector("[data-testid=log-view]")
+                .ok()
+                .flatten()
+        })
         .is_some()
 }

@@ -1,10 +1,12 @@
 //! The Leptos app: routes, the page frame, and what every page shares.
 
 mod client;
+pub mod dag_view;
 mod job;
 mod jobs;
 mod keys;
 mod live;
+pub mod log_view;
 mod run;
 mod theme;
 

@@ -20,14 +20,26 @@ fn set_attribute(theme: &str) {
 
 fn system_prefers_dark() -> bool {
     web_sys::window()
-        .and_then(|window| window.match_media("(prefers-color-scheme: dark)").ok().flatten())
+        .and_then(|window| {
+            window
+                .match_media("(prefers-color-scheme: dark)")
+                .ok()
+                .flatten()
+        })
         .is_some_and(|query| query.matches())
 }
 
 fn current() -> String {
     storage()
         .and_then(|storage| storage.get_item(STORAGE_KEY).ok().flatten())
-        .unwrap_or_else(|| if system_prefers_dark() { "dark" } else { "light" }.to_owned())
+        .unwrap_or_else(|| {
+            if system_prefers_dark() {
+                "dark"
+            } else {
+                "light"
+            }
+            .to_owned()
+        })
 }
 
 pub fn apply_saved() {
@@ -38,7 +50,11 @@ pub fn apply_saved() {
 pub fn ThemeToggle() -> impl IntoView {
     let (theme, set_theme) = signal(current());
     let toggle = move |_| {
-        let next = if theme.get() == "dark" { "light" } else { "dark" };
+        let next = if theme.get() == "dark" {
+            "light"
+        } else {
+            "dark"
+        };
         if let Some(storage) = storage() {
             let _ = storage.set_item(STORAGE_KEY, next);
         }
