@@ -10,11 +10,11 @@
 //!   entered the DOM, from a `MutationObserver` that DevTools
 //!   (`Page.addScriptToEvaluateOnNewDocument`) installs before any of the
 //!   page's scripts run;
-//! - when `[data-testid=log-status]` first said `ended` (the whole log is in
-//!   the viewer);
+//! - when `[data-testid=log-status]` first contained `ended` (the whole log
+//!   is in the viewer);
 //! - the JS heap after the load (`performance.memory.usedJSHeapSize`, made
 //!   precise by `--enable-precise-memory-info`; the WebAssembly memory is
-//!   not part of it) and the renderer process's resident set;
+//!   not part of it), the app's WebAssembly memory and the renderer process's resident set;
 //! - the time from setting the viewer's `scrollTop` to the middle until
 //!   the lines there are in the DOM and a frame has passed, and the longest
 //!   frame while scrolling one page per frame for 60 frames.
@@ -137,6 +137,8 @@ struct Sample {
     first_line_ms: f64,
     ended_ms: f64,
     js_heap_mib: f64,
+    /// The app's WebAssembly memory, where the viewer keeps the log text.
+    wasm_memory_mib: f64,
     renderer_rss_mib: f64,
     renderer_peak_rss_mib: f64,
     dom_nodes: f64,
@@ -181,7 +183,7 @@ def big_log():
         let sample = measure(&sandbox, &server, &job, repeat).await;
         println!(
             "repeat {repeat}/{} (load {}): first line {:.0} ms, ended {:.0} ms, \
-             curl pages {:.0} ms, curl stream {:.0} ms, middle {:.0} ms",
+             curl pages {:.0} ms, curl stream {:.0} ms, middle {:.0} ms, longest scroll frame {:.1} ms",
             args.repeats,
             load_average(),
             sample.first_line_ms,
@@ -189,6 +191,7 @@ def big_log():
             sample.curl_pages_ms,
             sample.curl_stream_ms,
             sample.jump_to_middle_ms,
+            sample.longest_scroll_frame_ms,
         );
         samples.push(sample);
     }
@@ -249,6 +252,15 @@ async fn create_log_job(sandbox: &Sandbox, server: &Server) -> LogJob {
 /// the first log line and the ended status appear, on the page's clock.
 const OBSERVER: &str = r#"
 window.danubeBench = {};
+// Keeps the app's WebAssembly instance, to read the size of its memory.
+for (const name of ['instantiate', 'instantiateStreaming']) {
+    const original = WebAssembly[name];
+    WebAssembly[name] = async (...args) => {
+        const result = await original.apply(WebAssembly, args);
+        window.danubeBench.wasm = result.instance ?? result;
+        return result;
+    };
+}
 new MutationObserver((_, observer) => {
     const bench = window.danubeBench;
     if (bench.app === undefined && document.querySelector('#main')) {
@@ -266,16 +278,20 @@ new MutationObserver((_, observer) => {
 }).observe(document, {childList: true, subtree: true, characterData: true});
 "#;
 
-/// Sets the viewer's `scrollTop` to the middle and calls back once the
-/// rows there are in the DOM and a frame has passed, with the elapsed time.
+/// Sets the viewer's `scrollTop` to the middle and calls back once rows
+/// within a page of the expected line are in view and a frame has passed,
+/// with the elapsed time.
 const JUMP_TO_MIDDLE: &str = r#"
 const done = arguments[arguments.length - 1];
 const view = document.querySelector('[data-testid=log-view]');
 const total = arguments[0];
 const start = performance.now();
 view.scrollTop = (view.scrollHeight - view.clientHeight) / 2;
+// The expected first line, from the average row height; padding and
+// rounding make it approximate, so a page of rows either way counts.
 const rowHeight = view.scrollHeight / total;
 const expected = Math.floor(view.scrollTop / rowHeight) + 1;
+const tolerance = Math.max(2, Math.ceil(view.clientHeight / rowHeight));
 const check = () => {
     const box = view.getBoundingClientRect();
     const shown = [...view.querySelectorAll('[data-testid=log-line]')]
@@ -284,7 +300,7 @@ const check = () => {
             return rect.bottom > box.top && rect.top < box.bottom;
         })
         .map(line => Number(line.getAttribute('data-line')));
-    if (shown.some(line => Math.abs(line - expected) <= 2)) {
+    if (shown.some(line => Math.abs(line - expected) <= tolerance)) {
         requestAnimationFrame(() => done({ms: performance.now() - start, expected, first: shown[0]}));
     } else if (performance.now() - start > 10000) {
         done({ms: null, expected, first: shown[0] ?? null});
@@ -367,13 +383,20 @@ async fn measure(sandbox: &Sandbox, server: &Server, job: &LogJob, repeat: usize
         println!("status after the load: {status}");
     }
 
+    // After a collection, the heap contains what the page keeps, not garbage
+    // the collector has not reached yet.
+    browser
+        .devtools("HeapProfiler.collectGarbage", json!({}))
+        .await;
     let memory = browser
         .eval(
             "return {heap: performance.memory.usedJSHeapSize, \
+             wasm: window.danubeBench.wasm?.exports?.memory?.buffer?.byteLength ?? null, \
              nodes: document.getElementsByTagName('*').length};",
         )
         .await;
     sample.js_heap_mib = number(&memory["heap"]) / f64::from(1 << 20);
+    sample.wasm_memory_mib = number(&memory["wasm"]) / f64::from(1 << 20);
     sample.dom_nodes = number(&memory["nodes"]);
     sample.renderer_rss_mib = renderer_rss_kib(&browser, "VmRSS") / 1024.0;
     sample.renderer_peak_rss_mib = renderer_peak.stop() / 1024.0;
@@ -455,8 +478,8 @@ fn time_command(command: &mut Command) -> f64 {
     elapsed.as_secs_f64() * 1000.0
 }
 
-/// Process ids of the browser's renderers (`--type=renderer`, which hold
-/// the pages).
+/// Returns the process ids of the browser's renderers (`--type=renderer`,
+/// which run the pages).
 fn renderers(browser: &Browser) -> Vec<i32> {
     browser
         .process_ids()
@@ -474,8 +497,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
-/// The largest value of `field` (`VmRSS`, `VmHWM`) in kB over the browser's
-/// renderers.
+/// Returns the largest value of `field` (`VmRSS`, `VmHWM`) in kB over the
+/// browser's renderers.
 fn renderer_rss_kib(browser: &Browser, field: &str) -> f64 {
     renderers(browser)
         .into_iter()
@@ -543,8 +566,11 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
+/// One line of the report: label, the value of a sample, unit.
+type Row = (&'static str, fn(&Sample) -> f64, &'static str);
+
 fn report(samples: &[Sample], job: &LogJob) {
-    let rows: [(&str, fn(&Sample) -> f64, &str); 13] = [
+    let rows: [Row; 14] = [
         (
             "curl: JSON pages of GET .../logs",
             |s| s.curl_pages_ms,
@@ -568,6 +594,11 @@ fn report(samples: &[Sample], job: &LogJob) {
             "lines",
         ),
         ("browser: JS heap after the load", |s| s.js_heap_mib, "MiB"),
+        (
+            "browser: WebAssembly memory after the load",
+            |s| s.wasm_memory_mib,
+            "MiB",
+        ),
         (
             "browser: renderer RSS after the load",
             |s| s.renderer_rss_mib,

@@ -31,7 +31,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a WebDriver command may take before the test gives up.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long chromedriver gets to answer `/status` after it starts.
+/// How long chromedriver gets to report `ready` on `/status` after it
+/// starts.
 const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Chromium switches for a quiet, reproducible headless browser: no GPU,
@@ -52,8 +53,8 @@ const CHROMIUM_ARGS: &[&str] = &[
 const INSTALL_HINT: &str = "install them with `apt-get install chromium chromium-driver` \
      (CI does), or set DANUBE_CHROMIUM and DANUBE_CHROMEDRIVER to their paths";
 
-/// The `target/` folder this test binary was built into (the binary lives in
-/// `target/<profile>/deps/`).
+/// Returns the `target/` folder this test binary was built into (the binary
+/// lives in `target/<profile>/deps/`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
     exe.ancestors()
@@ -62,7 +63,7 @@ pub fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// `target/screenshots/`, created on first use.
+/// Returns `target/screenshots/`, creating it on first use.
 pub fn screenshot_dir() -> PathBuf {
     let dir = target_dir().join("screenshots");
     fs::create_dir_all(&dir).expect("create target/screenshots");
@@ -86,10 +87,10 @@ fn remove_screenshots(name: &str) {
 }
 
 /// Finds a program by the environment variable `variable`, else by the
-/// first of `names` on `PATH`.
+/// first of `names` on `PATH`. Returns `None` when the file is missing.
 fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(variable) {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|path| path.is_file());
     }
     let path = std::env::var_os("PATH")?;
     names.iter().find_map(|name| {
@@ -99,8 +100,8 @@ fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
     })
 }
 
-/// Paths of Chromium and chromedriver; panics with the install command when
-/// either is missing.
+/// Returns the paths of Chromium and chromedriver, and panics with the
+/// install command when either is missing.
 pub fn browser_programs() -> (PathBuf, PathBuf) {
     let chromium = find_program(
         "DANUBE_CHROMIUM",
@@ -117,7 +118,7 @@ pub fn browser_programs() -> (PathBuf, PathBuf) {
     }
 }
 
-/// A port on loopback that was free a moment ago.
+/// Returns a loopback port that was free a moment ago.
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("a bound address").port()
@@ -180,7 +181,6 @@ pub struct Browser {
     token: String,
     /// Prefix of this test's screenshot names.
     name: String,
-    driver_log: PathBuf,
 }
 
 impl Browser {
@@ -273,7 +273,6 @@ impl Browser {
             base: server.base.clone(),
             token: server.token.clone(),
             name: name.to_owned(),
-            driver_log,
         }
     }
 
@@ -294,12 +293,13 @@ impl Browser {
         self.wait_for_app().await;
     }
 
-    /// The WebDriver client, for commands this type does not wrap.
+    /// Returns the WebDriver client, for commands this type does not wrap.
     pub fn client(&self) -> &Client {
         &self.client
     }
 
-    /// The address of a page of the Danube server (`path` starts with `/`).
+    /// Returns the address of a page of the Danube server (`path` starts
+    /// with `/`).
     pub fn page_url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -330,7 +330,7 @@ impl Browser {
         .await;
     }
 
-    /// The current address.
+    /// Returns the page's current address.
     pub async fn url(&self) -> String {
         command("read the address", self.client.current_url())
             .await
@@ -342,7 +342,8 @@ impl Browser {
         self.eval_with(script, Vec::new()).await
     }
 
-    /// [`Browser::eval`] with `arguments[0..]`.
+    /// Runs `script` as [`Browser::eval`] does, with `args` as
+    /// `arguments[0..]`.
     pub async fn eval_with(&self, script: &str, args: Vec<Value>) -> Value {
         command(
             &format!("run script `{script}`"),
@@ -417,17 +418,12 @@ impl Browser {
         body["value"].clone()
     }
 
-    /// Process ids of chromedriver and everything it started.
+    /// Returns the process ids of chromedriver and everything it started.
     pub fn process_ids(&self) -> Vec<i32> {
         let root = i32::try_from(self.driver.id()).expect("pids fit in i32");
         let mut tree = vec![root];
         tree.extend(descendants(root));
         tree
-    }
-
-    /// Last lines of chromedriver's output, for failure messages.
-    pub fn driver_log_tail(&self) -> String {
-        read_tail(&self.driver_log)
     }
 }
 
@@ -492,7 +488,7 @@ fn kill_tree(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// All processes below `root`, by their parent ids in `/proc`.
+/// Lists the processes below `root`, by their parent ids in `/proc`.
 pub fn descendants(root: i32) -> Vec<i32> {
     let mut parents = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
@@ -507,7 +503,8 @@ pub fn descendants(root: i32) -> Vec<i32> {
             let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
-            // `pid (comm) state ppid ...`; comm may hold spaces and brackets.
+            // `pid (comm) state ppid ...`, where comm may contain spaces and
+            // brackets.
             let ppid = stat
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1))
@@ -530,7 +527,7 @@ pub fn descendants(root: i32) -> Vec<i32> {
     found
 }
 
-/// Waits until chromedriver answers `GET /status` with `ready`.
+/// Waits until chromedriver reports `ready` on `GET /status`.
 async fn wait_for_driver(driver_url: &str, log: &Path) {
     let status = format!("{driver_url}/status");
     let client = reqwest::Client::new();
@@ -555,7 +552,7 @@ async fn wait_for_driver(driver_url: &str, log: &Path) {
     }
 }
 
-/// The last 40 lines of a log file.
+/// Returns the last 40 lines of a log file.
 fn read_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();

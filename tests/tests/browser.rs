@@ -84,7 +84,8 @@ impl Api {
         .await
     }
 
-    /// The state of step `step` of task `task`, or `None` before it exists.
+    /// Returns the state of step `step` of task `task`, or `None` before it
+    /// exists.
     async fn step_state(&self, id: &str, task: &str, step: &str) -> Option<String> {
         let job = self.job(id).await;
         job["tasks"]
@@ -111,20 +112,22 @@ impl Api {
 }
 
 /// A script that returns the log lines in the DOM, in order: number,
-/// text, classes, and whether the line is inside the log view's visible
-/// area.
+/// text, classes, whether the line lies inside the log view's scrolled
+/// area, and whether it is also inside the window, that is on screen.
 const LOG_LINES_SCRIPT: &str = r#"
     const view = document.querySelector('[data-testid=log-view]');
     const box = view ? view.getBoundingClientRect() : null;
     return [...document.querySelectorAll('[data-testid=log-line]')].map(line => {
         const rect = line.getBoundingClientRect();
         const text = (line.querySelector('.log-text') ?? line).textContent;
+        const inView = !!box && rect.height > 0 && rect.top >= box.top - 1 && rect.bottom <= box.bottom + 1;
         return {
             line: Number(line.getAttribute('data-line')),
             text,
             classes: line.className,
             marks: [...line.querySelectorAll('mark, .match, .log-match')].map(mark => mark.textContent),
-            visible: !!box && rect.height > 0 && rect.top >= box.top - 1 && rect.bottom <= box.bottom + 1,
+            in_view: inView,
+            visible: inView && rect.top >= 0 && rect.bottom <= window.innerHeight,
         };
     });
 "#;
@@ -136,6 +139,9 @@ struct LogLine {
     text: String,
     classes: String,
     marks: Vec<String>,
+    /// Inside the log view's scrolled area.
+    in_view: bool,
+    /// Inside the log view's scrolled area and inside the window.
     visible: bool,
 }
 
@@ -161,12 +167,13 @@ async fn log_lines(browser: &Browser) -> Vec<LogLine> {
                 .flatten()
                 .filter_map(|mark| mark.as_str().map(str::to_owned))
                 .collect(),
+            in_view: line["in_view"] == true,
             visible: line["visible"] == true,
         })
         .collect()
 }
 
-/// The text of the first element matching `selector`, or `None`.
+/// Returns the text of the first element matching `selector`, or `None`.
 async fn text_of(browser: &Browser, selector: &str) -> Option<String> {
     let text = browser
         .eval_with(
@@ -177,7 +184,7 @@ async fn text_of(browser: &Browser, selector: &str) -> Option<String> {
     text.as_str().map(str::to_owned)
 }
 
-/// Waits until the log view's status says the stream ended.
+/// Waits until the log view's status shows that the stream ended.
 async fn wait_log_ended(browser: &Browser) {
     wait_until(
         "the log view to end its stream",
@@ -258,7 +265,7 @@ def nap():
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dag_shows_every_task_with_its_final_state() {
+async fn dag_shows_final_task_states() {
     let sandbox = Sandbox::new();
     let server = sandbox.serve();
     let api = Api::new(&server);
@@ -279,12 +286,7 @@ async fn dag_shows_every_task_with_its_final_state() {
     expected.sort();
     assert_eq!(expected.len(), 5, "{job:#}");
 
-    let browser = Browser::open(
-        &sandbox,
-        &server,
-        "dag_shows_every_task_with_its_final_state",
-    )
-    .await;
+    let browser = Browser::open(&sandbox, &server, "dag_shows_final_task_states").await;
     browser.goto(&format!("/jobs/{id}")).await;
     let shown = wait_until("the DAG to match the API", UI_TIMEOUT, async || {
         let nodes = browser
@@ -352,6 +354,24 @@ def slow():
     .await;
     wait_log_ended(&browser).await;
     let lines = log_lines(&browser).await;
+    wait_until(
+        "the page to show the step's success",
+        UI_TIMEOUT,
+        async || {
+            let state = browser
+                .eval(
+                    "return document.querySelector('[data-testid=step][data-step=count]')
+                    ?.getAttribute('data-state') ?? null;",
+                )
+                .await;
+            if state == "success" {
+                Ok(())
+            } else {
+                Err(format!("step data-state {state}"))
+            }
+        },
+    )
+    .await;
     browser.screenshot("ended").await;
 
     assert!(
@@ -450,8 +470,8 @@ def long():
     }
 }
 
-/// The match counter's position (`k` of "k of 3") and the line marked as the
-/// current match, once both are shown.
+/// Returns the match counter's position (`k` of "k of 3") and the line
+/// marked as the current match, once both are shown.
 async fn current_match(browser: &Browser) -> Result<(usize, LogLine), String> {
     let counter = text_of(browser, "[data-testid=log-matches]")
         .await
@@ -557,7 +577,7 @@ def hang():
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_job_opens_on_failed_step_at_log_end() {
+async fn failed_job_opens_failed_step_log_end() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(
         r#"
@@ -575,12 +595,7 @@ def broken():
     let id = api.start_job(&sandbox.project()).await;
     let job = api.wait_final(&id).await;
     assert_eq!(job["state"], "failure", "{job:#}");
-    let browser = Browser::open(
-        &sandbox,
-        &server,
-        "failed_job_opens_on_failed_step_at_log_end",
-    )
-    .await;
+    let browser = Browser::open(&sandbox, &server, "failed_job_opens_failed_step_log_end").await;
 
     browser.goto(&format!("/jobs/{id}")).await;
     let open_steps = wait_until("the failed step to open", UI_TIMEOUT, async || {
@@ -608,10 +623,10 @@ def broken():
     })
     .await;
     wait_log_ended(&browser).await;
-    let last = wait_until("the end of the log in view", UI_TIMEOUT, async || {
+    let last = wait_until("the log view scrolled to its end", UI_TIMEOUT, async || {
         let lines = log_lines(&browser).await;
         match lines.last() {
-            Some(last) if last.line == 301 && last.visible => Ok(lines),
+            Some(last) if last.line == 301 && last.in_view => Ok(lines),
             other => Err(format!("last line in the DOM: {other:?}")),
         }
     })
@@ -623,6 +638,10 @@ def broken():
     let last = last.last().expect("the wait returned lines");
     assert_eq!(last.text.trim_end(), "build broke");
     assert!(last.has_class("stderr"), "{last:?}");
+    assert!(
+        last.visible,
+        "the log view is scrolled to its end, but its last line lies below the window: {last:?}"
+    );
     let before = log_lines(&browser).await;
     assert!(
         before
@@ -633,7 +652,7 @@ def broken():
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_form_starts_job_and_reports_bad_folder() {
+async fn run_form_starts_job() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(
         r#"
@@ -646,12 +665,7 @@ def hello():
     );
     let server = sandbox.serve();
     let api = Api::new(&server);
-    let browser = Browser::open(
-        &sandbox,
-        &server,
-        "run_form_starts_job_and_reports_bad_folder",
-    )
-    .await;
+    let browser = Browser::open(&sandbox, &server, "run_form_starts_job").await;
     let project = sandbox.project();
 
     browser.goto("/run").await;
@@ -689,12 +703,21 @@ def hello():
     )
     .await;
     browser.screenshot("job").await;
+
     assert_eq!(job["state"], "success", "{job:#}");
     assert_eq!(job["pipeline"], "hello");
     let canonical = project.canonicalize().expect("the project exists");
     assert_eq!(job["project"], canonical.to_str().expect("utf-8 temp path"));
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_form_reports_bad_folder() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let api = Api::new(&server);
+    let browser = Browser::open(&sandbox, &server, "run_form_reports_bad_folder").await;
     let missing = sandbox.path().join("no-such-folder");
+
     browser.goto("/run").await;
     browser
         .type_into(
@@ -713,23 +736,24 @@ def hello():
     )
     .await;
     browser.screenshot("bad-folder").await;
+
     assert!(
         error.contains(missing.to_str().expect("utf-8 temp path")),
         "the error does not name the folder: {error}"
     );
     assert_eq!(browser.url().await, browser.page_url("/run"));
     let jobs = api.get("/api/v1/jobs").await;
-    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(1), "{jobs:#}");
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "{jobs:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn page_without_token_says_not_signed_in() {
+async fn page_without_token_shows_not_signed_in() {
     let sandbox = Sandbox::new();
     let server = sandbox.serve();
     let browser = Browser::launch(
         &sandbox,
         &server,
-        "page_without_token_says_not_signed_in",
+        "page_without_token_shows_not_signed_in",
         LaunchOptions::default(),
     )
     .await;
