@@ -306,7 +306,66 @@ fn printed_address_sets_a_cookie_that_authorizes() {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert_eq!(with_cookie.status(), StatusCode::OK);
-    assert!(page.text().unwrap().contains("/api/v1/openapi.json"));
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    assert!(page.text().unwrap().contains("/assets/boot.js"));
+}
+
+#[test]
+fn web_ui_is_served_with_client_routes() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let html = |path: &str| {
+        client()
+            .get(server.url(path))
+            .header("Accept", "text/html,application/xhtml+xml")
+            .send()
+            .unwrap()
+    };
+
+    // A page address of the app gets the app's page.
+    let job_page = html("/jobs/01a24355-a819-779f?task=build");
+    assert_eq!(job_page.status(), StatusCode::OK);
+    assert!(job_page.text().unwrap().contains("/assets/boot.js"));
+
+    // An API client asking for a path that does not exist gets the JSON 404.
+    let unknown = client().get(server.url("/no/such/page")).send().unwrap();
+    assert_eq!(assert_error(unknown, StatusCode::NOT_FOUND), "not_found");
+    let unknown_api = get(&server, "/api/v1/nothing")
+        .header("Accept", "text/html")
+        .send()
+        .unwrap();
+    assert_eq!(
+        assert_error(unknown_api, StatusCode::NOT_FOUND),
+        "not_found"
+    );
+
+    // The module is served compressed when the browser takes gzip, and a
+    // repeated request with the tag gets 304.
+    let wasm = client()
+        .get(server.url("/assets/danube_ui_bg.wasm"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .unwrap();
+    assert_eq!(wasm.status(), StatusCode::OK);
+    assert_eq!(wasm.headers()["content-type"], "application/wasm");
+    assert_eq!(wasm.headers()["content-encoding"], "gzip");
+    let etag = wasm.headers()["etag"].clone();
+    let again = client()
+        .get(server.url("/assets/danube_ui_bg.wasm"))
+        .header("If-None-Match", etag)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+
+    let missing = client()
+        .get(server.url("/assets/nothing.js"))
+        .send()
+        .unwrap();
+    assert_eq!(assert_error(missing, StatusCode::NOT_FOUND), "not_found");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::dag_view::DagView;
 use super::jobs::StateBadge;
 use super::log_view::LogView;
 use super::{Failure, changes, now_ms};
-use crate::api::{Artifact, Edge, Job, JobDetail, State, Step, Task};
+use crate::api::{Artifact, ChangeEvent, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
 
 /// How long live changes are gathered before the job is fetched again.
@@ -196,12 +196,31 @@ fn JobView(
             .unwrap_or_default()
     });
 
+    let notice = latest_notice(id.clone());
+    let running = move || job.with(|job| job.as_ref().is_some_and(|job| !job.state.is_final()));
+
     view! {
         <section class="page job" data-testid="job-page">
             {move || job.get().map(|job| view! { <JobHeader job on_action /> })}
+            <Show when=move || running() && notice.get().is_some()>
+                <p class="notice" role="status" data-testid="notice">{move || notice.get()}</p>
+            </Show>
             <div class="job-body">
                 <div class="graph-pane">
-                    <TaskGraph tasks edges selection />
+                    <Show
+                        when=move || !tasks.with(Vec::is_empty)
+                        fallback=move || view! {
+                            <p class="empty muted" data-testid="no-plan">
+                                {move || if running() {
+                                    "Loading danubefile.py: the graph appears once the script declares its pipeline."
+                                } else {
+                                    "This job ended before its script declared a pipeline. See the script output for why."
+                                }}
+                            </p>
+                        }
+                    >
+                        <TaskGraph tasks edges selection />
+                    </Show>
                 </div>
                 <div class="detail-pane">
                     <StepsPanel job_id=id tasks selection />
@@ -210,6 +229,43 @@ fn JobView(
             <Artifacts artifacts />
         </section>
     }
+}
+
+/// The job's duration once it is known, else the time since `started_at`,
+/// counted up every second.
+fn running_time(duration_ms: Option<i64>, started_at: Option<i64>) -> Signal<String> {
+    if let Some(duration) = duration_ms {
+        return Signal::derive(move || format::duration(duration));
+    }
+    let Some(started) = started_at else {
+        return Signal::derive(String::new);
+    };
+    let (now, set_now) = signal(now_ms());
+    let ticker = set_interval_with_handle(
+        move || set_now.set(now_ms()),
+        std::time::Duration::from_secs(1),
+    );
+    on_cleanup(move || {
+        if let Ok(handle) = ticker {
+            handle.clear();
+        }
+    });
+    Signal::derive(move || format::duration(now.get() - started))
+}
+
+/// The last message the engine sent about job `id` (setup progress,
+/// warnings), from the change feed.
+fn latest_notice(id: String) -> ReadSignal<Option<String>> {
+    let (notice, set_notice) = signal(None::<String>);
+    let feed = changes();
+    Effect::new(move |_| {
+        if let Some(ChangeEvent::Notice { job_id, message }) = feed.last.get()
+            && job_id == id
+        {
+            set_notice.set(Some(message));
+        }
+    });
+    notice
 }
 
 #[derive(Serialize)]
@@ -252,7 +308,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
         .started_at
         .map(|at| format::ago(at, now_ms()))
         .unwrap_or_else(|| "not started".to_owned());
-    let duration = job.duration_ms.map(format::duration).unwrap_or_default();
+    let duration = running_time(job.duration_ms, job.started_at);
     let project_filter = format!("/?project={}", client::query_value(&job.project));
 
     view! {
@@ -266,7 +322,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
                 <dt>"Project"</dt><dd><A href=project_filter>{job.project.clone()}</A></dd>
                 <dt>"Trigger"</dt><dd>{job.trigger_type.clone()}</dd>
                 <dt>"Started"</dt><dd>{started}</dd>
-                <dt>"Duration"</dt><dd data-testid="job-duration">{duration}</dd>
+                <dt>"Duration"</dt><dd data-testid="job-duration">{move || duration.get()}</dd>
             </dl>
             {job.reason.clone().map(|reason| view! { <p class="reason" data-testid="job-reason">{reason}</p> })}
             <div class="actions">
