@@ -157,21 +157,31 @@ pub fn JobPage() -> impl IntoView {
     }
 }
 
-/// The first failed step of a failed job, by start time.
+/// What a job opens on when the address names nothing: the first failed
+/// step (by start time) at its end, else the step a cancel cut off, else
+/// the only task of a one-task job.
 fn first_failure(detail: &JobDetail) -> Option<Selection> {
-    if !detail.job.state.is_bad() && detail.job.state != State::Cancelled {
-        return None;
-    }
-    detail
-        .tasks
-        .iter()
-        .flat_map(|task| &task.steps)
-        .filter(|step| step.state.is_bad())
-        .min_by_key(|step| (step.started_at, step.id))
-        .map(|step| Selection {
-            task: step.task.clone(),
-            step: Some(step.name.clone()),
-            at_end: true,
+    let steps = || detail.tasks.iter().flat_map(|task| &task.steps);
+    let earliest = |wanted: fn(State) -> bool| {
+        steps()
+            .filter(|step| wanted(step.state))
+            .min_by_key(|step| (step.started_at, step.id))
+            .map(|step| Selection {
+                task: step.task.clone(),
+                step: Some(step.name.clone()),
+                at_end: true,
+            })
+    };
+
+    earliest(State::is_bad)
+        .or_else(|| earliest(|state| state == State::Cancelled))
+        .or_else(|| match detail.tasks.as_slice() {
+            [only] => Some(Selection {
+                task: only.name.clone(),
+                step: None,
+                at_end: false,
+            }),
+            _ => None,
         })
 }
 
@@ -355,6 +365,26 @@ fn TaskGraph(
     view! { <DagView tasks edges selected on_select /> }
 }
 
+/// Scrolls the page so that the whole log view, and so the end of a failed
+/// step's log, is on screen once it is drawn.
+fn reveal_log() {
+    request_animation_frame(|| {
+        let log = web_sys::window()
+            .and_then(|window| window.document())
+            .and_then(|document| {
+                document
+                    .query_selector(".detail-pane .log-panel")
+                    .ok()
+                    .flatten()
+            });
+        if let Some(log) = log {
+            let options = web_sys::ScrollIntoViewOptions::new();
+            options.set_block(web_sys::ScrollLogicalPosition::Nearest);
+            log.scroll_into_view_with_scroll_into_view_options(&options);
+        }
+    });
+}
+
 /// This page's path with `query`: the router does not resolve a bare
 /// query string against the current page.
 fn here(query: &str) -> String {
@@ -397,8 +427,11 @@ fn StepsPanel(
             None => view! { <p class="empty muted">"Select a task in the graph to see its steps and logs."</p> }.into_any(),
             Some(task) => view! { <TaskSteps task selection /> }.into_any(),
         }}
-        {move || log.get().map(|(task, step, at_end)| view! {
-            <LogView job_id=job_id.clone() task step start_at_end=at_end />
+        {move || log.get().map(|(task, step, at_end)| {
+            if at_end {
+                reveal_log();
+            }
+            view! { <LogView job_id=job_id.clone() task step start_at_end=at_end /> }
         })}
     }
 }

@@ -19,6 +19,8 @@ const EVENT_NAMES: [&str; 7] = [
 pub struct Changes {
     pub last: ReadSignal<Option<ChangeEvent>>,
     pub connected: ReadSignal<bool>,
+    /// The server refused the feed, so the browser stopped retrying.
+    pub closed: ReadSignal<bool>,
 }
 
 /// Opens the feed. The browser reconnects by itself after a drop; the
@@ -26,13 +28,20 @@ pub struct Changes {
 pub fn open() -> Changes {
     let (last, set_last) = signal(None::<ChangeEvent>);
     let (connected, set_connected) = signal(false);
+    let (closed, set_closed) = signal(false);
     let Ok(source) = EventSource::new("/api/v1/events") else {
-        return Changes { last, connected };
+        set_closed.set(true);
+        return Changes {
+            last,
+            connected,
+            closed,
+        };
     };
 
     let opened_before = StoredValue::new(false);
     let on_open = Closure::<dyn FnMut()>::new(move || {
         set_connected.set(true);
+        set_closed.set(false);
         if opened_before.get_value() {
             set_last.set(Some(ChangeEvent::Lagged { missed: 0 }));
         }
@@ -41,7 +50,13 @@ pub fn open() -> Changes {
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     on_open.forget();
 
-    let on_error = Closure::<dyn FnMut()>::new(move || set_connected.set(false));
+    // The browser retries by itself unless the server refused the stream
+    // (a 401 for a page without the token): then the source is closed.
+    let watched = source.clone();
+    let on_error = Closure::<dyn FnMut()>::new(move || {
+        set_connected.set(false);
+        set_closed.set(watched.ready_state() == EventSource::CLOSED);
+    });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
 
@@ -57,5 +72,9 @@ pub fn open() -> Changes {
         let _ = source.add_event_listener_with_callback(name, on_message.as_ref().unchecked_ref());
     }
     on_message.forget();
-    Changes { last, connected }
+    Changes {
+        last,
+        connected,
+        closed,
+    }
 }

@@ -40,6 +40,7 @@ pub fn App() -> impl IntoView {
 #[component]
 fn Header(changes: Changes) -> impl IntoView {
     let connected = changes.connected;
+    let closed = changes.closed;
     view! {
         <header class="topbar">
             <A href="/" attr:class="brand">
@@ -57,7 +58,15 @@ fn Header(changes: Changes) -> impl IntoView {
                 data-testid="feed"
                 title="Live updates from the server"
             >
-                {move || if connected.get() { "● live" } else { "○ connecting…" }}
+                {move || {
+                    if connected.get() {
+                        "● live"
+                    } else if closed.get() {
+                        "○ not connected"
+                    } else {
+                        "○ connecting…"
+                    }
+                }}
             </span>
             <theme::ThemeToggle />
         </header>
@@ -87,9 +96,11 @@ pub fn now_ms() -> i64 {
 /// An error state that says what happened and what to do.
 #[component]
 pub fn Failure(failure: client::ApiFailure) -> impl IntoView {
-    let hint = if failure.is_unauthorized() {
+    let unauthorized = failure.is_unauthorized();
+    let hint = if unauthorized {
         "This page has no valid token. Open the address that `danube serve` printed \
-         (it ends in ?token=…), or read the token from <data dir>/keys/local-token."
+         (it ends in ?token=…), or open /?token=TOKEN on this server with the token \
+         from <data dir>/keys/local-token."
     } else if failure.status == 0 {
         "Check that `danube serve` is running, then reload this page."
     } else {
@@ -98,7 +109,11 @@ pub fn Failure(failure: client::ApiFailure) -> impl IntoView {
     view! {
         <section class="error" role="alert" data-testid="error">
             <h2>{if failure.is_unauthorized() { "Not signed in" } else { "Something went wrong" }}</h2>
-            <p>{failure.message}</p>
+            // The hint for a missing token says all the server's message
+            // does, in the page's terms.
+            <Show when=move || !unauthorized>
+                <p>{failure.message.clone()}</p>
+            </Show>
             <Show when=move || !hint.is_empty()>
                 <p class="muted">{hint}</p>
             </Show>
