@@ -422,6 +422,56 @@ def daemon():
 }
 
 #[test]
+fn daemon_holding_coordinator_pipes_does_not_hold_job() {
+    let sandbox = Sandbox::new();
+    let pids = sandbox.path().join("pids");
+    sandbox.pipeline(&format!(
+        r#"
+import subprocess
+from danube import pipeline, step
+
+@pipeline(name="escaped")
+def escaped():
+    # The daemon keeps the coordinator's stdout and stderr open.
+    subprocess.run("setsid sleep 300 & echo $! > {pids}", shell=True, check=True)
+    step.run("true", name="after")
+    print("script done")
+"#,
+        pids = pids.display()
+    ));
+
+    let started = Instant::now();
+    let run = sandbox.run(&[]);
+    let elapsed = started.elapsed();
+    let recorded = read_pids(&pids);
+    std::thread::sleep(Duration::from_millis(200));
+    let daemon_alive = recorded.iter().any(|pid| process_alive(*pid));
+    for pid in &recorded {
+        // Leave nothing behind even if the assertions below fail.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "the job waited {elapsed:?} for the daemon to close the pipes"
+    );
+    assert!(run.stdout.contains("script done"), "{}", run.text());
+    assert_eq!(recorded.len(), 1, "the shell wrote the daemon's pid");
+    assert!(!daemon_alive, "the daemon outlived its job");
+    let id = sandbox.last_job()["job"]["id"].as_str().unwrap().to_owned();
+    let logs = sandbox.danube(&["logs", &id]);
+    assert!(
+        logs.stdout
+            .contains("stopped reading the coordinator's output"),
+        "{}",
+        logs.text()
+    );
+}
+
+#[test]
 fn coordinator_exiting_mid_task_names_that_task() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(

@@ -8,13 +8,15 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::backend::Workspace;
+use crate::backend::local::OutputReader;
 use crate::backend::local::process::{GroupChild, spawn_in_new_group};
-use crate::logs::LogKey;
+use crate::backend::{OutputChunk, Workspace};
+use crate::logs::{LogKey, LogWriter};
 use crate::model::Stream;
 
 use super::PIPELINE_FILE;
@@ -22,6 +24,11 @@ use super::job::JobRuntime;
 
 /// How long the coordinator gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Chunks of output that may wait between the pipes and the coordinator log.
+const OUTPUT_BUFFER: usize = 16;
+
+const PIPES_HELD_NOTE: &str = "danube: stopped reading the coordinator's output: a process outside its process group still holds stdout or stderr open";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -57,7 +64,11 @@ impl fmt::Display for CoordinatorExit {
 
 pub struct Coordinator {
     child: GroupChild,
-    output_done: tokio::task::JoinHandle<()>,
+    reader: OutputReader,
+    /// Sends the engine's own notes to the log. Dropped once the pipes are
+    /// read, so that the channel closes and the log task ends.
+    notes: Option<mpsc::Sender<OutputChunk>>,
+    log_done: Option<JoinHandle<()>>,
 }
 
 /// Starts the coordinator in `workspace` and hands it the job token on stdin
@@ -120,11 +131,16 @@ pub async fn start(
         .logs()
         .writer(LogKey::Coordinator)
         .map_err(CoordinatorError::OpenLog)?;
-    let stdout = process.stdout.take().expect("stdout is piped");
-    let stderr = process.stderr.take().expect("stderr is piped");
-    let output_done = tokio::spawn(pump_output(writer, stdout, stderr));
+    let (output, chunks) = mpsc::channel(OUTPUT_BUFFER);
+    let reader = OutputReader::from_child(&mut child, &output);
+    let log_done = tokio::spawn(write_log(writer, chunks));
 
-    Ok(Coordinator { child, output_done })
+    Ok(Coordinator {
+        child,
+        reader,
+        notes: Some(output),
+        log_done: Some(log_done),
+    })
 }
 
 /// Returns the `ctx` values as `DANUBE_*` variables, for the coordinator and steps.
@@ -146,48 +162,15 @@ pub fn context_env(runtime: &JobRuntime, workspace: &Path) -> Vec<(String, Strin
     ]
 }
 
-async fn pump_output(
-    mut writer: crate::logs::LogWriter,
-    stdout: impl AsyncRead + Unpin + Send + 'static,
-    stderr: impl AsyncRead + Unpin + Send + 'static,
-) {
-    let (sender, mut receiver) = mpsc::channel::<(Stream, Vec<u8>)>(16);
-    let readers = [
-        tokio::spawn(read_into(stdout, Stream::Stdout, sender.clone())),
-        tokio::spawn(read_into(stderr, Stream::Stderr, sender)),
-    ];
-    while let Some((stream, data)) = receiver.recv().await {
-        if let Err(err) = writer.write(stream, &data) {
+/// Writes the coordinator's output to its log until every sender is gone.
+async fn write_log(mut writer: LogWriter, mut chunks: mpsc::Receiver<OutputChunk>) {
+    while let Some(chunk) = chunks.recv().await {
+        if let Err(err) = writer.write(chunk.stream, &chunk.data) {
             tracing::error!(error = %err, "failed to write the coordinator log");
         }
     }
-    for reader in readers {
-        let _ = reader.await;
-    }
     if let Err(err) = writer.finish() {
         tracing::error!(error = %err, "failed to finish the coordinator log");
-    }
-}
-
-async fn read_into(
-    mut pipe: impl AsyncRead + Unpin,
-    stream: Stream,
-    sender: mpsc::Sender<(Stream, Vec<u8>)>,
-) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        match pipe.read(&mut buffer).await {
-            Ok(0) => return,
-            Ok(n) => {
-                if sender.send((stream, buffer[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, "coordinator pipe read failed");
-                return;
-            }
-        }
     }
 }
 
@@ -220,11 +203,36 @@ impl Coordinator {
     }
 
     /// Kills what the script left running in its group, which would
-    /// otherwise hold the output pipes open, then waits for the output.
+    /// otherwise hold the output pipes open, then waits for the output to be
+    /// read and stored. A process outside the group (started with `setsid`,
+    /// for example) may keep a pipe open. Reading then stops after a second
+    /// without output or five seconds after the kill, as
+    /// [`OutputReader::finish`] does, and the log gets a note about it.
+    ///
+    /// Safe to call again after a call was dropped part way.
     async fn finish(&mut self) {
         let _ = self.child.group().send_kill();
-        if let Err(err) = (&mut self.output_done).await {
-            tracing::error!(error = %err, "coordinator output task failed");
+        let reached_eof = self.reader.finish().await;
+
+        let notes = self.notes.take();
+        if let Some(notes) = &notes
+            && !reached_eof
+        {
+            let note = OutputChunk {
+                stream: Stream::Engine,
+                data: format!("{PIPES_HELD_NOTE}\n").into(),
+            };
+            notes.send(note).await.ok();
+        }
+        // The log task ends when the last sender is gone. The reader's pumps
+        // dropped theirs when they stopped.
+        drop(notes);
+
+        if let Some(log_done) = self.log_done.as_mut() {
+            if let Err(err) = log_done.await {
+                tracing::error!(error = %err, "coordinator log task failed");
+            }
+            self.log_done = None;
         }
     }
 }

@@ -6,6 +6,7 @@
 //! [`container`] for what its environment contains.
 
 pub mod container;
+pub mod output;
 pub mod process;
 mod step;
 pub mod workspace;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use container::ContainerConfig;
+pub use output::OutputReader;
 pub use process::{GroupChild, ProcessGroup, Termination, kill_process_group, spawn_in_new_group};
 
 use super::{Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace};

@@ -5,23 +5,17 @@
 //! client for an `image=` step: both are a process group whose leader's exit
 //! ends the step.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::output::OutputReader;
 use super::process::{GroupChild, exit_code};
 use crate::backend::{BackendError, OutputChunk, StepOutcome};
 use crate::model::Stream;
-
-/// Bytes asked for in one read of a pipe.
-const READ_CHUNK_BYTES: usize = 128 * 1024;
 
 /// How long output that is already in the pipes may still arrive after the
 /// shell exits, before the engine looks for leftover background processes.
@@ -29,19 +23,6 @@ const DRAIN_GRACE: Duration = Duration::from_millis(100);
 
 /// Time between SIGTERM and SIGKILL on timeout and cancel.
 const KILL_GRACE: Duration = Duration::from_secs(2);
-
-/// Once the process group is gone, the pipes are read until EOF. A process
-/// outside the group (for example one started with `setsid`) can hold them open for
-/// ever, so reading stops when nothing arrived for this long...
-const PIPE_IDLE_LIMIT: Duration = Duration::from_secs(1);
-
-/// ...or at the latest this long after the group was gone.
-const PIPE_DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-/// After `stop` fires, a pipe is still read while data is ready,
-/// up to this many bytes: more than a full pipe buffer (1 MiB on Linux), so
-/// that output written before the group died is not lost.
-const STOP_DRAIN_BYTES: usize = 2 * 1024 * 1024;
 
 const BACKGROUND_KILLED_NOTE: &str = "danube: killed background processes of this step that were still running after the shell exited";
 const PIPES_HELD_NOTE: &str = "danube: stopped reading this step's output: a process outside its process group still holds stdout or stderr open";
@@ -69,7 +50,7 @@ pub(crate) async fn run_to_end(
     output: mpsc::Sender<OutputChunk>,
     cancel: CancellationToken,
 ) -> Result<StepOutcome, BackendError> {
-    let mut pumps = Pumps::start(&mut child, &output);
+    let mut reader = OutputReader::from_child(&mut child, &output);
 
     let deadline = timeout.map(|timeout| Instant::now() + timeout);
     // Biased so that a shell that exits at the same moment as the timeout
@@ -83,7 +64,7 @@ pub(crate) async fn run_to_end(
 
     let outcome = match ending {
         Ending::Exited(Ok(status)) => {
-            pumps.finish_within(DRAIN_GRACE).await;
+            reader.finish_within(DRAIN_GRACE).await;
 
             // The shell is gone, so whatever is left in its group was started
             // in the background and would otherwise outlive the step.
@@ -103,7 +84,7 @@ pub(crate) async fn run_to_end(
         }
         Ending::Exited(Err(source)) => {
             child.group().send_kill().ok();
-            pumps.stop.cancel();
+            reader.stop();
             return Err(BackendError::WaitStep {
                 step: labels.step.to_owned(),
                 source,
@@ -133,7 +114,7 @@ pub(crate) async fn run_to_end(
         }
     };
 
-    if !pumps.finish().await {
+    if !reader.finish().await {
         send_note(&output, PIPES_HELD_NOTE).await;
     }
     Ok(outcome)
@@ -181,190 +162,6 @@ fn format_duration(duration: Duration) -> String {
         format!("{}s", duration.as_secs())
     } else {
         format!("{}ms", duration.as_millis())
-    }
-}
-
-/// The two tasks that copy stdout and stderr into the output channel.
-struct Pumps {
-    handle: Option<JoinHandle<()>>,
-    /// Tells the tasks to stop once the data that is ready has been read.
-    stop: CancellationToken,
-    activity: Arc<Activity>,
-}
-
-impl Pumps {
-    fn start(child: &mut GroupChild, output: &mpsc::Sender<OutputChunk>) -> Pumps {
-        let leader = child.child_mut();
-        let stdout = leader
-            .stdout
-            .take()
-            .expect("step processes are spawned with piped stdout");
-        let stderr = leader
-            .stderr
-            .take()
-            .expect("step processes are spawned with piped stderr");
-        let stop = CancellationToken::new();
-        let activity = Arc::new(Activity::new());
-
-        let stdout_pump = pump(
-            stdout,
-            Stream::Stdout,
-            output.clone(),
-            stop.clone(),
-            activity.clone(),
-        );
-        let stderr_pump = pump(
-            stderr,
-            Stream::Stderr,
-            output.clone(),
-            stop.clone(),
-            activity.clone(),
-        );
-        let handle = tokio::spawn(async move {
-            tokio::join!(stdout_pump, stderr_pump);
-        });
-
-        Pumps {
-            handle: Some(handle),
-            stop,
-            activity,
-        }
-    }
-
-    /// Waits up to `limit` for both pipes to reach EOF. Returns true if they
-    /// did.
-    async fn finish_within(&mut self, limit: Duration) -> bool {
-        let Some(handle) = self.handle.as_mut() else {
-            return true;
-        };
-        match tokio::time::timeout(limit, handle).await {
-            Ok(joined) => {
-                if let Err(err) = joined
-                    && err.is_panic()
-                {
-                    std::panic::resume_unwind(err.into_panic());
-                }
-                self.handle = None;
-                true
-            }
-            Err(_elapsed) => false,
-        }
-    }
-
-    /// Reads the pipes to EOF, or stops as described at [`PIPE_IDLE_LIMIT`].
-    /// Call it once the process group is gone. Returns true if both pipes
-    /// reached EOF.
-    async fn finish(&mut self) -> bool {
-        let started = Instant::now();
-        loop {
-            if self.finish_within(Duration::from_millis(100)).await {
-                return true;
-            }
-            if self.activity.idle_for() >= PIPE_IDLE_LIMIT || started.elapsed() >= PIPE_DRAIN_LIMIT
-            {
-                break;
-            }
-        }
-
-        self.stop.cancel();
-        // Unbounded on purpose: after `stop` a pump reads at most
-        // STOP_DRAIN_BYTES more, so only a slow receiver can make this wait.
-        let Some(handle) = self.handle.take() else {
-            return true;
-        };
-        if let Err(err) = handle.await
-            && err.is_panic()
-        {
-            std::panic::resume_unwind(err.into_panic());
-        }
-        false
-    }
-}
-
-/// When the pumps last made progress, so that a pipe held open by a
-/// process outside the group can be distinguished from a slow receiver.
-struct Activity {
-    base: Instant,
-    last_progress_millis: AtomicU64,
-    /// Pumps that are waiting for room in the output channel.
-    sending: AtomicUsize,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            base: Instant::now(),
-            last_progress_millis: AtomicU64::new(0),
-            sending: AtomicUsize::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let millis = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_progress_millis.store(millis, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        if self.sending.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
-        let last = Duration::from_millis(self.last_progress_millis.load(Ordering::Relaxed));
-        self.base.elapsed().saturating_sub(last)
-    }
-}
-
-/// Copies one pipe into the output channel until EOF, or until `stop` fires
-/// and no more data is ready.
-async fn pump(
-    mut pipe: impl AsyncRead + Unpin,
-    stream: Stream,
-    output: mpsc::Sender<OutputChunk>,
-    stop: CancellationToken,
-    activity: Arc<Activity>,
-) {
-    let mut buffer = BytesMut::new();
-    let mut receiver_gone = false;
-    let mut stop_budget = STOP_DRAIN_BYTES;
-
-    loop {
-        buffer.reserve(READ_CHUNK_BYTES);
-        // Biased towards the read: once `stop` fires, data that is ready is
-        // still read and a read that would block ends the loop.
-        let read = tokio::select! {
-            biased;
-            read = pipe.read_buf(&mut buffer) => read,
-            () = stop.cancelled() => break,
-        };
-        let read = match read {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(err) => {
-                tracing::debug!(%stream, error = %err, "failed to read step output; stopped reading this pipe");
-                break;
-            }
-        };
-        activity.touch();
-
-        let data = buffer.split().freeze();
-        if !receiver_gone {
-            activity.sending.fetch_add(1, Ordering::Relaxed);
-            let sent = output.send(OutputChunk { stream, data }).await;
-            activity.sending.fetch_sub(1, Ordering::Relaxed);
-            activity.touch();
-            if sent.is_err() {
-                // Keep reading so that the process does not block on a full
-                // pipe. The receiver no longer wants its output.
-                tracing::debug!(%stream, "output receiver dropped; discarding the rest of the step's output");
-                receiver_gone = true;
-            }
-        }
-
-        if stop.is_cancelled() {
-            stop_budget = stop_budget.saturating_sub(read);
-            if stop_budget == 0 {
-                break;
-            }
-        }
     }
 }
 
