@@ -84,6 +84,18 @@ pub struct Job {
     pub duration_ms: Option<i64>,
 }
 
+impl Job {
+    /// The pipeline's name, or what stands in for it before the script
+    /// declared one: `(loading)` while the job runs, `(no pipeline)` after.
+    pub fn pipeline_label(&self) -> String {
+        match (self.pipeline.is_empty(), self.state.is_final()) {
+            (false, _) => self.pipeline.clone(),
+            (true, false) => "(loading)".to_owned(),
+            (true, true) => "(no pipeline)".to_owned(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct JobPage {
     pub jobs: Vec<Job>,
@@ -250,6 +262,20 @@ mod tests {
         };
         assert_eq!(state, State::Failure);
         assert_eq!(exit_code, Some(2));
+    }
+
+    #[test]
+    fn pipeline_label_tells_loading_from_never_declared() {
+        let mut job: Job = serde_json::from_str(
+            r#"{"id":"j","pipeline":"","project":"/p","state":"running","reason":null,
+                "trigger_type":"manual","created_at":1,"started_at":1,"finished_at":null,"duration_ms":null}"#,
+        )
+        .unwrap();
+        assert_eq!(job.pipeline_label(), "(loading)");
+        job.state = State::Failure;
+        assert_eq!(job.pipeline_label(), "(no pipeline)");
+        job.pipeline = "calc".to_owned();
+        assert_eq!(job.pipeline_label(), "calc");
     }
 
     #[test]

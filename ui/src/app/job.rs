@@ -15,7 +15,7 @@ use super::client::{self, ApiFailure};
 use super::dag_view::DagView;
 use super::jobs::StateBadge;
 use super::log_view::LogView;
-use super::{Failure, changes, now_ms};
+use super::{Failure, changes, now_ms, running_time};
 use crate::api::{Artifact, ChangeEvent, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
 
@@ -159,7 +159,8 @@ pub fn JobPage() -> impl IntoView {
 
 /// What a job opens on when the address names nothing: the first failed
 /// step (by start time) at its end, else the step a cancel cut off, else
-/// the only task of a one-task job.
+/// the only task of a one-task job. A job that ended before its script
+/// declared a pipeline opens on the script's output.
 fn first_failure(detail: &JobDetail) -> Option<Selection> {
     let steps = || detail.tasks.iter().flat_map(|task| &task.steps);
     let earliest = |wanted: fn(State) -> bool| {
@@ -173,6 +174,13 @@ fn first_failure(detail: &JobDetail) -> Option<Selection> {
             })
     };
 
+    if detail.tasks.is_empty() && detail.job.state.is_final() {
+        // The script failed before it declared a pipeline: its output says why.
+        return Some(Selection {
+            at_end: true,
+            ..Selection::script()
+        });
+    }
     earliest(State::is_bad)
         .or_else(|| earliest(|state| state == State::Cancelled))
         .or_else(|| match detail.tasks.as_slice() {
@@ -241,28 +249,6 @@ fn JobView(
     }
 }
 
-/// The job's duration once it is known, else the time since `started_at`,
-/// counted up every second.
-fn running_time(duration_ms: Option<i64>, started_at: Option<i64>) -> Signal<String> {
-    if let Some(duration) = duration_ms {
-        return Signal::derive(move || format::duration(duration));
-    }
-    let Some(started) = started_at else {
-        return Signal::derive(String::new);
-    };
-    let (now, set_now) = signal(now_ms());
-    let ticker = set_interval_with_handle(
-        move || set_now.set(now_ms()),
-        std::time::Duration::from_secs(1),
-    );
-    on_cleanup(move || {
-        if let Ok(handle) = ticker {
-            handle.clear();
-        }
-    });
-    Signal::derive(move || format::duration(now.get() - started))
-}
-
 /// The last message the engine sent about job `id` (setup progress,
 /// warnings), from the change feed.
 fn latest_notice(id: String) -> ReadSignal<Option<String>> {
@@ -309,11 +295,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
         }
     };
     let running = !job.state.is_final();
-    let title = if job.pipeline.is_empty() {
-        "(pipeline loading)".to_owned()
-    } else {
-        job.pipeline.clone()
-    };
+    let title = job.pipeline_label();
     let started = job
         .started_at
         .map(|at| format::ago(at, now_ms()))
@@ -412,16 +394,49 @@ fn StepsPanel(
     // restart the log's stream.
     let log = Memo::new(move |_| {
         let chosen = selection.get()?;
-        let step = match chosen.step.clone() {
-            Some(step) => step,
-            None => task.with(|task| task.as_ref().and_then(step_to_show))?,
-        };
+        if chosen.is_script() {
+            return Some((String::new(), String::new(), chosen.at_end));
+        }
+        // Only a step the job has: a stream of one it lacks would wait for
+        // nothing. A step of a running job appears here once it starts.
+        let step = task.with(|task| {
+            let task = task.as_ref()?;
+            match &chosen.step {
+                Some(name) => task
+                    .steps
+                    .iter()
+                    .any(|step| &step.name == name)
+                    .then(|| name.clone()),
+                None => step_to_show(task),
+            }
+        })?;
         Some((chosen.task.clone(), step, chosen.at_end))
     });
+    let missing = move || {
+        let chosen = selection.get().filter(|chosen| !chosen.is_script())?;
+        if tasks.with(Vec::is_empty) {
+            return None;
+        }
+        match (task.get(), &chosen.step) {
+            (None, _) => Some(format!(
+                "This job has no task `{}`. Select one in the graph.",
+                chosen.task
+            )),
+            (Some(task), Some(step)) if !task.steps.iter().any(|known| &known.name == step) => {
+                Some(if task.state.is_final() {
+                    format!("Task `{}` ran no step `{step}`.", task.name)
+                } else {
+                    format!("Task `{}` has not started a step `{step}` yet.", task.name)
+                })
+            }
+            _ => None,
+        }
+    };
     view! {
         <nav class="log-tabs">
             <a href=here("?script=1") class="button" aria-current=move || script().then_some("page")>"Script output"</a>
         </nav>
+        {move || missing().map(|message| view! { <p class="reason" data-testid="missing">{message}</p> })}
         {move || match task.get() {
             None if script() => view! { <h2>"Output of danubefile.py"</h2> }.into_any(),
             None => view! { <p class="empty muted">"Select a task in the graph to see its steps and logs."</p> }.into_any(),

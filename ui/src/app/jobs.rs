@@ -9,7 +9,7 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 
 use super::client::{self, ApiFailure};
 use super::keys::typing_in_field;
-use super::{Failure, changes, now_ms};
+use super::{Failure, changes, now_ms, running_time};
 use crate::api::{ChangeEvent, Job, JobPage, State};
 use crate::format;
 
@@ -329,9 +329,12 @@ fn JobTable(
                         children=move |(at, job)| {
                             let href = format!("/jobs/{}", job.id);
                             let short = format::short_id(&job.id).to_owned();
-                            let pipeline = if job.pipeline.is_empty() { "(loading)".to_owned() } else { job.pipeline.clone() };
+                            let pipeline = job.pipeline_label();
+                            let project_filter = format!("/?project={}", client::query_value(&job.project));
+                            let project_title = format!("Only jobs of {}", job.project);
+                            let project = job.project.clone();
                             let started = format::ago(job.started_at.unwrap_or(job.created_at), now);
-                            let duration = job.duration_ms.map(format::duration).unwrap_or_default();
+                            let duration = running_time(job.duration_ms, job.started_at);
                             view! {
                                 <tr
                                     class="job-row"
@@ -343,9 +346,9 @@ fn JobTable(
                                     <td><StateBadge state=job.state /></td>
                                     <td><A href=href.clone()>{pipeline}</A></td>
                                     <td><A href=href attr:class="mono">{short}</A></td>
-                                    <td class="project" title=job.project.clone()>{job.project.clone()}</td>
+                                    <td class="project" title=project_title><A href=project_filter>{project}</A></td>
                                     <td>{started}</td>
-                                    <td class="num">{duration}</td>
+                                    <td class="num">{move || duration.get()}</td>
                                 </tr>
                             }
                         }

@@ -30,17 +30,21 @@ fn click(selector: &str) {
     }
 }
 
-const SHORTCUTS: [(&str, &str); 9] = [
+const SHORTCUTS: [(&str, &str); 13] = [
     ("?", "show or hide this help"),
+    ("Escape", "close this help, or leave the log's search box"),
     ("g then j", "go to the jobs list"),
     ("n", "run a project"),
     ("t", "switch between light and dark"),
+    ("j / k or ↓ / ↑", "next or previous job in the list"),
     (
-        "j / k",
-        "next or previous job in the list, task in the graph",
+        "Enter",
+        "open the selected job, or the focused task in the graph",
     ),
-    ("Enter", "open the selected job or task"),
+    ("Tab", "move into the graph"),
+    ("← → ↑ ↓", "move between tasks in the graph"),
     ("/", "search the log"),
+    ("Enter / Shift+Enter", "next or previous match in the log"),
     ("f", "follow the log's end"),
     ("g / G", "top or bottom of the log"),
 ];

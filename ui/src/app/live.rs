@@ -13,8 +13,8 @@ const EVENT_NAMES: [&str; 7] = [
 ];
 
 /// The last change seen, and whether the feed is connected. Pages react to
-/// `last`; a `lagged` event (also sent here after a reconnect, when changes
-/// may have been missed) asks them to fetch what they show again.
+/// `last`. A `lagged` event asks them to fetch what they show again, and is
+/// also sent here after a reconnect, when changes may have been missed.
 #[derive(Clone, Copy)]
 pub struct Changes {
     pub last: ReadSignal<Option<ChangeEvent>>,
@@ -23,58 +23,119 @@ pub struct Changes {
     pub closed: ReadSignal<bool>,
 }
 
-/// Opens the feed. The browser reconnects by itself after a drop; the
-/// handlers live as long as the page.
+/// Setters shared by the handlers of every connection.
+#[derive(Clone, Copy)]
+struct Setters {
+    last: WriteSignal<Option<ChangeEvent>>,
+    connected: WriteSignal<bool>,
+    closed: WriteSignal<bool>,
+}
+
+/// An open feed with its handlers; dropping it closes the connection.
+struct Feed {
+    source: EventSource,
+    _handlers: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.source.close();
+    }
+}
+
+/// Opens the feed. The browser reconnects by itself after a drop.
+///
+/// Browsers open at most six HTTP/1.1 connections to one server, and the
+/// feed holds one for as long as it is open. So a hidden tab closes its
+/// feed, and reopens it when shown again.
 pub fn open() -> Changes {
     let (last, set_last) = signal(None::<ChangeEvent>);
     let (connected, set_connected) = signal(false);
     let (closed, set_closed) = signal(false);
-    let Ok(source) = EventSource::new("/api/v1/events") else {
-        set_closed.set(true);
-        return Changes {
-            last,
-            connected,
-            closed,
-        };
+    let setters = Setters {
+        last: set_last,
+        connected: set_connected,
+        closed: set_closed,
     };
 
-    let opened_before = StoredValue::new(false);
-    let on_open = Closure::<dyn FnMut()>::new(move || {
-        set_connected.set(true);
-        set_closed.set(false);
-        if opened_before.get_value() {
-            set_last.set(Some(ChangeEvent::Lagged { missed: 0 }));
-        }
-        opened_before.set_value(true);
-    });
-    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-    on_open.forget();
-
-    // The browser retries by itself unless the server refused the stream
-    // (a 401 for a page without the token): then the source is closed.
-    let watched = source.clone();
-    let on_error = Closure::<dyn FnMut()>::new(move || {
-        set_connected.set(false);
-        set_closed.set(watched.ready_state() == EventSource::CLOSED);
-    });
-    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    on_error.forget();
-
-    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |message: MessageEvent| {
-        let Some(text) = message.data().as_string() else {
-            return;
-        };
-        if let Ok(event) = serde_json::from_str::<ChangeEvent>(&text) {
-            set_last.set(Some(event));
+    let feed = StoredValue::new_local(connect(setters, false));
+    let visibility = window_event_listener_untyped("visibilitychange", move |_| {
+        if document().hidden() {
+            feed.set_value(None);
+            setters.connected.set(false);
+        } else if feed.with_value(Option::is_none) {
+            feed.set_value(connect(setters, true));
         }
     });
-    for name in EVENT_NAMES {
-        let _ = source.add_event_listener_with_callback(name, on_message.as_ref().unchecked_ref());
-    }
-    on_message.forget();
+    on_cleanup(move || visibility.remove());
+
     Changes {
         last,
         connected,
         closed,
     }
+}
+
+/// Opens one connection. After the first, every open (the browser's own
+/// reconnects too) sends `lagged`, since changes may have been missed.
+fn connect(setters: Setters, reopened: bool) -> Option<Feed> {
+    let Ok(source) = EventSource::new("/api/v1/events") else {
+        setters.closed.set(true);
+        return None;
+    };
+    let mut handlers = Vec::new();
+    let mut listen = |name: &str, handler: Box<dyn FnMut(web_sys::Event)>| {
+        let closure = Closure::wrap(handler);
+        if source
+            .add_event_listener_with_callback(name, closure.as_ref().unchecked_ref())
+            .is_ok()
+        {
+            handlers.push(closure);
+        }
+    };
+
+    let mut opened_before = reopened;
+    listen(
+        "open",
+        Box::new(move |_| {
+            setters.connected.set(true);
+            setters.closed.set(false);
+            if opened_before {
+                setters.last.set(Some(ChangeEvent::Lagged { missed: 0 }));
+            }
+            opened_before = true;
+        }),
+    );
+
+    // The browser retries by itself unless the server refused the stream
+    // (a 401 for a page without the token): then the source is closed.
+    let watched = source.clone();
+    listen(
+        "error",
+        Box::new(move |_| {
+            setters.connected.set(false);
+            setters
+                .closed
+                .set(watched.ready_state() == EventSource::CLOSED);
+        }),
+    );
+
+    for name in EVENT_NAMES {
+        listen(
+            name,
+            Box::new(move |event| {
+                let Some(text) = event.unchecked_ref::<MessageEvent>().data().as_string() else {
+                    return;
+                };
+                if let Ok(change) = serde_json::from_str::<ChangeEvent>(&text) {
+                    setters.last.set(Some(change));
+                }
+            }),
+        );
+    }
+
+    Some(Feed {
+        source,
+        _handlers: handlers,
+    })
 }

@@ -471,7 +471,11 @@ pub fn LogView(
                         state.set_follow(!state.follow.get_untracked());
                     }
                 >
-                    {move || if state.follow.get() { "● Following" } else { "○ Follow" }}
+                    {move || match (state.follow.get(), state.phase.get() == Phase::Ended) {
+                        (true, false) => "● Following",
+                        (true, true) => "● At the end",
+                        (false, _) => "○ Follow",
+                    }}
                 </button>
             </div>
             {move || notice(state)}

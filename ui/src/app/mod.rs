@@ -120,3 +120,25 @@ pub fn Failure(failure: client::ApiFailure) -> impl IntoView {
         </section>
     }
 }
+
+/// The job's duration once it is known, else the time since `started_at`,
+/// counted up every second.
+pub fn running_time(duration_ms: Option<i64>, started_at: Option<i64>) -> Signal<String> {
+    if let Some(duration) = duration_ms {
+        return Signal::derive(move || crate::format::duration(duration));
+    }
+    let Some(started) = started_at else {
+        return Signal::derive(String::new);
+    };
+    let (now, set_now) = signal(now_ms());
+    let ticker = set_interval_with_handle(
+        move || set_now.set(now_ms()),
+        std::time::Duration::from_secs(1),
+    );
+    on_cleanup(move || {
+        if let Ok(handle) = ticker {
+            handle.clear();
+        }
+    });
+    Signal::derive(move || crate::format::duration(now.get() - started))
+}

@@ -27,6 +27,9 @@ pub fn RunPage() -> impl IntoView {
 
     let submit = move |event: leptos::ev::SubmitEvent| {
         event.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
         let folder = project.get_untracked().trim().to_owned();
         if folder.is_empty() {
             failure.set(Some(ApiFailure {

@@ -86,31 +86,76 @@ impl Drop for Feed {
 /// Opens the stream of step `step` of task `task` in job `job_id`, or of
 /// the script's own output when both are empty, feeding `state` until the
 /// viewer goes away.
+///
+/// Browsers open at most six HTTP/1.1 connections to one server, and each
+/// open stream holds one. So a tab that is hidden closes its stream and, when
+/// shown again, reopens it from the first byte it has not received.
 pub(super) fn open(state: LogState, job_id: &str, task: &str, step: &str) {
     let query = if task.is_empty() && step.is_empty() {
         String::new()
     } else {
         format!(
-            "task={}&step={}",
+            "task={}&step={}&",
             client::query_value(task),
             client::query_value(step)
         )
     };
     let job = client::query_value(job_id);
-    let stream_url = format!("/api/v1/jobs/{job}/logs/stream?{query}");
-    // Asked when the stream fails: a plain request returns the reason.
-    let read_url = format!("/api/v1/jobs/{job}/logs?{query}&limit=1");
+    let urls = Urls {
+        stream: format!("/api/v1/jobs/{job}/logs/stream?{query}"),
+        // Asked when the stream fails: a plain request returns the reason.
+        read: format!("/api/v1/jobs/{job}/logs?{query}limit=1"),
+    };
+    let queue = StoredValue::new(Queue::default());
+    let feed = StoredValue::new_local(connect(state, queue, &urls, 0));
 
-    let source = match EventSource::new(&stream_url) {
+    // The event bubbles from the document to the window.
+    let visibility = window_event_listener_untyped("visibilitychange", move |_| {
+        let hidden = document().hidden();
+        let ended = queue.try_with_value(|queue| queue.ended).unwrap_or(true);
+        if ended
+            || matches!(
+                state.phase.try_get_untracked(),
+                Some(Phase::Failed(_)) | None
+            )
+        {
+            return;
+        }
+        if hidden {
+            feed.try_update_value(|feed| *feed = None);
+            return;
+        }
+        let open = feed.try_with_value(Option::is_some).unwrap_or(true);
+        if !open {
+            let offset = queue.with_value(|queue| queue.next_offset);
+            let reopened = connect(state, queue, &urls, offset);
+            feed.try_update_value(|feed| *feed = reopened);
+        }
+    });
+    on_cleanup(move || {
+        visibility.remove();
+        feed.try_update_value(|feed| *feed = None);
+    });
+}
+
+/// Where one log is streamed from and read.
+struct Urls {
+    /// Ends in `?` or `&`, ready for more parameters.
+    stream: String,
+    read: String,
+}
+
+/// Opens the stream from byte `offset` and wires its events to `queue`.
+fn connect(state: LogState, queue: StoredValue<Queue>, urls: &Urls, offset: u64) -> Option<Feed> {
+    let source = match EventSource::new(&format!("{}offset={offset}", urls.stream)) {
         Ok(source) => source,
         Err(_) => {
             state.phase.set(Phase::Failed(
                 "This browser cannot open the log stream (EventSource failed).".to_owned(),
             ));
-            return;
+            return None;
         }
     };
-    let queue = StoredValue::new(Queue::default());
     let mut listeners = Vec::new();
 
     listen(&source, "chunk", &mut listeners, move |event| {
@@ -125,6 +170,7 @@ pub(super) fn open(state: LogState, job_id: &str, task: &str, step: &str) {
         schedule_frame(state, queue);
     });
     let watched = source.clone();
+    let read_url = urls.read.clone();
     listen(&source, "error", &mut listeners, move |_| {
         if watched.ready_state() == EventSource::CLOSED {
             report_failure(state, read_url.clone());
@@ -138,13 +184,10 @@ pub(super) fn open(state: LogState, job_id: &str, task: &str, step: &str) {
         }
     });
 
-    let feed = StoredValue::new_local(Some(Feed {
+    Some(Feed {
         source,
         _listeners: listeners,
-    }));
-    on_cleanup(move || {
-        feed.try_update_value(|feed| *feed = None);
-    });
+    })
 }
 
 fn listen(
