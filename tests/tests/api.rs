@@ -456,6 +456,52 @@ fn bad_ids_and_bodies_get_the_error_shape() {
     assert_eq!(assert_error(no_route, StatusCode::NOT_FOUND), "not_found");
 }
 
+const TWO_PIPELINES: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="failing")
+def failing():
+    step.run("false")
+
+@pipeline(name="second")
+def second():
+    step.run("true")
+"#;
+
+#[test]
+fn load_error_names_project_file() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(TWO_PIPELINES);
+    let server = sandbox.serve();
+    let project = sandbox.project().canonicalize().unwrap();
+
+    let id = start_job(&server, &sandbox);
+    let job = wait_final(&server, &id);
+    let coordinator_log = String::from_utf8(
+        stored_logs(&sandbox, &id)
+            .remove("coordinator")
+            .expect("the coordinator log is stored"),
+    )
+    .unwrap();
+
+    let expected = format!(
+        "`{}/danubefile.py` defines several pipelines (`failing`, `second`), so name the one to run: \
+         pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`",
+        project.display()
+    );
+    assert_eq!(job["state"], "failure", "{job:#}");
+    assert_eq!(job["project"], project.to_str().unwrap());
+    assert_eq!(job["reason"], expected.as_str());
+    assert!(
+        coordinator_log.contains(&expected),
+        "the coordinator log does not show the error: {coordinator_log}"
+    );
+    assert!(
+        !coordinator_log.contains("workspaces"),
+        "the coordinator log names the workspace: {coordinator_log}"
+    );
+}
+
 #[test]
 fn job_shows_dag_logs_artifacts_and_events() {
     let sandbox = Sandbox::new();

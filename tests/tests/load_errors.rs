@@ -32,9 +32,55 @@ fn syntax_error_shows_traceback() {
     let sandbox = Sandbox::new();
     sandbox.pipeline("from danube import pipeline\n\ndef broken(:\n    pass\n");
     let run = sandbox.run(&[]);
+    let file = sandbox
+        .project()
+        .canonicalize()
+        .unwrap()
+        .join("danubefile.py");
     assert_eq!(run.code, 2, "{}", run.text());
     assert!(run.stderr.contains("SyntaxError"), "{}", run.text());
-    assert!(run.stderr.contains("danubefile.py"), "{}", run.text());
+    assert!(
+        run.stderr
+            .contains(&format!("File \"{}\", line 3", file.display())),
+        "{}",
+        run.text()
+    );
+    assert!(!run.stderr.contains("workspaces"), "{}", run.text());
+    assert_no_step_ran(&sandbox);
+}
+
+#[test]
+fn several_pipelines_error_names_project_file() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="failing")
+def failing():
+    step.run("false")
+
+@pipeline(name="second")
+def second():
+    step.run("true")
+"#,
+    );
+
+    let run = sandbox.run(&[]);
+
+    let file = sandbox
+        .project()
+        .canonicalize()
+        .unwrap()
+        .join("danubefile.py");
+    let expected = format!(
+        "`{}` defines several pipelines (`failing`, `second`), so name the one to run: \
+         pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`",
+        file.display()
+    );
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains(&expected), "{}", run.text());
+    assert!(!run.stderr.contains("workspaces"), "{}", run.text());
     assert_no_step_ran(&sandbox);
 }
 
