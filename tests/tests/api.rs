@@ -456,6 +456,115 @@ fn bad_ids_and_bodies_get_the_error_shape() {
     assert_eq!(assert_error(no_route, StatusCode::NOT_FOUND), "not_found");
 }
 
+/// Sends `POST /api/v1/jobs` for `project` and returns the status and the
+/// error message.
+fn create_error(server: &Server, project: Value) -> (StatusCode, String) {
+    let response = post(server, "/api/v1/jobs", json!({ "project": project }))
+        .send()
+        .unwrap();
+    let status = response.status();
+    let body = json_of(response);
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"));
+    (status, message.to_owned())
+}
+
+#[test]
+fn project_path_errors_name_path_and_fix() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline\n\n@pipeline\ndef build(): pass\n");
+    sandbox.file("README.md", "");
+    let server = sandbox.serve();
+    let project = sandbox.project();
+    let pipeline_file = project.join("danubefile.py");
+    let readme = project.join("README.md");
+    let missing = sandbox.path().join("nope");
+    let empty = sandbox.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let stray_file = sandbox.path().join("notes.txt");
+    std::fs::write(&stray_file, "").unwrap();
+    let fifo = sandbox.path().join("pipe");
+    let made_fifo = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made_fifo.success());
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+
+    assert_eq!(
+        create_error(&server, json!(pipeline_file)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is a file; pass the folder that contains danubefile.py: `{}`",
+                pipeline_file.display(),
+                project.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(readme)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is a file; pass the folder that contains danubefile.py: `{}`",
+                readme.display(),
+                project.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(stray_file)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is a file; pass the folder that contains danubefile.py",
+                stray_file.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(missing)),
+        (
+            unprocessable,
+            format!(
+                "project folder `{}` does not exist: pass the folder that contains danubefile.py",
+                missing.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(fifo)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is not a folder: pass the folder that contains danubefile.py",
+                fifo.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(empty)),
+        (
+            unprocessable,
+            format!(
+                "no danubefile.py in `{}`: create one (see the README for a first pipeline) or pass the folder that contains it",
+                empty.canonicalize().unwrap().display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!("project")),
+        (
+            StatusCode::BAD_REQUEST,
+            "project `project` is not an absolute path; pass the absolute path of the folder that contains danubefile.py".to_owned()
+        )
+    );
+    let jobs = json_of(get(&server, "/api/v1/jobs").send().unwrap());
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs:#}");
+}
+
 const TWO_PIPELINES: &str = r#"
 from danube import pipeline, step
 

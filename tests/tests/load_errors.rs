@@ -211,5 +211,33 @@ fn run_on_missing_folder_says_it_does_not_exist() {
     let missing = sandbox.path().join("nope");
     let run = sandbox.danube(&["run", missing.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.text());
-    assert!(run.stderr.contains("does not exist"), "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "project folder `{}` does not exist: pass the folder that contains danubefile.py",
+            missing.display()
+        )),
+        "{}",
+        run.text()
+    );
+}
+
+#[test]
+fn run_on_other_file_suggests_its_project_folder() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline\n");
+    sandbox.file("README.md", "");
+    let readme = sandbox.project().join("README.md");
+
+    let run = sandbox.danube(&["run", readme.to_str().unwrap()]);
+
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "`{}` is a file; pass the folder that contains danubefile.py: `{}`",
+            readme.display(),
+            sandbox.project().display()
+        )),
+        "{}",
+        run.text()
+    );
 }
