@@ -315,6 +315,53 @@ fn printed_address_sets_a_cookie_that_authorizes() {
 }
 
 #[test]
+fn wrong_address_token_gets_signed_out_page() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let no_redirects = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let wrong = server.url(&format!("/?token={}", "0".repeat(64)));
+    let browser_accept = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+    let page = no_redirects
+        .get(server.url("/"))
+        .header("Accept", browser_accept)
+        .send()
+        .unwrap();
+    let etag = page.headers()["etag"].clone();
+    let browser = no_redirects
+        .get(&wrong)
+        .header("Accept", browser_accept)
+        .send()
+        .unwrap();
+    let revalidating = no_redirects
+        .get(&wrong)
+        .header("Accept", browser_accept)
+        .header("If-None-Match", etag)
+        .send()
+        .unwrap();
+    let api_client = no_redirects.get(&wrong).send().unwrap();
+
+    assert_eq!(browser.status(), StatusCode::UNAUTHORIZED);
+    assert!(browser.headers().get("set-cookie").is_none());
+    assert_eq!(
+        browser.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    assert!(browser.text().unwrap().contains("/assets/boot.js"));
+    assert_eq!(revalidating.status(), StatusCode::UNAUTHORIZED);
+    assert!(revalidating.text().unwrap().contains("/assets/boot.js"));
+    assert!(api_client.headers().get("set-cookie").is_none());
+    assert_eq!(api_client.headers()["content-type"], "application/json");
+    assert_eq!(
+        assert_error(api_client, StatusCode::UNAUTHORIZED),
+        "unauthorized"
+    );
+}
+
+#[test]
 fn web_ui_is_served_with_client_routes() {
     let sandbox = Sandbox::new();
     let server = sandbox.serve();
