@@ -979,6 +979,92 @@ def chatty():
 }
 
 #[test]
+fn log_stream_resumes_from_offset_parameter() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="chatty")
+def chatty():
+    step.run("for i in $(seq 1 60); do echo line $i; sleep 0.03; done", name="count")
+"#,
+    );
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=count");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let response = get(&server, &stream).send().unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut received = Vec::new();
+    let mut reader = SseReader::new(first);
+    for _ in 0..5 {
+        let event = reader.next_event().expect("the stream stays open");
+        assert_eq!(event.event, "chunk");
+        received.extend(chunk_bytes(&serde_json::from_str(&event.data).unwrap()));
+    }
+    drop(reader);
+    let offset = received.len();
+
+    // A new EventSource cannot set Last-Event-ID, so it passes the offset in
+    // the address.
+    let resumed = get(&server, &format!("{stream}&offset={offset}"))
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(resumed);
+    loop {
+        let event = reader.next_event().expect("the stream ends with `end`");
+        if event.event == "end" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(chunk["offset"].as_u64().unwrap(), received.len() as u64);
+        received.extend(chunk_bytes(&chunk));
+        assert_eq!(event.id.unwrap(), received.len().to_string());
+    }
+
+    // A browser reconnecting on its own sends Last-Event-ID to the address
+    // it first opened, offset included, so the header is the newer position.
+    let both = get(&server, &format!("{stream}&offset=0"))
+        .header("Last-Event-ID", offset.to_string())
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(both);
+    let first_event = reader
+        .next_event()
+        .expect("the log has bytes after the offset");
+    let first_chunk: Value = serde_json::from_str(&first_event.data).unwrap();
+    let not_a_number = get(&server, &format!("{stream}&offset=ten"))
+        .send()
+        .unwrap();
+
+    let job = wait_final(&server, &id);
+    let step_id = job["tasks"][0]["steps"][0]["id"].as_i64().unwrap();
+    let stored = std::fs::read(
+        sandbox
+            .data_dir()
+            .join(format!("logs/{id}/step-{step_id}.log")),
+    )
+    .unwrap();
+    let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(stored, expected.as_bytes());
+    assert_eq!(received, stored);
+    assert_eq!(first_event.event, "chunk");
+    assert_eq!(first_chunk["offset"].as_u64().unwrap(), offset as u64);
+    assert_eq!(
+        assert_error(not_a_number, StatusCode::BAD_REQUEST),
+        "bad_request"
+    );
+}
+
+#[test]
 fn cancel_stops_a_running_job_and_its_processes() {
     let sandbox = Sandbox::new();
     let pids = sandbox.path().join("pids");
