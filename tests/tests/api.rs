@@ -315,6 +315,53 @@ fn printed_address_sets_a_cookie_that_authorizes() {
 }
 
 #[test]
+fn wrong_address_token_gets_signed_out_page() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let no_redirects = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let wrong = server.url(&format!("/?token={}", "0".repeat(64)));
+    let browser_accept = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+    let page = no_redirects
+        .get(server.url("/"))
+        .header("Accept", browser_accept)
+        .send()
+        .unwrap();
+    let etag = page.headers()["etag"].clone();
+    let browser = no_redirects
+        .get(&wrong)
+        .header("Accept", browser_accept)
+        .send()
+        .unwrap();
+    let revalidating = no_redirects
+        .get(&wrong)
+        .header("Accept", browser_accept)
+        .header("If-None-Match", etag)
+        .send()
+        .unwrap();
+    let api_client = no_redirects.get(&wrong).send().unwrap();
+
+    assert_eq!(browser.status(), StatusCode::UNAUTHORIZED);
+    assert!(browser.headers().get("set-cookie").is_none());
+    assert_eq!(
+        browser.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    assert!(browser.text().unwrap().contains("/assets/boot.js"));
+    assert_eq!(revalidating.status(), StatusCode::UNAUTHORIZED);
+    assert!(revalidating.text().unwrap().contains("/assets/boot.js"));
+    assert!(api_client.headers().get("set-cookie").is_none());
+    assert_eq!(api_client.headers()["content-type"], "application/json");
+    assert_eq!(
+        assert_error(api_client, StatusCode::UNAUTHORIZED),
+        "unauthorized"
+    );
+}
+
+#[test]
 fn web_ui_is_served_with_client_routes() {
     let sandbox = Sandbox::new();
     let server = sandbox.serve();
@@ -454,6 +501,161 @@ fn bad_ids_and_bodies_get_the_error_shape() {
         "bad_request"
     );
     assert_eq!(assert_error(no_route, StatusCode::NOT_FOUND), "not_found");
+}
+
+/// Sends `POST /api/v1/jobs` for `project` and returns the status and the
+/// error message.
+fn create_error(server: &Server, project: Value) -> (StatusCode, String) {
+    let response = post(server, "/api/v1/jobs", json!({ "project": project }))
+        .send()
+        .unwrap();
+    let status = response.status();
+    let body = json_of(response);
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"));
+    (status, message.to_owned())
+}
+
+#[test]
+fn project_path_errors_name_path_and_fix() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline\n\n@pipeline\ndef build(): pass\n");
+    sandbox.file("README.md", "");
+    let server = sandbox.serve();
+    let project = sandbox.project();
+    let pipeline_file = project.join("danubefile.py");
+    let readme = project.join("README.md");
+    let missing = sandbox.path().join("nope");
+    let empty = sandbox.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let stray_file = sandbox.path().join("notes.txt");
+    std::fs::write(&stray_file, "").unwrap();
+    let fifo = sandbox.path().join("pipe");
+    let made_fifo = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made_fifo.success());
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+
+    assert_eq!(
+        create_error(&server, json!(pipeline_file)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is a file; pass the folder that contains danubefile.py: `{}`",
+                pipeline_file.display(),
+                project.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(readme)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is a file; pass the folder that contains danubefile.py: `{}`",
+                readme.display(),
+                project.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(stray_file)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is a file; pass the folder that contains danubefile.py",
+                stray_file.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(missing)),
+        (
+            unprocessable,
+            format!(
+                "project folder `{}` does not exist: pass the folder that contains danubefile.py",
+                missing.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(fifo)),
+        (
+            unprocessable,
+            format!(
+                "`{}` is not a folder: pass the folder that contains danubefile.py",
+                fifo.display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!(empty)),
+        (
+            unprocessable,
+            format!(
+                "no danubefile.py in `{}`: create one (see the README for a first pipeline) or pass the folder that contains it",
+                empty.canonicalize().unwrap().display()
+            )
+        )
+    );
+    assert_eq!(
+        create_error(&server, json!("project")),
+        (
+            StatusCode::BAD_REQUEST,
+            "project `project` is not an absolute path; pass the absolute path of the folder that contains danubefile.py".to_owned()
+        )
+    );
+    let jobs = json_of(get(&server, "/api/v1/jobs").send().unwrap());
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs:#}");
+}
+
+const TWO_PIPELINES: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="failing")
+def failing():
+    step.run("false")
+
+@pipeline(name="second")
+def second():
+    step.run("true")
+"#;
+
+#[test]
+fn load_error_names_project_file() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(TWO_PIPELINES);
+    let server = sandbox.serve();
+    let project = sandbox.project().canonicalize().unwrap();
+
+    let id = start_job(&server, &sandbox);
+    let job = wait_final(&server, &id);
+    let coordinator_log = String::from_utf8(
+        stored_logs(&sandbox, &id)
+            .remove("coordinator")
+            .expect("the coordinator log is stored"),
+    )
+    .unwrap();
+
+    let expected = format!(
+        "`{}/danubefile.py` defines several pipelines (`failing`, `second`), so name the one to run: \
+         pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`",
+        project.display()
+    );
+    assert_eq!(job["state"], "failure", "{job:#}");
+    assert_eq!(job["project"], project.to_str().unwrap());
+    assert_eq!(job["reason"], expected.as_str());
+    assert!(
+        coordinator_log.contains(&expected),
+        "the coordinator log does not show the error: {coordinator_log}"
+    );
+    assert!(
+        !coordinator_log.contains("workspaces"),
+        "the coordinator log names the workspace: {coordinator_log}"
+    );
 }
 
 #[test]
@@ -774,6 +976,92 @@ def chatty():
     let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
     assert_eq!(stored, expected.as_bytes());
     assert_eq!(received, stored);
+}
+
+#[test]
+fn log_stream_resumes_from_offset_parameter() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="chatty")
+def chatty():
+    step.run("for i in $(seq 1 60); do echo line $i; sleep 0.03; done", name="count")
+"#,
+    );
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    let stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=count");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let response = get(&server, &stream).send().unwrap();
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut received = Vec::new();
+    let mut reader = SseReader::new(first);
+    for _ in 0..5 {
+        let event = reader.next_event().expect("the stream stays open");
+        assert_eq!(event.event, "chunk");
+        received.extend(chunk_bytes(&serde_json::from_str(&event.data).unwrap()));
+    }
+    drop(reader);
+    let offset = received.len();
+
+    // A new EventSource cannot set Last-Event-ID, so it passes the offset in
+    // the address.
+    let resumed = get(&server, &format!("{stream}&offset={offset}"))
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(resumed);
+    loop {
+        let event = reader.next_event().expect("the stream ends with `end`");
+        if event.event == "end" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(chunk["offset"].as_u64().unwrap(), received.len() as u64);
+        received.extend(chunk_bytes(&chunk));
+        assert_eq!(event.id.unwrap(), received.len().to_string());
+    }
+
+    // A browser reconnecting on its own sends Last-Event-ID to the address
+    // it first opened, offset included, so the header is the newer position.
+    let both = get(&server, &format!("{stream}&offset=0"))
+        .header("Last-Event-ID", offset.to_string())
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(both);
+    let first_event = reader
+        .next_event()
+        .expect("the log has bytes after the offset");
+    let first_chunk: Value = serde_json::from_str(&first_event.data).unwrap();
+    let not_a_number = get(&server, &format!("{stream}&offset=ten"))
+        .send()
+        .unwrap();
+
+    let job = wait_final(&server, &id);
+    let step_id = job["tasks"][0]["steps"][0]["id"].as_i64().unwrap();
+    let stored = std::fs::read(
+        sandbox
+            .data_dir()
+            .join(format!("logs/{id}/step-{step_id}.log")),
+    )
+    .unwrap();
+    let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(stored, expected.as_bytes());
+    assert_eq!(received, stored);
+    assert_eq!(first_event.event, "chunk");
+    assert_eq!(first_chunk["offset"].as_u64().unwrap(), offset as u64);
+    assert_eq!(
+        assert_error(not_a_number, StatusCode::BAD_REQUEST),
+        "bad_request"
+    );
 }
 
 #[test]

@@ -32,9 +32,55 @@ fn syntax_error_shows_traceback() {
     let sandbox = Sandbox::new();
     sandbox.pipeline("from danube import pipeline\n\ndef broken(:\n    pass\n");
     let run = sandbox.run(&[]);
+    let file = sandbox
+        .project()
+        .canonicalize()
+        .unwrap()
+        .join("danubefile.py");
     assert_eq!(run.code, 2, "{}", run.text());
     assert!(run.stderr.contains("SyntaxError"), "{}", run.text());
-    assert!(run.stderr.contains("danubefile.py"), "{}", run.text());
+    assert!(
+        run.stderr
+            .contains(&format!("File \"{}\", line 3", file.display())),
+        "{}",
+        run.text()
+    );
+    assert!(!run.stderr.contains("workspaces"), "{}", run.text());
+    assert_no_step_ran(&sandbox);
+}
+
+#[test]
+fn several_pipelines_error_names_project_file() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="failing")
+def failing():
+    step.run("false")
+
+@pipeline(name="second")
+def second():
+    step.run("true")
+"#,
+    );
+
+    let run = sandbox.run(&[]);
+
+    let file = sandbox
+        .project()
+        .canonicalize()
+        .unwrap()
+        .join("danubefile.py");
+    let expected = format!(
+        "`{}` defines several pipelines (`failing`, `second`), so name the one to run: \
+         pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`",
+        file.display()
+    );
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(run.stderr.contains(&expected), "{}", run.text());
+    assert!(!run.stderr.contains("workspaces"), "{}", run.text());
     assert_no_step_ran(&sandbox);
 }
 
@@ -165,5 +211,33 @@ fn run_on_missing_folder_says_it_does_not_exist() {
     let missing = sandbox.path().join("nope");
     let run = sandbox.danube(&["run", missing.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.text());
-    assert!(run.stderr.contains("does not exist"), "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "project folder `{}` does not exist: pass the folder that contains danubefile.py",
+            missing.display()
+        )),
+        "{}",
+        run.text()
+    );
+}
+
+#[test]
+fn run_on_other_file_suggests_its_project_folder() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline\n");
+    sandbox.file("README.md", "");
+    let readme = sandbox.project().join("README.md");
+
+    let run = sandbox.danube(&["run", readme.to_str().unwrap()]);
+
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains(&format!(
+            "`{}` is a file; pass the folder that contains danubefile.py: `{}`",
+            readme.display(),
+            sandbox.project().display()
+        )),
+        "{}",
+        run.text()
+    );
 }

@@ -105,9 +105,9 @@ impl From<StoreError> for ApiError {
 impl From<OrchestratorError> for ApiError {
     fn from(err: OrchestratorError) -> ApiError {
         match err {
-            OrchestratorError::ProjectMissing { .. }
-            | OrchestratorError::NoPipelineFile(_)
-            | OrchestratorError::InvalidPipelineName(_) => ApiError::unprocessable(err.to_string()),
+            OrchestratorError::Project(_) | OrchestratorError::InvalidPipelineName(_) => {
+                ApiError::unprocessable(err.to_string())
+            }
             err => ApiError::internal("start the job", &err),
         }
     }

@@ -16,7 +16,7 @@ use super::AppState;
 use super::artifacts::{Artifact, artifact_body};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{JobId, JobState, RunState};
-use crate::orchestrator::{JobRequest, PIPELINE_FILE};
+use crate::orchestrator::{JobRequest, PIPELINE_FILE, check_project};
 use crate::store::{JobFilter, JobRecord, StepRecord, TaskRecord};
 
 /// Jobs per page when the request gives no `limit`.
@@ -140,7 +140,7 @@ pub struct ListQuery {
     responses(
         (status = 201, description = "The job was recorded and started", body = Job),
         (status = 400, description = "The project path is not absolute", body = ErrorBody),
-        (status = 422, description = "The project folder or its danubefile.py is missing", body = ErrorBody),
+        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py", body = ErrorBody),
         (status = 503, description = "The server is stopping", body = ErrorBody),
     )
 )]
@@ -155,18 +155,7 @@ pub async fn create(
             body.project
         )));
     }
-    if !project.is_dir() {
-        return Err(ApiError::unprocessable(format!(
-            "project folder `{}` does not exist or is not a folder on the server's machine",
-            body.project
-        )));
-    }
-    if !project.join(PIPELINE_FILE).is_file() {
-        return Err(ApiError::unprocessable(format!(
-            "project folder `{}` has no {PIPELINE_FILE}; create one (see the README for a first pipeline)",
-            body.project
-        )));
-    }
+    check_project(&project).map_err(|err| ApiError::unprocessable(err.to_string()))?;
     let pipeline = body.pipeline.filter(|name| !name.is_empty());
     submit(&state, project, pipeline).await
 }

@@ -257,7 +257,9 @@ struct IndexQuery {
 
 /// Serves the web UI's page at `/`. `/?token=...` stores the token in an
 /// HttpOnly cookie and redirects to `/`, so the address that `danube serve`
-/// prints logs a browser in.
+/// prints logs a browser in. A wrong token gets 401 without a cookie: the
+/// app's page for a browser, which then shows that it is not signed in, and
+/// the JSON error for other clients.
 async fn index(
     State(state): State<Arc<AppState>>,
     error::ApiQuery(query): error::ApiQuery<IndexQuery>,
@@ -265,6 +267,10 @@ async fn index(
 ) -> Response {
     if let Some(token) = query.token {
         if !state.token.matches(&token) {
+            tracing::debug!("rejected a wrong token in the address");
+            if ui::wants_html(&headers) {
+                return ui::unauthorized_page(&headers);
+            }
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -44,14 +44,10 @@ pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
 /// `index.html` for a page address; the JSON 404 for anything else, such
 /// as a mistyped API path or a client that does not want HTML.
 pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|accept| accept.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
     let reserved = ["/api/", "/assets/", "/health", "/metrics"]
         .iter()
         .any(|prefix| uri.path().starts_with(prefix));
-    if method == Method::GET && wants_html && !reserved {
+    if method == Method::GET && wants_html(&headers) && !reserved {
         return page(&headers);
     }
     error::no_route().await.into_response()
@@ -72,6 +68,27 @@ pub fn page(headers: &HeaderMap) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     response
+}
+
+/// `index.html` with status 401, for a browser that presented a wrong
+/// token: the app loads, its API calls fail, and it shows that the browser
+/// is not signed in. It ignores `If-None-Match`, because a 304 has no body
+/// to carry the page.
+pub fn unauthorized_page(headers: &HeaderMap) -> Response {
+    let mut unconditional = headers.clone();
+    unconditional.remove(header::IF_NONE_MATCH);
+    let mut response = page(&unconditional);
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response
+}
+
+/// Checks whether the request's `Accept` header takes HTML, as a browser
+/// navigating to a page sends it.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
 }
 
 fn serve(path: &str, headers: &HeaderMap) -> Option<Response> {

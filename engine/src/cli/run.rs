@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::model::JobState;
-use crate::orchestrator::{JobRequest, PIPELINE_FILE};
+use crate::orchestrator::{JobRequest, PIPELINE_FILE, check_project};
 
 use super::Status;
 use super::live::LiveView;
@@ -47,25 +47,7 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
             args.dir = ".".into();
         }
     }
-    if !args.dir.exists() {
-        anyhow::bail!(
-            "project folder `{}` does not exist: pass the folder that contains {PIPELINE_FILE}",
-            args.dir.display()
-        );
-    }
-    if !args.dir.is_dir() {
-        anyhow::bail!(
-            "`{}` is not a folder: pass the folder that contains {PIPELINE_FILE}",
-            args.dir.display()
-        );
-    }
-    if !args.dir.join(PIPELINE_FILE).is_file() {
-        let shown = args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone());
-        anyhow::bail!(
-            "no {PIPELINE_FILE} in `{}`: create one (see the README for a first pipeline) or pass the project folder, as in `danube run path/to/project`",
-            shown.display()
-        );
-    }
+    check_project(&args.dir)?;
     let (data, store) = super::open_data(data_root).await?;
 
     let mut interrupts = Interrupts::install();

@@ -94,6 +94,10 @@ pub async fn start(
         .arg("danube._coordinator")
         .arg("--file")
         .arg(workspace.path.join(PIPELINE_FILE))
+        // Load errors then name the user's own files, not the workspace's
+        // copies of them.
+        .arg("--project-dir")
+        .arg(runtime.project())
         .current_dir(&workspace.path)
         .env("PYTHONPATH", python_path)
         .env("PYTHONUNBUFFERED", "1")

@@ -10,6 +10,7 @@ pub mod events;
 mod job;
 pub mod ownership;
 pub mod plan;
+mod project;
 mod source;
 mod step;
 
@@ -36,6 +37,7 @@ use crate::store::{NewJob, Store, StoreError};
 pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
 pub(crate) use job::error_chain;
+pub use project::{ProjectError, check_project};
 pub use step::dispatch_latency;
 pub(crate) use step::start as start_step;
 
@@ -60,17 +62,8 @@ pub enum OrchestratorError {
     #[error("failed to start the engine's gRPC server on loopback")]
     StartRpc(#[source] std::io::Error),
 
-    #[error("project folder `{path}` does not exist or is not readable: {source}")]
-    ProjectMissing {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error(
-        "no {PIPELINE_FILE} in `{0}`: create one (see the README for a first pipeline) or pass the project folder, as in `danube run path/to/project`"
-    )]
-    NoPipelineFile(PathBuf),
+    #[error(transparent)]
+    Project(#[from] ProjectError),
 
     #[error(
         "pipeline name `{0}` is invalid: use 1 to 100 characters without control characters, not starting with `-`"
@@ -231,7 +224,7 @@ impl Engine {
             let shown: String = name.chars().take(100).collect();
             return Err(OrchestratorError::InvalidPipelineName(shown));
         }
-        let project = canonical_project(&request.project)?;
+        let project = check_project(&request.project)?;
         let source = source::describe(&project);
 
         let id = JobId::new();
@@ -317,19 +310,6 @@ impl Drop for Registered {
 fn valid_pipeline_name(name: &str) -> bool {
     let length = name.chars().count();
     (1..=100).contains(&length) && !name.starts_with('-') && !name.chars().any(char::is_control)
-}
-
-fn canonical_project(path: &Path) -> Result<PathBuf, OrchestratorError> {
-    let project = path
-        .canonicalize()
-        .map_err(|source| OrchestratorError::ProjectMissing {
-            path: path.to_owned(),
-            source,
-        })?;
-    if !project.join(PIPELINE_FILE).is_file() {
-        return Err(OrchestratorError::NoPipelineFile(project));
-    }
-    Ok(project)
 }
 
 /// The end state of a job, as its runner returns it.

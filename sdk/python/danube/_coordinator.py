@@ -3,7 +3,8 @@ engine schedules.
 
 The engine starts it in the job's workspace:
 
-    python -m danube._coordinator --file PATH [--pipeline NAME] [--retry-window SECONDS]
+    python -m danube._coordinator --file PATH [--pipeline NAME] [--project-dir DIR]
+        [--retry-window SECONDS]
 
 with the SDK on PYTHONPATH and the packages of danube/_requirements.txt
 installed. It reads:
@@ -75,11 +76,18 @@ log = logging.getLogger("danube")
 class Coordinator:
     """One job's coordinator, from loading the file to the end of the schedule."""
 
-    def __init__(self, client: EngineClient, file: str, pipeline: str | None) -> None:
+    def __init__(
+        self,
+        client: EngineClient,
+        file: str,
+        pipeline: str | None,
+        project_dir: str | None = None,
+    ) -> None:
         self._client = client
         self._messages: Any = client.messages
         self._file = file
         self._pipeline = pipeline
+        self._project_dir = project_dir
         self._fatal: EngineError | None = None
         self._fatal_lock = threading.Lock()
         self._schedule: ResumableStream | None = None
@@ -91,7 +99,7 @@ class Coordinator:
             EngineError: the engine was unreachable or rejected a call.
         """
         try:
-            plan = load_plan(self._file, self._pipeline)
+            plan = load_plan(self._file, self._pipeline, self._project_dir)
         except LoadFailure as failure:
             return self._fail_load(str(failure))
         # `ctx.pipeline` must name the pipeline even when the engine left the
@@ -244,6 +252,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the pipeline to run; defaults to $DANUBE_PIPELINE, then to the file's only pipeline",
     )
     parser.add_argument(
+        "--project-dir",
+        metavar="DIR",
+        help="the project folder that the file's folder was copied from. Load errors then name "
+        "the project's files instead of the copies (default: name the files as --file does)",
+    )
+    parser.add_argument(
         "--retry-window",
         type=_positive_seconds,
         default=_client.DEFAULT_RETRY_WINDOW_SECONDS,
@@ -301,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     client = _client.connect(address, token, args.retry_window)
     requested = args.pipeline or os.environ.get("DANUBE_PIPELINE") or None
     try:
-        return Coordinator(client, args.file, requested).run()
+        return Coordinator(client, args.file, requested, args.project_dir).run()
     except EngineUnavailable as error:
         print(f"danube: lost the connection to the engine at {address}: {error}", file=sys.stderr)
         return EXIT_ENGINE_UNAVAILABLE

@@ -18,12 +18,18 @@ class LoadFailure(Exception):
     message is meant for the user: it is what the job shows as its error."""
 
 
-def load_plan(file: str, requested: str | None) -> Plan:
+def load_plan(file: str, requested: str | None, project_dir: str | None = None) -> Plan:
     """Import `file`, select the pipeline named `requested` (or the only one),
     and return its resolved plan.
 
     The file's directory goes first on `sys.path`, so the file can import
     modules that sit next to it.
+
+    When the file is a copy of a project (the engine runs a job in a copy of
+    the project folder), `project_dir` is the project folder. Messages then
+    name the project's files instead of their copies, including the file
+    paths in tracebacks, because the project's files are the ones the user
+    edits.
 
     Raises:
         LoadFailure: the file is missing, raised while it was imported (the
@@ -31,8 +37,10 @@ def load_plan(file: str, requested: str | None) -> Plan:
             requested, several without `requested`, or an invalid graph.
     """
     path = os.path.abspath(file)
+    display_path = os.path.join(project_dir, os.path.basename(path)) if project_dir else file
     if not os.path.isfile(path):
-        raise LoadFailure(f"pipeline file `{file}` not found in `{os.getcwd()}`")
+        where = "the job's workspace" if project_dir else f"`{os.getcwd()}`"
+        raise LoadFailure(f"pipeline file `{display_path}` not found in {where}")
 
     reset_registry()
     sys.path.insert(0, os.path.dirname(path))
@@ -41,15 +49,28 @@ def load_plan(file: str, requested: str | None) -> Plan:
     except KeyboardInterrupt:
         raise
     except BaseException as error:
-        raise LoadFailure(
-            f"failed to load `{file}`:\n{format_traceback_from(error, path)}"
-        ) from None
+        traceback_text = _name_project_files(
+            format_traceback_from(error, path), os.path.dirname(path), project_dir
+        )
+        raise LoadFailure(f"failed to load `{display_path}`:\n{traceback_text}") from None
 
-    pipeline = _select_pipeline(file, defined_pipelines(), requested)
+    pipeline = _select_pipeline(display_path, defined_pipelines(), requested)
     try:
         return pipeline.plan()
     except PlanError as error:
-        raise LoadFailure(f"pipeline `{pipeline.name}` in `{file}` is invalid: {error}") from None
+        raise LoadFailure(
+            f"pipeline `{pipeline.name}` in `{display_path}` is invalid: {error}"
+        ) from None
+
+
+def _name_project_files(traceback_text: str, copy_dir: str, project_dir: str | None) -> str:
+    """Rename the files under `copy_dir` to the same paths under
+    `project_dir` in the `File "..."` lines of a formatted traceback."""
+    if project_dir is None:
+        return traceback_text
+    return traceback_text.replace(
+        f'File "{os.path.join(copy_dir, "")}', f'File "{os.path.join(project_dir, "")}'
+    )
 
 
 def _import_file(path: str) -> None:
@@ -78,7 +99,10 @@ def _select_pipeline(file: str, pipelines: list[Pipeline], requested: str | None
                 return pipeline
         raise LoadFailure(f"`{file}` has no pipeline named `{requested}` (defined: {names})")
     if len(pipelines) > 1:
-        raise LoadFailure(f"`{file}` defines several pipelines ({names}): name the one to run")
+        raise LoadFailure(
+            f"`{file}` defines several pipelines ({names}), so name the one to run: "
+            "pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`"
+        )
     return pipelines[0]
 
 

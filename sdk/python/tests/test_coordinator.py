@@ -345,9 +345,9 @@ def test_several_pipelines_without_choice_is_a_load_error(
     result = run_coordinator(engine.address, workspace, source)
 
     assert result.returncode == 3
-    assert (
-        load_error(engine)
-        == "`danubefile.py` defines several pipelines (`one`, `two`): name the one to run"
+    assert load_error(engine) == (
+        "`danubefile.py` defines several pipelines (`one`, `two`), so name the one to run: "
+        "pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`"
     )
 
 
@@ -421,6 +421,142 @@ def test_missing_file_is_a_load_error(engine: RunningEngine, workspace: Path) ->
 
     assert result.returncode == 3
     assert load_error(engine).startswith("pipeline file `nope.py` not found")
+
+
+# --- Load errors name the project's files, not the workspace's copies -----------
+
+
+def test_load_error_names_project_file(
+    engine: RunningEngine, workspace: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+
+    result = run_coordinator(
+        engine.address, workspace, TWO_PIPELINES, "--project-dir", str(project)
+    )
+
+    assert result.returncode == 3
+    expected = (
+        f"`{project}/danubefile.py` defines several pipelines (`one`, `two`), "
+        "so name the one to run: "
+        "pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`"
+    )
+    assert load_error(engine) == expected
+    assert result.stderr == expected + "\n"
+
+
+def test_unknown_pipeline_names_project_file(
+    engine: RunningEngine, workspace: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+
+    result = run_coordinator(
+        engine.address, workspace, DAG, "--pipeline", "deploy", "--project-dir", str(project)
+    )
+
+    assert result.returncode == 3
+    assert load_error(engine) == (
+        f"`{project}/danubefile.py` has no pipeline named `deploy` (defined: `web`)"
+    )
+
+
+def test_invalid_graph_names_project_file(
+    engine: RunningEngine, workspace: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    source = textwrap.dedent(
+        """
+        from danube import pipeline, task
+
+        @task(needs=["b"])
+        def a(): pass
+
+        @task(needs=[a])
+        def b(): pass
+
+        pipeline(name="loop", tasks=[b])
+        """
+    )
+
+    result = run_coordinator(engine.address, workspace, source, "--project-dir", str(project))
+
+    assert result.returncode == 3
+    assert load_error(engine).startswith(
+        f"pipeline `loop` in `{project}/danubefile.py` is invalid: the tasks' needs form a cycle"
+    )
+
+
+def test_file_without_pipeline_names_project_file(
+    engine: RunningEngine, workspace: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+
+    result = run_coordinator(
+        engine.address, workspace, "print('nothing here')\n", "--project-dir", str(project)
+    )
+
+    assert result.returncode == 3
+    assert load_error(engine).startswith(f"`{project}/danubefile.py` defines no pipeline:")
+
+
+def test_syntax_error_traceback_names_project_file(
+    engine: RunningEngine, workspace: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    source = "from danube import pipeline\n\n@pipeline\ndef build(:\n    pass\n"
+
+    result = run_coordinator(engine.address, workspace, source, "--project-dir", str(project))
+
+    assert result.returncode == 3
+    message = load_error(engine)
+    assert message.startswith(f"failed to load `{project}/danubefile.py`:\n")
+    assert f'File "{project}/danubefile.py", line 4' in message
+    assert str(workspace) not in message
+    assert str(workspace) not in result.stderr
+
+
+def test_import_traceback_names_project_modules(
+    engine: RunningEngine, workspace: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    (workspace / "settings.py").write_text("import os\n\nREGION = os.environ['NOT_SET_ANYWHERE']\n")
+    source = "import settings\n"
+
+    result = run_coordinator(engine.address, workspace, source, "--project-dir", str(project))
+
+    assert result.returncode == 3
+    message = load_error(engine)
+    assert f'File "{project}/danubefile.py", line 1, in <module>' in message
+    assert f'File "{project}/settings.py", line 3, in <module>' in message
+    assert "KeyError: 'NOT_SET_ANYWHERE'" in message
+    assert str(workspace) not in message
+
+
+def test_missing_file_names_project_file(
+    engine: RunningEngine, workspace: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+
+    result = run_coordinator(
+        engine.address, workspace, "", "--file", "nope.py", "--project-dir", str(project)
+    )
+
+    assert result.returncode == 3
+    assert load_error(engine) == (
+        f"pipeline file `{project}/nope.py` not found in the job's workspace"
+    )
+
+
+def test_project_dir_of_workspace_keeps_paths(engine: RunningEngine, workspace: Path) -> None:
+    """A job run in place has the project folder as its workspace."""
+    source = "import os\n\nvalue = os.environ['NOT_SET_ANYWHERE']\n"
+
+    result = run_coordinator(engine.address, workspace, source, "--project-dir", str(workspace))
+
+    assert result.returncode == 3
+    message = load_error(engine)
+    assert message.startswith(f"failed to load `{workspace}/danubefile.py`:\n")
+    assert f'File "{workspace}/danubefile.py", line 3, in <module>' in message
 
 
 # --- Invocation and connection (exit 2, 4, 5) ---------------------------------

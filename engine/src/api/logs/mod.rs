@@ -74,6 +74,12 @@ pub struct StreamQuery {
     pub step: Option<String>,
     /// The step's `id` from the job detail. Replaces `task` and `step`.
     pub step_id: Option<i64>,
+    /// Resume after this byte offset, the id of the last event received;
+    /// default 0. For clients that cannot set `Last-Event-ID`, such as a
+    /// browser's new `EventSource`. `Last-Event-ID` wins when both are
+    /// given, because a browser sends it when it reconnects on its own to
+    /// the address it first opened.
+    pub offset: Option<u64>,
 }
 
 /// Chunks of stored logs in order.
@@ -343,16 +349,17 @@ fn read_page(dir: &Path, keys: &[LogKey], start: PageCursor, budget: u64) -> std
 /// Follow one log live
 ///
 /// Server-Sent Events: each `chunk` event carries a [`Chunk`] and has as id
-/// the byte offset after it. A client that reconnects with `Last-Event-ID`
-/// gets the bytes from that offset on, with nothing lost or repeated. The
-/// stream ends with an `end` event once the step (or, for the coordinator's
-/// log, the job) is final and every byte was sent.
+/// the byte offset after it. A client that reconnects with that id in
+/// `Last-Event-ID`, or in `offset`, gets the bytes from that offset on, with
+/// nothing lost or repeated. The stream ends with an `end` event once the
+/// step (or, for the coordinator's log, the job) is final and every byte was
+/// sent.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}/logs/stream",
     params(
         ("id" = String, Path, description = "Job id or a unique prefix"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this byte offset"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this byte offset, in place of `offset`"),
         StreamQuery,
     ),
     responses(
@@ -373,7 +380,7 @@ pub async fn stream(
         _ => find_step(&state.store, &job, query.task, query.step, query.step_id).await?,
     };
     let start = match last_event_id(&headers) {
-        None => 0,
+        None => query.offset.unwrap_or(0),
         Some(text) => text.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!(
                 "Last-Event-ID `{text}` is not a byte offset; send the id of the last event this stream sent"
