@@ -1249,7 +1249,7 @@ def loud():
 #[test]
 fn idle_connections_cannot_exhaust_server_descriptors() {
     let sandbox = Sandbox::new();
-    let server = sandbox.serve();
+    let server = sandbox.serve_with(&["--max-connections", "512"]);
     let fds = |pid: i32| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()

@@ -1,4 +1,4 @@
-//! Accepting and serving connections: at most [`MAX_CONNECTIONS`] open at
+//! Accepting and serving connections: at most [`connection_cap`] open at
 //! once, each closed when its client is too slow to send a request.
 //!
 //! Every connection holds a file descriptor, and so do the jobs the server
@@ -31,8 +31,47 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once at most, however many descriptors the
+/// process may open.
+pub const MAX_CONNECTIONS: usize = 8192;
+
+/// Descriptors kept for the jobs (pipes, log files, the database) and not
+/// given to connections.
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// The cap on open connections: the process's descriptor limit, raised to
+/// its hard limit first, less what the jobs need, and at most
+/// [`MAX_CONNECTIONS`] and `requested`. Many systems start processes with a
+/// soft limit of 1,024, which would allow fewer live log viewers than a team
+/// needs.
+pub fn connection_cap(requested: Option<usize>) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+    let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(err) => {
+                tracing::warn!(soft, hard, error = %err, "failed to raise the open file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(err) => {
+            tracing::warn!(error = %err, "failed to read the open file limit");
+            1024
+        }
+    };
+    let cap = usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS) / 2)
+        .unwrap_or(MAX_CONNECTIONS)
+        .clamp(64, MAX_CONNECTIONS)
+        .min(requested.unwrap_or(usize::MAX));
+    tracing::info!(
+        open_file_limit = limit,
+        connection_cap = cap,
+        "connection cap set"
+    );
+    cap
+}
 
 /// Time a client has to send a request head, on a new connection and between
 /// keep-alive requests, when the server is not given another.

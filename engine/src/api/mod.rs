@@ -66,6 +66,8 @@ pub struct AppState {
     /// event streams.
     shutdown: CancellationToken,
     header_read_timeout: Duration,
+    /// Requested cap on open connections; see [`listener::connection_cap`].
+    max_connections: Option<usize>,
     /// Upper bound on tasks running at once in each job.
     max_parallel: usize,
 }
@@ -81,6 +83,8 @@ pub struct ServerParts {
     /// Time a client has to send a request head before its connection is
     /// closed; usually [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// Cap on open connections, below the one the descriptor limit allows.
+    pub max_connections: Option<usize>,
 }
 
 impl AppState {
@@ -99,6 +103,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             max_parallel: parts.max_parallel,
             header_read_timeout: parts.header_read_timeout,
+            max_connections: parts.max_connections,
         })
     }
 
@@ -218,7 +223,8 @@ pub async fn serve(
     state: Arc<AppState>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener::LimitedListener::new(listener, listener::MAX_CONNECTIONS);
+    let listener =
+        listener::LimitedListener::new(listener, listener::connection_cap(state.max_connections));
     let connections = listener::serve_connections(
         listener,
         router(state.clone()),

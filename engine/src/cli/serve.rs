@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// alone need another value.
     #[arg(long, hide = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_read_timeout: Option<std::time::Duration>,
+
+    /// Maximum number of open connections; more wait in the kernel's queue
+    /// [default: about half the open file limit, at most 8192]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
 }
 
 pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> {
@@ -71,6 +76,7 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
         header_read_timeout: args
             .header_read_timeout
             .unwrap_or(api::DEFAULT_HEADER_READ_TIMEOUT),
+        max_connections: args.max_connections.map(|cap| cap as usize),
         token,
     });
     // Write errors are ignored: a server whose stdout was closed keeps serving.
