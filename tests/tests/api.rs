@@ -1916,3 +1916,50 @@ fn token_cookies_differ_per_port() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[test]
+fn raw_log_download_returns_stored_bytes() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="bytes")
+def bytes_pipeline():
+    step.run("printf 'a\\377b\\n'; seq 1 3", name="print")
+"#,
+    );
+    let server = sandbox.serve();
+    let id = start_job(&server, &sandbox);
+    wait_final(&server, &id);
+
+    let download = get(
+        &server,
+        &format!("/api/v1/jobs/{id}/logs/raw?task=main&step=print"),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    assert_eq!(
+        download.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let disposition = download.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\""),
+        "{disposition}"
+    );
+    assert!(disposition.ends_with("-main-print.log\""), "{disposition}");
+    assert_eq!(download.bytes().unwrap().as_ref(), b"a\xffb\n1\n2\n3\n");
+
+    let missing = get(
+        &server,
+        &format!("/api/v1/jobs/{id}/logs/raw?task=main&step=nope"),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(assert_error(missing, StatusCode::NOT_FOUND), "not_found");
+}

@@ -140,6 +140,7 @@ impl AppState {
         logs::read,
         logs::stream,
         logs::stream_all,
+        logs::raw::raw,
         events::stream,
         artifacts::list,
         artifacts::download,
@@ -186,6 +187,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}/logs", get(logs::read))
         .route("/jobs/{id}/logs/stream", get(logs::stream))
         .route("/jobs/{id}/logs/stream/all", get(logs::stream_all))
+        .route("/jobs/{id}/logs/raw", get(logs::raw::raw))
         .route("/jobs/{id}/artifacts", get(artifacts::list))
         .route("/jobs/{id}/artifacts/{name}", get(artifacts::download))
         .route("/events", get(events::stream))

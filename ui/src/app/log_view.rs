@@ -380,6 +380,16 @@ pub fn LogView(
     let search_input: NodeRef<Input> = NodeRef::new();
 
     state.follow_hash();
+    let raw_url = if task.is_empty() && step.is_empty() {
+        format!("/api/v1/jobs/{}/logs/raw", client::query_value(&job_id))
+    } else {
+        format!(
+            "/api/v1/jobs/{}/logs/raw?task={}&step={}",
+            client::query_value(&job_id),
+            client::query_value(&task),
+            client::query_value(&step)
+        )
+    };
     feed::open(state, &job_id, &task, &step);
     follow_if_running(state, job_id, task, step);
     bind_window_events(state, search_input);
@@ -459,6 +469,15 @@ pub fn LogView(
                     "↓"
                 </button>
                 <span class="log-toolbar-gap"></span>
+                <a
+                    class="log-button"
+                    href=raw_url.clone()
+                    download=""
+                    data-testid="log-raw"
+                    title="Download this log as a file"
+                >
+                    "Raw"
+                </a>
                 <button
                     type="button"
                     class="log-button log-follow"

@@ -13,6 +13,7 @@
 
 mod follow;
 mod position;
+pub mod raw;
 
 use std::convert::Infallible;
 use std::path::Path;
