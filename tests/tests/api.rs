@@ -910,36 +910,39 @@ def bad():
     assert!(other_project.is_empty());
 }
 
-#[test]
-fn log_stream_resumes_without_loss_or_duplicates() {
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
-        r#"
+/// A step that prints 60 numbered lines over about two seconds.
+const CHATTY_PIPELINE: &str = r#"
 from danube import pipeline, step
 
 @pipeline(name="chatty")
 def chatty():
     step.run("for i in $(seq 1 60); do echo line $i; sleep 0.03; done", name="count")
-"#,
-    );
+"#;
+
+/// Opens the log stream at `path`, retrying until its step has started.
+fn open_when_started(server: &Server, path: &str) -> SseReader {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = get(server, path).send().unwrap();
+        if response.status() == StatusCode::OK {
+            return SseReader::new(response);
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn log_stream_resumes_without_loss_or_duplicates() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(CHATTY_PIPELINE);
     let server = sandbox.serve();
     let id = start_job(&server, &sandbox);
     let stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=count");
 
-    // The step exists once it started.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        let response = get(&server, &stream).send().unwrap();
-        if response.status() == StatusCode::OK {
-            break response;
-        }
-        assert!(Instant::now() < deadline, "the step never started");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-
     let mut received = Vec::new();
     let mut last_id = String::new();
-    let mut reader = SseReader::new(first);
+    let mut reader = open_when_started(&server, &stream);
     for _ in 0..5 {
         let event = reader.next_event().expect("the stream stays open");
         assert_eq!(event.event, "chunk");
@@ -981,30 +984,13 @@ def chatty():
 #[test]
 fn log_stream_resumes_from_offset_parameter() {
     let sandbox = Sandbox::new();
-    sandbox.pipeline(
-        r#"
-from danube import pipeline, step
-
-@pipeline(name="chatty")
-def chatty():
-    step.run("for i in $(seq 1 60); do echo line $i; sleep 0.03; done", name="count")
-"#,
-    );
+    sandbox.pipeline(CHATTY_PIPELINE);
     let server = sandbox.serve();
     let id = start_job(&server, &sandbox);
     let stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=count");
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        let response = get(&server, &stream).send().unwrap();
-        if response.status() == StatusCode::OK {
-            break response;
-        }
-        assert!(Instant::now() < deadline, "the step never started");
-        std::thread::sleep(Duration::from_millis(50));
-    };
     let mut received = Vec::new();
-    let mut reader = SseReader::new(first);
+    let mut reader = open_when_started(&server, &stream);
     for _ in 0..5 {
         let event = reader.next_event().expect("the stream stays open");
         assert_eq!(event.event, "chunk");
@@ -1776,16 +1762,7 @@ def hang():
     let mut events = SseReader::new(get(&server, "/api/v1/events").send().unwrap());
     let id = start_job(&server, &sandbox);
     let step_stream = format!("/api/v1/jobs/{id}/logs/stream?task=main&step=wait");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let step_log = loop {
-        let response = get(&server, &step_stream).send().unwrap();
-        if response.status() == StatusCode::OK {
-            break response;
-        }
-        assert!(Instant::now() < deadline, "the step never started");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut step_log = SseReader::new(step_log);
+    let mut step_log = open_when_started(&server, &step_stream);
     let first = step_log.next_event().expect("the step prints");
     assert_eq!(first.event, "chunk");
     let mut all_logs = SseReader::new(
