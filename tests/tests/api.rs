@@ -642,7 +642,7 @@ fn load_error_names_project_file() {
 
     let expected = format!(
         "`{}/danubefile.py` defines several pipelines (`failing`, `second`), so name the one to run: \
-         pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`",
+         pass `--pipeline NAME` to `danube run`, the Pipeline field of the web UI's Run form, or `pipeline` in `POST /api/v1/jobs`",
         project.display()
     );
     assert_eq!(job["state"], "failure", "{job:#}");

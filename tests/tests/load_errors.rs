@@ -75,7 +75,7 @@ def second():
         .join("danubefile.py");
     let expected = format!(
         "`{}` defines several pipelines (`failing`, `second`), so name the one to run: \
-         pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`",
+         pass `--pipeline NAME` to `danube run`, the Pipeline field of the web UI's Run form, or `pipeline` in `POST /api/v1/jobs`",
         file.display()
     );
     assert_eq!(run.code, 2, "{}", run.text());

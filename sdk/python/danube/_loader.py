@@ -101,7 +101,8 @@ def _select_pipeline(file: str, pipelines: list[Pipeline], requested: str | None
     if len(pipelines) > 1:
         raise LoadFailure(
             f"`{file}` defines several pipelines ({names}), so name the one to run: "
-            "pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`"
+            "pass `--pipeline NAME` to `danube run`, the Pipeline field of the web UI's Run form, "
+            "or `pipeline` in `POST /api/v1/jobs`"
         )
     return pipelines[0]
 

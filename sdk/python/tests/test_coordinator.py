@@ -347,7 +347,7 @@ def test_several_pipelines_without_choice_is_a_load_error(
     assert result.returncode == 3
     assert load_error(engine) == (
         "`danubefile.py` defines several pipelines (`one`, `two`), so name the one to run: "
-        "pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`"
+        "pass `--pipeline NAME` to `danube run`, the Pipeline field of the web UI's Run form, or `pipeline` in `POST /api/v1/jobs`"
     )
 
 
@@ -439,7 +439,7 @@ def test_load_error_names_project_file(
     expected = (
         f"`{project}/danubefile.py` defines several pipelines (`one`, `two`), "
         "so name the one to run: "
-        "pass `--pipeline NAME` to `danube run`, or `pipeline` in `POST /api/v1/jobs`"
+        "pass `--pipeline NAME` to `danube run`, the Pipeline field of the web UI's Run form, or `pipeline` in `POST /api/v1/jobs`"
     )
     assert load_error(engine) == expected
     assert result.stderr == expected + "\n"

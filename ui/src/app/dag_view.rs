@@ -307,6 +307,19 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
         let name = name.clone();
         move || selected.with(|selected| selected.as_deref() == Some(name.as_str()))
     };
+    // One Tab stop for the whole graph (the selected node, else the first),
+    // so that Tab moves past a large graph at once; arrows move inside it.
+    let tab_index = {
+        let is_selected = is_selected.clone();
+        move || {
+            let first_without_selection = index == 0 && selected.with(Option::is_none);
+            if is_selected() || first_without_selection {
+                "0"
+            } else {
+                "-1"
+            }
+        }
+    };
     let class = {
         let is_selected = is_selected.clone();
         move || {
@@ -353,6 +366,7 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
             data-state=move || state().as_str()
             aria-label=label
             aria-pressed=move || if is_selected() { "true" } else { "false" }
+            tabindex=tab_index
             title=title
             on:click=on_click
             on:keydown=on_keydown

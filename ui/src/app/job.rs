@@ -15,7 +15,7 @@ use super::client::{self, ApiFailure};
 use super::dag_view::DagView;
 use super::jobs::StateBadge;
 use super::log_view::LogView;
-use super::{Failure, changes, now_ms, running_time};
+use super::{Failure, changes, now_ms, running_time, set_title};
 use crate::api::{Artifact, ChangeEvent, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
 
@@ -181,7 +181,19 @@ fn first_failure(detail: &JobDetail) -> Option<Selection> {
             ..Selection::script()
         });
     }
+    let failed_task = || {
+        detail
+            .tasks
+            .iter()
+            .find(|task| task.state.is_bad())
+            .map(|task| Selection {
+                task: task.name.clone(),
+                step: None,
+                at_end: true,
+            })
+    };
     earliest(State::is_bad)
+        .or_else(failed_task)
         .or_else(|| earliest(|state| state == State::Cancelled))
         .or_else(|| match detail.tasks.as_slice() {
             [only] => Some(Selection {
@@ -232,7 +244,7 @@ fn JobView(
                                 {move || if running() {
                                     "Loading danubefile.py: the graph appears once the script declares its pipeline."
                                 } else {
-                                    "This job ended before its script declared a pipeline. See the script output for why."
+                                    "This job has no task graph: it ended before the engine accepted a pipeline. The reason above and the script output say why."
                                 }}
                             </p>
                         }
@@ -247,6 +259,24 @@ fn JobView(
             <Artifacts artifacts />
         </section>
     }
+}
+
+/// How long ago the job started, updated every ten seconds.
+fn started_ago(started_at: Option<i64>) -> Signal<String> {
+    let Some(started) = started_at else {
+        return Signal::derive(|| "not started".to_owned());
+    };
+    let (now, set_now) = signal(now_ms());
+    let ticker = set_interval_with_handle(
+        move || set_now.set(now_ms()),
+        std::time::Duration::from_secs(10),
+    );
+    on_cleanup(move || {
+        if let Ok(handle) = ticker {
+            handle.clear();
+        }
+    });
+    Signal::derive(move || format::ago(started, now.get()))
 }
 
 /// The last message the engine sent about job `id` (setup progress,
@@ -296,10 +326,12 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
     };
     let running = !job.state.is_final();
     let title = job.pipeline_label();
-    let started = job
-        .started_at
-        .map(|at| format::ago(at, now_ms()))
-        .unwrap_or_else(|| "not started".to_owned());
+    set_title(&format!(
+        "{} {} {title}",
+        job.state.icon(),
+        job.state.as_str()
+    ));
+    let started = started_ago(job.started_at);
     let duration = running_time(job.duration_ms, job.started_at);
     let project_filter = format!("/?project={}", client::query_value(&job.project));
 
@@ -313,7 +345,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
             <dl class="job-facts">
                 <dt>"Project"</dt><dd><A href=project_filter>{job.project.clone()}</A></dd>
                 <dt>"Trigger"</dt><dd>{job.trigger_type.clone()}</dd>
-                <dt>"Started"</dt><dd>{started}</dd>
+                <dt>"Started"</dt><dd>{move || started.get()}</dd>
                 <dt>"Duration"</dt><dd data-testid="job-duration">{move || duration.get()}</dd>
             </dl>
             {job.reason.clone().map(|reason| view! { <p class="reason" data-testid="job-reason">{reason}</p> })}
@@ -474,7 +506,8 @@ fn TaskSteps(task: Task, selection: Memo<Option<Selection>>) -> impl IntoView {
             <h2><StateBadge state=task.state />" "{task.name.clone()}</h2>
             {error.map(|error| view! { <p class="reason">{error}</p> })}
             {if steps.is_empty() {
-                view! { <p class="muted">"No step has started yet."</p> }.into_any()
+                let note = if task.state.is_final() { "This task ran no step." } else { "No step has started yet." };
+                view! { <p class="muted">{note}</p> }.into_any()
             } else {
                 let shown = step_to_show(&task);
                 view! { <StepList steps task=task_name.clone() shown selection /> }.into_any()

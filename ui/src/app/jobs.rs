@@ -70,6 +70,7 @@ pub fn JobsPage() -> impl IntoView {
             project: query.get("project").unwrap_or_default(),
         }
     });
+    super::set_title("Jobs");
     let jobs = RwSignal::new(Vec::<Job>::new());
     let cursor = RwSignal::new(None::<String>);
     let load = RwSignal::new(Load::Loading);

@@ -33,7 +33,10 @@ fn click(selector: &str) {
 const SHORTCUTS: [(&str, &str); 13] = [
     ("?", "show or hide this help"),
     ("Escape", "close this help, or leave the log's search box"),
-    ("g then j", "go to the jobs list"),
+    (
+        "g then j",
+        "go to the jobs list (outside a log, where g goes to its top)",
+    ),
     ("n", "run a project"),
     ("t", "switch between light and dark"),
     ("j / k or ↓ / ↑", "next or previous job in the list"),

@@ -142,3 +142,10 @@ pub fn running_time(duration_ms: Option<i64>, started_at: Option<i64>) -> Signal
     });
     Signal::derive(move || crate::format::duration(now.get() - started))
 }
+
+/// Sets the browser tab's title to `page · Danube`.
+pub fn set_title(page: &str) {
+    if let Some(document) = web_sys::window().and_then(|window| window.document()) {
+        document.set_title(&format!("{page} · Danube"));
+    }
+}

@@ -19,6 +19,7 @@ struct CreateJob {
 
 #[component]
 pub fn RunPage() -> impl IntoView {
+    super::set_title("Run a project");
     let project = RwSignal::new(String::new());
     let pipeline = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
