@@ -48,6 +48,9 @@ impl Drop for Feed {
 /// Browsers open at most six HTTP/1.1 connections to one server, and the
 /// feed holds one for as long as it is open. So a hidden tab closes its
 /// feed, and reopens it when shown again.
+///
+/// NOTE: visible windows side by side keep theirs, two each on a page with
+/// a running log, so a fourth such window waits for a free connection.
 pub fn open() -> Changes {
     let (last, set_last) = signal(None::<ChangeEvent>);
     let (connected, set_connected) = signal(false);

@@ -7,6 +7,11 @@
 //! one does not block the other. Nothing is buffered beyond the channel: a
 //! full channel stops the reading and the process then blocks on its full
 //! pipe.
+//!
+//! NOTE: the order of stdout and stderr relative to each other is the order
+//! of the reads, not of the writes. When a process writes to both faster
+//! than they are read (a burst of stdout, then one error line on stderr),
+//! the stderr line can land before stdout lines written earlier.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
