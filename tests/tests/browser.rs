@@ -579,6 +579,8 @@ def hang():
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_job_opens_failed_step_log_end() {
     let sandbox = Sandbox::new();
+    // The pause lets the engine read stdout before the error arrives on
+    // stderr: across the two pipes, lines keep the order they are read in.
     sandbox.pipeline(
         r#"
 from danube import pipeline, step
@@ -587,7 +589,7 @@ from danube import pipeline, step
 def broken():
     step.run("echo ready", name="setup")
     step.run("echo fine", name="checks")
-    step.run("seq 1 300; echo 'build broke' >&2; exit 3", name="build")
+    step.run("seq 1 300; sleep 0.3; echo 'build broke' >&2; exit 3", name="build")
 "#,
     );
     let server = sandbox.serve();
