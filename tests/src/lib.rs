@@ -161,6 +161,24 @@ impl Sandbox {
         self.file("danubefile.py", source)
     }
 
+    /// Writes a pipeline `hang` whose step `wait` in task `main` runs
+    /// `sleep SECONDS` in the background and waits for it. Returns the file
+    /// where the step records the sleep's pid and then the shell's.
+    pub fn hanging_pipeline(&self, seconds: u32) -> PathBuf {
+        let pids = self.path().join("pids");
+        self.pipeline(&format!(
+            r#"
+from danube import pipeline, step
+
+@pipeline(name="hang")
+def hang():
+    step.run("sleep {seconds} & echo $! >> {pids}; echo $$ >> {pids}; wait", name="wait")
+"#,
+            pids = pids.display()
+        ));
+        pids
+    }
+
     /// Writes a file under the project, creating folders.
     pub fn file(&self, relative: &str, contents: &str) -> &Sandbox {
         let path = self.project().join(relative);

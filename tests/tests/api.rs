@@ -1053,17 +1053,7 @@ fn log_stream_resumes_from_offset_parameter() {
 #[test]
 fn cancel_stops_a_running_job_and_its_processes() {
     let sandbox = Sandbox::new();
-    let pids = sandbox.path().join("pids");
-    sandbox.pipeline(&format!(
-        r#"
-from danube import pipeline, step
-
-@pipeline(name="hang")
-def hang():
-    step.run("sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait", name="wait")
-"#,
-        pids = pids.display()
-    ));
+    let pids = sandbox.hanging_pipeline(300);
     let server = sandbox.serve();
     let id = start_job(&server, &sandbox);
     let deadline = Instant::now() + Duration::from_secs(60);

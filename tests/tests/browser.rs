@@ -498,17 +498,7 @@ async fn current_match(browser: &Browser) -> Result<(usize, LogLine), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_button_cancels_running_job() {
     let sandbox = Sandbox::new();
-    let pids = sandbox.path().join("pids");
-    sandbox.pipeline(&format!(
-        r#"
-from danube import pipeline, step
-
-@pipeline(name="hang")
-def hang():
-    step.run("sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait", name="wait")
-"#,
-        pids = pids.display()
-    ));
+    let pids = sandbox.hanging_pipeline(60);
     let server = sandbox.serve();
     let api = Api::new(&server);
     let id = api.start_job(&sandbox.project()).await;

@@ -42,7 +42,7 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// The output of `danubefile.py` itself, which the API names by
+    /// Selects the output of `danubefile.py` itself, which the API names by
     /// leaving out task and step.
     fn script() -> Selection {
         Selection {
@@ -157,7 +157,7 @@ pub fn JobPage() -> impl IntoView {
     }
 }
 
-/// What a job opens on when the address names nothing: the first failed
+/// Chooses what a job opens on when the address names nothing: the first failed
 /// step (by start time) at its end, else the step a cancel cut off, else
 /// the only task of a one-task job. A job that ended before its script
 /// declared a pipeline opens on the script's output.
@@ -175,7 +175,7 @@ fn first_failure(detail: &JobDetail) -> Option<Selection> {
     };
 
     if detail.tasks.is_empty() && detail.job.state.is_final() {
-        // The script failed before it declared a pipeline: its output says why.
+        // The script failed before it declared a pipeline, and its output explains why.
         return Some(Selection {
             at_end: true,
             ..Selection::script()
@@ -261,7 +261,7 @@ fn JobView(
     }
 }
 
-/// How long ago the job started, updated every ten seconds.
+/// Counts how long ago the job started, updated every ten seconds.
 fn started_ago(started_at: Option<i64>) -> Signal<String> {
     let Some(started) = started_at else {
         return Signal::derive(|| "not started".to_owned());
@@ -279,7 +279,7 @@ fn started_ago(started_at: Option<i64>) -> Signal<String> {
     Signal::derive(move || format::ago(started, now.get()))
 }
 
-/// The last message the engine sent about job `id` (setup progress,
+/// Follows the last message the engine sent about job `id` (setup progress,
 /// warnings), from the change feed.
 fn latest_notice(id: String) -> ReadSignal<Option<String>> {
     let (notice, set_notice) = signal(None::<String>);
@@ -361,7 +361,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
     }
 }
 
-/// The task DAG; choosing a node selects its task in the address.
+/// Draws the task DAG. Choosing a node selects its task in the address.
 #[component]
 fn TaskGraph(
     tasks: Signal<Vec<Task>>,
@@ -483,7 +483,7 @@ fn StepsPanel(
     }
 }
 
-/// The step whose log a task shows when no step is chosen: the first that
+/// Picks the step whose log a task shows when no step is chosen: the first that
 /// failed, else the one that started last.
 fn step_to_show(task: &Task) -> Option<String> {
     let failed = task.steps.iter().find(|step| step.state.is_bad());
@@ -516,7 +516,7 @@ fn TaskSteps(task: Task, selection: Memo<Option<Selection>>) -> impl IntoView {
     }
 }
 
-/// The steps of a task. When some step failed, the passing ones fold
+/// Lists the steps of a task. When some step failed, the passing ones fold
 /// into one line, so the failure is what the eye lands on.
 #[component]
 fn StepList(

@@ -83,7 +83,7 @@ fn NotFound() -> impl IntoView {
     }
 }
 
-/// The change feed every page listens to.
+/// Returns the change feed every page listens to.
 pub fn changes() -> Changes {
     expect_context::<Changes>()
 }
@@ -121,7 +121,7 @@ pub fn Failure(failure: client::ApiFailure) -> impl IntoView {
     }
 }
 
-/// The job's duration once it is known, else the time since `started_at`,
+/// Formats the job's duration once it is known, else the time since `started_at`,
 /// counted up every second.
 pub fn running_time(duration_ms: Option<i64>, started_at: Option<i64>) -> Signal<String> {
     if let Some(duration) = duration_ms {
