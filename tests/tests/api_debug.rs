@@ -153,12 +153,20 @@ fn paused_job_runs_commands_shows_files_and_retries() {
     assert_eq!(job["pause"]["step_id"], pause["step_id"]);
     assert_eq!(job["tasks"][0]["state"], "running");
 
-    let masked = json_of(exec(&server, &id, json!({"command": "echo key=$API_KEY; echo warn >&2; exit 3"})));
+    let masked = json_of(exec(
+        &server,
+        &id,
+        json!({"command": "echo key=$API_KEY; echo warn >&2; exit 3"}),
+    ));
     assert_eq!(masked["exit_code"], 3, "{masked}");
     assert_eq!(masked["stdout"], "key=***\n", "{masked}");
     assert_eq!(masked["stderr"], "warn\n", "{masked}");
     assert_eq!(masked["timed_out"], false);
-    let slow = json_of(exec(&server, &id, json!({"command": "sleep 30", "timeout_seconds": 1})));
+    let slow = json_of(exec(
+        &server,
+        &id,
+        json!({"command": "sleep 30", "timeout_seconds": 1}),
+    ));
     assert_eq!(slow["timed_out"], true, "{slow}");
     assert_eq!(slow["exit_code"], Value::Null);
 
@@ -176,11 +184,19 @@ fn paused_job_runs_commands_shows_files_and_retries() {
     assert_eq!(status["content"], "broken\n");
     assert_eq!(status["size_bytes"], 7);
 
-    let fix = json_of(exec(&server, &id, json!({"command": "echo fixed > status.txt"})));
+    let fix = json_of(exec(
+        &server,
+        &id,
+        json!({"command": "echo fixed > status.txt"}),
+    ));
     assert_eq!(fix["exit_code"], 0, "{fix}");
-    let retried = post(&server, &format!("/api/v1/jobs/{id}/debug/retry"), json!({}))
-        .send()
-        .unwrap();
+    let retried = post(
+        &server,
+        &format!("/api/v1/jobs/{id}/debug/retry"),
+        json!({}),
+    )
+    .send()
+    .unwrap();
     assert_eq!(retried.status(), StatusCode::OK);
     assert_eq!(json_of(retried)["decision"], "retry");
 
@@ -203,7 +219,10 @@ fn paused_job_runs_commands_shows_files_and_retries() {
         .text()
         .unwrap();
     assert!(!log.contains(SECRET), "{log}");
-    assert!(!log.contains("key="), "ad-hoc output reached the step log: {log}");
+    assert!(
+        !log.contains("key="),
+        "ad-hoc output reached the step log: {log}"
+    );
 }
 
 #[test]
@@ -222,7 +241,11 @@ fn debug_routes_reject_bad_requests() {
 
     let empty = exec(&server, &id, json!({"command": "  "}));
     assert_eq!(assert_error(empty, StatusCode::BAD_REQUEST), "bad_request");
-    let long = exec(&server, &id, json!({"command": "true", "timeout_seconds": 0}));
+    let long = exec(
+        &server,
+        &id,
+        json!({"command": "true", "timeout_seconds": 0}),
+    );
     assert_eq!(assert_error(long, StatusCode::BAD_REQUEST), "bad_request");
     let unknown = exec(&server, &id, json!({"cmd": "true"}));
     assert_eq!(
@@ -239,25 +262,42 @@ fn debug_routes_reject_bad_requests() {
     }
     let missing = files(&server, &id, "nope/missing.txt");
     assert_eq!(assert_error(missing, StatusCode::NOT_FOUND), "not_found");
-    let other = get(&server, "/api/v1/jobs/00000000-0000-0000-0000-000000000000/debug")
-        .send()
-        .unwrap();
+    let other = get(
+        &server,
+        "/api/v1/jobs/00000000-0000-0000-0000-000000000000/debug",
+    )
+    .send()
+    .unwrap();
     assert_eq!(assert_error(other, StatusCode::NOT_FOUND), "not_found");
 
-    let aborted = post(&server, &format!("/api/v1/jobs/{id}/debug/abort"), json!({}))
-        .send()
-        .unwrap();
+    let aborted = post(
+        &server,
+        &format!("/api/v1/jobs/{id}/debug/abort"),
+        json!({}),
+    )
+    .send()
+    .unwrap();
     assert_eq!(aborted.status(), StatusCode::OK);
     let job = wait_final(&server, &id);
     assert_eq!(job["state"], "cancelled", "{job:#}");
 
     for route in ["continue", "retry", "abort"] {
-        let late = post(&server, &format!("/api/v1/jobs/{id}/debug/{route}"), json!({}))
-            .send()
-            .unwrap();
-        assert_eq!(assert_error(late, StatusCode::CONFLICT), "conflict", "{route}");
+        let late = post(
+            &server,
+            &format!("/api/v1/jobs/{id}/debug/{route}"),
+            json!({}),
+        )
+        .send()
+        .unwrap();
+        assert_eq!(
+            assert_error(late, StatusCode::CONFLICT),
+            "conflict",
+            "{route}"
+        );
     }
-    let late = get(&server, &format!("/api/v1/jobs/{id}/debug")).send().unwrap();
+    let late = get(&server, &format!("/api/v1/jobs/{id}/debug"))
+        .send()
+        .unwrap();
     assert_eq!(assert_error(late, StatusCode::CONFLICT), "conflict");
 }
 
@@ -273,15 +313,21 @@ fn running_job_without_pause_is_not_paused() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let shown = get(&server, &format!("/api/v1/jobs/{id}/debug")).send().unwrap();
+    let shown = get(&server, &format!("/api/v1/jobs/{id}/debug"))
+        .send()
+        .unwrap();
     assert_eq!(assert_error(shown, StatusCode::NOT_FOUND), "not_paused");
     let command = exec(&server, &id, json!({"command": "true"}));
     assert_eq!(assert_error(command, StatusCode::CONFLICT), "not_paused");
     let listed = files(&server, &id, "");
     assert_eq!(assert_error(listed, StatusCode::CONFLICT), "not_paused");
-    let resumed = post(&server, &format!("/api/v1/jobs/{id}/debug/continue"), json!({}))
-        .send()
-        .unwrap();
+    let resumed = post(
+        &server,
+        &format!("/api/v1/jobs/{id}/debug/continue"),
+        json!({}),
+    )
+    .send()
+    .unwrap();
     assert_eq!(assert_error(resumed, StatusCode::CONFLICT), "not_paused");
 
     post(&server, &format!("/api/v1/jobs/{id}/cancel"), json!({}))
@@ -321,9 +367,13 @@ fn events_report_pause_and_decision() {
     let paused = next_data("paused");
     assert_eq!(paused["pause"]["step"], "prepare");
     assert_eq!(paused["pause"]["reason"], "before");
-    post(&server, &format!("/api/v1/jobs/{id}/debug/continue"), json!({}))
-        .send()
-        .unwrap();
+    post(
+        &server,
+        &format!("/api/v1/jobs/{id}/debug/continue"),
+        json!({}),
+    )
+    .send()
+    .unwrap();
     let resumed = next_data("resumed");
     assert_eq!(resumed["decision"], "continue");
     assert_eq!(resumed["step"], "prepare");
@@ -371,9 +421,13 @@ fn rerun_and_create_take_breakpoints() {
     let second = json_of(rerun)["id"].as_str().unwrap().to_owned();
     let pause = wait_paused(&server, &second);
     assert_eq!(pause["step"], "check");
-    post(&server, &format!("/api/v1/jobs/{second}/debug/abort"), json!({}))
-        .send()
-        .unwrap();
+    post(
+        &server,
+        &format!("/api/v1/jobs/{second}/debug/abort"),
+        json!({}),
+    )
+    .send()
+    .unwrap();
     assert_eq!(wait_final(&server, &second)["state"], "cancelled");
 }
 
@@ -393,7 +447,10 @@ fn openapi_documents_debug_routes() {
         ("/api/v1/jobs/{id}/debug/retry", "post"),
         ("/api/v1/jobs/{id}/debug/abort", "post"),
     ] {
-        assert!(paths[path][method].is_object(), "{method} {path} is missing");
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is missing"
+        );
     }
     let schemas = &openapi["components"]["schemas"];
     assert!(schemas["DebugPause"].is_object());

@@ -9,13 +9,13 @@ use danube::backend::local::LocalBackend;
 use danube::backend::{BackendError, WorkspaceEntry};
 use danube::config::DataDir;
 use danube::logs::{LogKey, read_log};
-use std::path::Path;
 use danube::model::{JobState, RunState};
 use danube::orchestrator::debug::{DebugError, Decision, Pause, PauseReason};
 use danube::orchestrator::{Breakpoints, Engine, EngineParts, JobEvent, JobHandle, JobRequest};
 use danube::secrets::{Scope, SecretVault};
 use danube::store::Store;
 use danube_tests::{Sandbox, process_alive, shared_venv};
+use std::path::Path;
 
 /// Upper bound for waiting on a pause or a job's end, so that a broken
 /// engine fails the test instead of hanging it.
@@ -85,7 +85,10 @@ async fn next_pause(handle: &mut JobHandle) -> Pause {
 /// The text of one stored log, chunks of every stream in order.
 fn log_text(dir: &Path, key: LogKey) -> String {
     let chunks = read_log(dir, key).unwrap();
-    let bytes: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.data.to_vec()).collect();
+    let bytes: Vec<u8> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.data.to_vec())
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -226,11 +229,15 @@ pipeline(name="app", tasks=[test])
     assert_eq!(steps[0].attempt, 2);
     let logs = sandbox.data_dir().join("logs").join(id.as_str());
     let log = log_text(&logs, LogKey::Step(steps[0].id));
-    let broken = log.find("broken").expect("the first attempt's output is kept");
+    let broken = log
+        .find("broken")
+        .expect("the first attempt's output is kept");
     let retried = log
         .find("attempt 2 of this step")
         .expect("the log notes the retry");
-    let fixed = log.rfind("fixed").expect("the second attempt's output follows");
+    let fixed = log
+        .rfind("fixed")
+        .expect("the second attempt's output follows");
     assert!(broken < retried && retried < fixed, "{log}");
 }
 
@@ -312,9 +319,7 @@ pipeline(name="app", tasks=[deploy])
     assert!(!output.stdout.contains("hunter2"), "{output:?}");
     assert!(output.stdout.contains("token=***"), "{output:?}");
     assert!(
-        output
-            .stdout
-            .contains(&pause.workdir.display().to_string()),
+        output.stdout.contains(&pause.workdir.display().to_string()),
         "{output:?}"
     );
     assert_eq!(output.stderr, "oops\n");
@@ -338,8 +343,10 @@ async fn file_browsing_stays_in_workspace() {
     let sandbox = Sandbox::new();
     let outside = sandbox.path().join("outside.txt");
     std::fs::write(&outside, "not yours").unwrap();
-    sandbox.file("src/app.py", "print('app')\n").pipeline(&format!(
-        r#"
+    sandbox
+        .file("src/app.py", "print('app')\n")
+        .pipeline(&format!(
+            r#"
 from danube import pipeline, step, task
 
 @task()
@@ -349,8 +356,8 @@ def build():
 
 pipeline(name="app", tasks=[build])
 "#,
-        outside = outside.display()
-    ));
+            outside = outside.display()
+        ));
     let engine = engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, before("inspect")))
@@ -464,8 +471,15 @@ pipeline(name="app", tasks=[serve])
     assert_eq!(outcome.state, JobState::Cancelled, "{outcome:?}");
     let aborted = running.await.unwrap().unwrap();
     assert_eq!(aborted.exit_code, None, "{aborted:?}");
-    for (name, pid) in [("shell", shell), ("child", child), ("coordinator", coordinator)] {
-        assert!(!process_alive(pid), "the {name} (pid {pid}) outlived the abort");
+    for (name, pid) in [
+        ("shell", shell),
+        ("child", child),
+        ("coordinator", coordinator),
+    ] {
+        assert!(
+            !process_alive(pid),
+            "the {name} (pid {pid}) outlived the abort"
+        );
     }
     let step_child = read_pid("step-child").expect("the first step wrote its child's pid");
     assert!(!process_alive(step_child));
@@ -596,12 +610,18 @@ def plain():
 
     assert_eq!(debugger.pause(), None);
     let resumed = debugger.resume(Decision::Continue).unwrap_err();
-    assert!(matches!(resumed, DebugError::NotPaused { .. }), "{resumed:?}");
+    assert!(
+        matches!(resumed, DebugError::NotPaused { .. }),
+        "{resumed:?}"
+    );
     let command = debugger
         .run_command("true", Duration::from_secs(5))
         .await
         .unwrap_err();
-    assert!(matches!(command, DebugError::NotPaused { .. }), "{command:?}");
+    assert!(
+        matches!(command, DebugError::NotPaused { .. }),
+        "{command:?}"
+    );
     assert!(command.to_string().contains("is not paused"));
 
     assert_eq!(finish(handle).await.state, JobState::Success);

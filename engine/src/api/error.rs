@@ -107,9 +107,7 @@ impl From<OrchestratorError> for ApiError {
         match err {
             OrchestratorError::Project(_)
             | OrchestratorError::InvalidPipelineName(_)
-            | OrchestratorError::InvalidBreakpoint(_) => {
-                ApiError::unprocessable(err.to_string())
-            }
+            | OrchestratorError::InvalidBreakpoint(_) => ApiError::unprocessable(err.to_string()),
             err => ApiError::internal("start the job", &err),
         }
     }

@@ -87,7 +87,10 @@ async fn run_shell(
     let command = match debugger.shell() {
         Ok(command) => command,
         Err(err) => {
-            print(&format!("cannot open a shell: {}", crate::orchestrator::error_chain(&err)));
+            print(&format!(
+                "cannot open a shell: {}",
+                crate::orchestrator::error_chain(&err)
+            ));
             return None;
         }
     };

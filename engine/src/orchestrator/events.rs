@@ -44,7 +44,9 @@ pub enum JobEvent {
         message: String,
     },
     /// A step paused for debugging; the job stays `running`.
-    Paused { pause: Pause },
+    Paused {
+        pause: Pause,
+    },
     /// The user ended the pause of step `step_id` with `decision`.
     Resumed {
         step_id: i64,

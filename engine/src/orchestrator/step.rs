@@ -207,7 +207,8 @@ async fn run(
         };
         writer = open_log(&runtime, step_id);
         if let Some(log) = writer.as_mut() {
-            let note = format!("danube: attempt {attempt} of this step, retried from a debug pause\n");
+            let note =
+                format!("danube: attempt {attempt} of this step, retried from a debug pause\n");
             let _ = log.write(Stream::Engine, note.as_bytes());
         }
         result = execute(&runtime, &spec, capture, &events, writer.as_mut()).await;

@@ -222,10 +222,14 @@ mod tests {
             matches!(&entry, WorkspaceEntry::File { content, .. } if content == b"print('hi')\n"),
             "{entry:?}"
         );
-        let WorkspaceEntry::Directory { entries, .. } = browse(dir.path(), ".", 100).unwrap() else {
+        let WorkspaceEntry::Directory { entries, .. } = browse(dir.path(), ".", 100).unwrap()
+        else {
             panic!("the root is a folder");
         };
-        let link = entries.iter().find(|entry| entry.name == "entry.py").unwrap();
+        let link = entries
+            .iter()
+            .find(|entry| entry.name == "entry.py")
+            .unwrap();
         assert_eq!(link.kind, "symlink");
     }
 

@@ -27,8 +27,7 @@ pub use output::OutputReader;
 pub use process::{GroupChild, ProcessGroup, Termination, kill_process_group, spawn_in_new_group};
 
 use super::{
-    Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace,
-    WorkspaceEntry,
+    Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace, WorkspaceEntry,
 };
 use crate::model::JobId;
 

@@ -180,7 +180,10 @@ mod tests {
 
         assert!(error.contains("`deploy`"), "{error}");
         assert!(error.contains("build, test"), "{error}");
-        assert_eq!(before(&["test/unit", "anything"]).check_plan("ci", &tasks), Ok(()));
+        assert_eq!(
+            before(&["test/unit", "anything"]).check_plan("ci", &tasks),
+            Ok(())
+        );
     }
 
     #[test]

@@ -231,12 +231,17 @@ impl DebugState {
         if unmatched.is_empty() {
             return None;
         }
-        let steps = ran.iter().map(|(task, step)| format!("{task}/{step}")).collect();
+        let steps = ran
+            .iter()
+            .map(|(task, step)| format!("{task}/{step}"))
+            .collect();
         Some((unmatched, steps))
     }
 
     fn pause(&self) -> Option<Pause> {
-        lock(&self.current).as_ref().map(|active| active.pause.clone())
+        lock(&self.current)
+            .as_ref()
+            .map(|active| active.pause.clone())
     }
 }
 
@@ -280,7 +285,11 @@ pub(crate) async fn pause(
     });
     lock(&debug.clock).since = Some(Instant::now());
     debug.changed.notify_waiters();
-    tracing::info!(reason = pause.reason.as_str(), attempt, "step paused for debugging");
+    tracing::info!(
+        reason = pause.reason.as_str(),
+        attempt,
+        "step paused for debugging"
+    );
     runtime.emit(JobEvent::Paused {
         pause: pause.clone(),
     });

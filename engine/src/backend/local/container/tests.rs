@@ -117,8 +117,15 @@ fn interactive_arguments_open_shell_on_tty() {
 
     assert!(arguments.contains(&"--interactive=true".to_owned()));
     assert!(!arguments.contains(&"--interactive=false".to_owned()));
-    assert!(!arguments.iter().any(|argument| argument.contains("s3cret-value")));
-    assert!(!arguments.contains(&"make test".to_owned()), "{arguments:?}");
+    assert!(
+        !arguments
+            .iter()
+            .any(|argument| argument.contains("s3cret-value"))
+    );
+    assert!(
+        !arguments.contains(&"make test".to_owned()),
+        "{arguments:?}"
+    );
     assert_eq!(arguments[arguments.len() - 2..], ["--tty", "alpine:3"]);
 }
 
