@@ -157,7 +157,7 @@ fn closed_stdin_aborts_a_pause() {
     assert_eq!(run.code, 1, "{}", run.text());
     assert!(
         run.stdout
-            .contains("stdin closed without an answer: aborting the job"),
+            .contains("stdin closed without a decision: aborting the job"),
         "{}",
         run.text()
     );

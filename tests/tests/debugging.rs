@@ -385,19 +385,13 @@ pipeline(name="app", tasks=[build])
     for path in ["escape", "../outside.txt", &outside.display().to_string()] {
         let error = debugger.browse(path).await.unwrap_err();
         assert!(
-            matches!(
-                error,
-                DebugError::Browse(BackendError::InvalidWorkspacePath { .. })
-            ),
+            matches!(&error, DebugError::Browse(source) if matches!(**source, BackendError::InvalidWorkspacePath { .. })),
             "{path}: {error:?}"
         );
     }
     let missing = debugger.browse("src/nope.py").await.unwrap_err();
     assert!(
-        matches!(
-            missing,
-            DebugError::Browse(BackendError::WorkspacePathNotFound { .. })
-        ),
+        matches!(&missing, DebugError::Browse(source) if matches!(**source, BackendError::WorkspacePathNotFound { .. })),
         "{missing:?}"
     );
 

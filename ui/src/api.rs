@@ -109,9 +109,10 @@ pub struct JobDetail {
     pub tasks: Vec<Task>,
     pub edges: Vec<Edge>,
     pub artifacts: Vec<Artifact>,
-    /// Where the job is paused for debugging.
+    /// Where the job is paused for debugging. Boxed, so that a job without
+    /// a pause stays small.
     #[serde(default)]
-    pub pause: Option<DebugPause>,
+    pub pause: Option<Box<DebugPause>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

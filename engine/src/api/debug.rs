@@ -19,7 +19,7 @@ use crate::orchestrator::{Debugger, error_chain};
 /// Time an ad-hoc command gets when the request sets none.
 const DEFAULT_COMMAND_TIMEOUT_SECONDS: u64 = 60;
 
-/// The longest timeout a request may set.
+/// Maximum timeout a request may set.
 const MAX_COMMAND_TIMEOUT_SECONDS: u64 = 3600;
 
 /// A step paused for debugging.
@@ -40,7 +40,7 @@ pub struct DebugPause {
     /// The step's working directory on the server's machine.
     pub workdir: String,
     pub image: Option<String>,
-    /// Which run of the step: 1, plus one per retry.
+    /// The run number of the step: 1, plus one per retry.
     pub attempt: i64,
     pub paused_at: i64,
 }
@@ -79,7 +79,7 @@ pub struct ExecRequest {
     pub timeout_seconds: Option<u64>,
 }
 
-/// What an ad-hoc command printed, with the job's secrets masked.
+/// The output and exit of an ad-hoc command, with the job's secrets masked.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecResult {
     pub command: String,
@@ -322,13 +322,11 @@ fn debug_error(err: DebugError) -> ApiError {
             tracing::info!(error = %error_chain(&err), "debug command could not start");
             ApiError::unprocessable(error_chain(&err))
         }
-        DebugError::Browse(BackendError::InvalidWorkspacePath { .. }) => {
-            ApiError::bad_request(err.to_string())
-        }
-        DebugError::Browse(BackendError::WorkspacePathNotFound { .. }) => {
-            ApiError::not_found(err.to_string())
-        }
-        DebugError::Browse(source) => ApiError::internal("read the workspace", source),
+        DebugError::Browse(source) => match **source {
+            BackendError::InvalidWorkspacePath { .. } => ApiError::bad_request(err.to_string()),
+            BackendError::WorkspacePathNotFound { .. } => ApiError::not_found(err.to_string()),
+            _ => ApiError::internal("read the workspace", source.as_ref()),
+        },
     }
 }
 

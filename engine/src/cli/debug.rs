@@ -1,6 +1,6 @@
-//! `danube run` while a step is paused: say where and why, open a shell in
-//! the step's environment on a terminal, then ask whether to continue, retry
-//! or abort.
+//! `danube run` while a step is paused: print where and why, open a shell
+//! in the step's environment on a terminal, then ask whether to continue,
+//! retry or abort.
 //!
 //! Without a terminal no shell is opened and the answer is read from stdin
 //! lines, so that scripts and tests can drive a pause. Ctrl-C (or SIGTERM,
@@ -126,7 +126,7 @@ async fn run_shell(
     }
 }
 
-/// Asks for the decision until the answer is valid. End of input and a
+/// Asks for the decision until a valid one is typed. End of input and a
 /// signal abort.
 async fn ask(interrupts: &mut Interrupts, print: &dyn Fn(&str)) -> Decision {
     loop {
@@ -139,7 +139,7 @@ async fn ask(interrupts: &mut Interrupts, print: &dyn Fn(&str)) -> Decision {
             }
         };
         let Some(line) = line else {
-            print("stdin closed without an answer: aborting the job");
+            print("stdin closed without a decision: aborting the job");
             return Decision::Abort;
         };
         match parse_answer(&line) {

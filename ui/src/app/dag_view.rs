@@ -291,13 +291,11 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
         Memo::new(move |_| paused.with(|paused| paused.as_deref() == Some(name.as_str())))
     };
     // The word and glyph shown: a paused task is still `running` in the API.
-    let shown_state = {
-        move || {
-            if is_paused.get() {
-                ("paused", "‖")
-            } else {
-                (state().as_str(), state().icon())
-            }
+    let shown_state = move || {
+        if is_paused.get() {
+            ("paused", "‖")
+        } else {
+            (state().as_str(), state().icon())
         }
     };
     // Reads the clock only while the task runs, so idle nodes never re-render.
@@ -321,7 +319,6 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
     };
     let label = {
         let name = name.clone();
-        let shown_state = shown_state.clone();
         move || {
             let needs = status.with(|status| status.needs.join(", "));
             let mut label = format!("{name}: {}, {}", shown_state().0, meta());
@@ -383,7 +380,7 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
     };
 
     let (task_attribute, title) = (name.clone(), name.clone());
-    let icon_state = shown_state.clone();
+    let icon_state = shown_state;
     view! {
         <button
             type="button"

@@ -227,7 +227,11 @@ fn JobView(
             .unwrap_or_default()
     });
 
-    let pause = Signal::derive(move || detail.get().and_then(|detail| detail.pause));
+    let pause = Signal::derive(move || {
+        detail
+            .get()
+            .and_then(|detail| detail.pause.map(|pause| *pause))
+    });
     let paused_task = Signal::derive(move || pause.get().map(|pause| pause.task));
     let notice = latest_notice(id.clone());
     let running = move || job.with(|job| job.as_ref().is_some_and(|job| !job.state.is_final()));

@@ -1,13 +1,15 @@
-//! Where a job pauses for debugging, and which step a breakpoint names.
+//! Breakpoints: the steps a job pauses at for debugging, and how a
+//! breakpoint's name matches a step.
 
 use std::collections::BTreeSet;
 
 use crate::orchestrator::plan::PlannedTask;
 
-/// Longest breakpoint accepted, as long as a task name, `/` and a step name.
+/// Maximum length of a breakpoint in characters: a task name, `/` and a
+/// step name.
 const MAX_BREAKPOINT_CHARS: usize = 301;
 
-/// Where a job pauses so that a user can look inside.
+/// The places a job pauses at so that a user can look inside.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Breakpoints {
     /// Steps to pause before. Each is `task/step`, a step name (in any
@@ -79,7 +81,7 @@ impl Breakpoints {
     }
 
     /// Returns the first breakpoint that names step `step` of task `task`.
-    /// `first_in_task` says that no other step of the task started before.
+    /// `first_in_task` is true when no other step of the task started before.
     pub(crate) fn before_step(&self, task: &str, step: &str, first_in_task: bool) -> Option<&str> {
         self.before
             .iter()
@@ -102,8 +104,8 @@ impl Breakpoints {
     }
 }
 
-/// Whether `breakpoint` names step `step` of task `task`; a bare task name
-/// counts only when `task_name_counts` (for the task's first step).
+/// Returns whether `breakpoint` names step `step` of task `task`. A bare
+/// task name counts only when `task_name_counts` (for the task's first step).
 fn names_step(breakpoint: &str, task: &str, step: &str, task_name_counts: bool) -> bool {
     match breakpoint.split_once('/') {
         Some((wanted_task, wanted_step)) => wanted_task == task && wanted_step == step,

@@ -41,7 +41,7 @@ const SCRUB_SLACK_BYTES: usize = 64 << 10;
 /// Bytes of a workspace file returned by [`Debugger::browse`].
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Where a paused step stopped, and why.
+/// The place and cause of a pause.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pause {
     pub step_id: i64,
@@ -52,12 +52,12 @@ pub struct Pause {
     pub workdir: PathBuf,
     /// The container image the step runs in, if any.
     pub image: Option<String>,
-    /// Which run of the step: 1, plus one per retry.
+    /// The run number of the step: 1, plus one per retry.
     pub attempt: i64,
     pub paused_at: UnixMillis,
 }
 
-/// Why a step paused.
+/// The cause of a pause.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PauseReason {
     /// A breakpoint named the step, which has not run yet.
@@ -80,7 +80,7 @@ impl PauseReason {
     }
 }
 
-/// What a paused step does next.
+/// The user's choice that ends a pause.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Run the step (paused before it) or let its failure stand.
@@ -132,11 +132,11 @@ pub enum DebugError {
     RunCommand {
         step: String,
         #[source]
-        source: BackendError,
+        source: Box<BackendError>,
     },
 
     #[error(transparent)]
-    Browse(BackendError),
+    Browse(Box<BackendError>),
 }
 
 /// The state of debugging one job, owned by its runtime.
@@ -207,7 +207,7 @@ impl DebugState {
             .map(ToOwned::to_owned)
     }
 
-    /// Whether a step that ended this way pauses.
+    /// Returns whether a step that ended with `result` pauses.
     pub fn pauses_after(&self, result: &Result<StepOutcome, BackendError>) -> bool {
         let failed = match result {
             Ok(StepOutcome::Exited(code)) => *code != 0,
@@ -219,7 +219,8 @@ impl DebugState {
         failed && self.breakpoints.on_failure && !self.failure_continued.load(Ordering::Relaxed)
     }
 
-    /// Breakpoints that named no step of the job, with the steps it ran.
+    /// Returns the breakpoints that named no step of the job, with the
+    /// steps it ran.
     pub fn unmatched(&self) -> Option<(Vec<String>, Vec<String>)> {
         let ran = lock(&self.ran);
         let unmatched: Vec<String> = self
@@ -337,13 +338,13 @@ impl Debugger {
         self.runtime.id()
     }
 
-    /// The current pause; `None` while no step is paused.
+    /// Returns the current pause, or `None` while no step is paused.
     pub fn pause(&self) -> Option<Pause> {
         self.runtime.debug.pause()
     }
 
-    /// The spec of the paused step, for opening a shell in its environment
-    /// with [`crate::backend::Backend::debug_shell`].
+    /// Returns the spec of the paused step, for opening a shell in its
+    /// environment with [`crate::backend::Backend::debug_shell`].
     pub fn paused_spec(&self) -> Option<StepSpec> {
         lock(&self.runtime.debug.current)
             .as_ref()
@@ -365,7 +366,7 @@ impl Debugger {
             .debug_shell(&spec)
             .map_err(|source| DebugError::RunCommand {
                 step: spec.step.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -413,7 +414,7 @@ impl Debugger {
         };
         let outcome = result.map_err(|source| DebugError::RunCommand {
             step: step.clone(),
-            source,
+            source: Box::new(source),
         })?;
 
         let scrubbed = |bytes: &[u8]| {
@@ -474,7 +475,7 @@ impl Debugger {
             .backend
             .browse_workspace(workspace, path, MAX_FILE_BYTES)
             .await
-            .map_err(DebugError::Browse)?;
+            .map_err(|err| DebugError::Browse(Box::new(err)))?;
         Ok(match entry {
             WorkspaceEntry::File {
                 path,
