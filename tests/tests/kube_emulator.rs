@@ -661,15 +661,18 @@ async fn failed_init_container_fails_pod_before_main() {
     );
 }
 
-/// Host pids of processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<i32> {
+/// Host pids of live processes whose command line starts with `prefix`
+/// (arguments joined by spaces).
+fn processes_starting(prefix: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(marker))
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                let joined = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                joined.starts_with(prefix)
+            })
         })
         .filter(|pid| danube_tests::process_alive(*pid))
         .collect()
@@ -688,7 +691,7 @@ async fn delete_kills_every_process_of_the_pod() {
     wait_for(&client, "doomed", is_running).await;
     let started = tokio::time::timeout(PATIENCE, async {
         loop {
-            if processes_with("sleep 471").len() == 2 {
+            if processes_starting("sleep 471").len() == 2 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -714,7 +717,7 @@ async fn delete_kills_every_process_of_the_pod() {
     .await
     .expect("deleted in time")
     .expect("watch works");
-    assert_eq!(processes_with("sleep 471"), Vec::<i32>::new());
+    assert_eq!(processes_starting("sleep 471"), Vec::<i32>::new());
 }
 
 // --- exec -----------------------------------------------------------------
@@ -743,12 +746,15 @@ async fn exec(client: &Client, pod: &str, command: &[&str], stdin: Option<&[u8]>
     let mut out = attached.stdout().expect("stdout");
     let mut err = attached.stderr().expect("stderr");
     let status = attached.take_status().expect("status");
-    if let Some(input) = stdin {
-        let mut writer = attached.stdin().expect("stdin");
-        writer.write_all(input).await.expect("write stdin");
-        writer.shutdown().await.expect("close stdin");
-        drop(writer);
-    }
+    // Write while reading: `cat` echoes, so a writer that waits for the
+    // whole input to go out first would fill every buffer and stall.
+    let writer = attached.stdin();
+    let write_in = async move {
+        if let (Some(input), Some(mut writer)) = (stdin, writer) {
+            writer.write_all(input).await.expect("write stdin");
+            writer.shutdown().await.expect("close stdin");
+        }
+    };
     let read_out = async {
         let mut bytes = Vec::new();
         out.read_to_end(&mut bytes).await.expect("read stdout");
@@ -759,10 +765,11 @@ async fn exec(client: &Client, pod: &str, command: &[&str], stdin: Option<&[u8]>
         err.read_to_end(&mut bytes).await.expect("read stderr");
         bytes
     };
-    let (stdout, stderr, status) =
-        tokio::time::timeout(PATIENCE, async { tokio::join!(read_out, read_err, status) })
-            .await
-            .expect("exec finishes in time");
+    let (stdout, stderr, status, ()) = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(read_out, read_err, status, write_in)
+    })
+    .await
+    .expect("exec finishes in time");
     ExecResult {
         stdout,
         stderr,

@@ -82,7 +82,7 @@ impl RunningContainer {
         if let Some(reason) = reason {
             *lock(&self.kill_reason) = Some(reason);
         }
-        runtime::signal(self.pid, libc::SIGKILL);
+        runtime::kill_container(self.pid);
     }
 }
 

@@ -16,8 +16,9 @@
 //!    the container's `PATH` inside the namespace.
 //!
 //! When PID 1 exits the kernel kills every other process in the namespace,
-//! execs and processes that left the process group included, so killing the
-//! middle process with `SIGKILL` removes the whole container. A `SIGTERM`
+//! execs and processes that left the process group included, before PID 1
+//! can be reaped; so [`kill_container`] kills PID 1, and the middle
+//! process's exit means the whole container is gone. A `SIGTERM`
 //! to it reaches PID 1, which ignores it unless it installed a handler, as
 //! in a real container.
 //!
@@ -153,6 +154,19 @@ pub(crate) fn signal(pid: u32, signal: i32) {
     }
 }
 
+/// Kills a container with `SIGKILL` to its PID 1 (the middle process
+/// `pid`'s child). The middle process then exits once the kernel has
+/// killed every other process of the namespace, so its exit means the
+/// whole container is gone. Falls back to killing the middle process,
+/// whose death kills PID 1 in turn, when the child cannot be found.
+pub(crate) fn kill_container(pid: u32) {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    let pid_one = children
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok());
+    signal(pid_one.unwrap_or(pid), libc::SIGKILL);
+}
+
 /// The namespaces of a running container, opened from its middle process.
 pub(crate) struct Namespaces {
     mount: OwnedFd,
@@ -241,6 +255,8 @@ pub(crate) fn start_container(spec: &ProcessSpec, isolation: &Isolation) -> io::
     // nothing.
     unsafe {
         command.pre_exec(move || {
+            // A test killed outright must not leave its containers behind.
+            die_with_parent()?;
             enter_new_namespaces(&prepared)?;
             become_pid_one(&prepared)
         });
@@ -264,6 +280,7 @@ pub(crate) fn start_exec(spec: &ProcessSpec, namespaces: &Namespaces) -> io::Res
     // `spawn` returns because `namespaces` outlives this call.
     unsafe {
         command.pre_exec(move || {
+            die_with_parent()?;
             check(libc::setns(mount_fd, libc::CLONE_NEWNS))?;
             check(libc::setns(pid_fd, libc::CLONE_NEWPID))?;
             fork_and_wait()?;
@@ -418,8 +435,9 @@ fn fork_and_wait() -> io::Result<()> {
     }
 }
 
-/// Makes the current process die with `SIGKILL` when its parent (the middle
-/// process) dies.
+/// Makes the current process die with `SIGKILL` when its parent dies: the
+/// middle process with the emulator's thread that started it, the
+/// container's PID 1 with the middle process.
 ///
 /// NOTE: a parent killed between the fork and this call leaves the child
 /// running; `getppid` cannot tell, since a parent outside the child's PID
