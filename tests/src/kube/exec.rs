@@ -9,8 +9,8 @@
 //! output reaches it.
 //!
 //! The server sends an empty message on channels 1 to 3 when the session
-//! opens, then output as it is read, then the status once the process has
-//! exited and both output pipes are at end of file, then a close frame.
+//! opens, then output as it is read. Once the process has exited and both
+//! output pipes are at end of file, it sends the status and a close frame.
 //!
 //! Errors found before the upgrade (no such pod or container, a finished
 //! pod, no command, no common subprotocol) are HTTP `Status` responses. A
@@ -230,7 +230,7 @@ fn frame(channel: u8, bytes: &[u8]) -> Message {
     Message::binary(data)
 }
 
-/// The status sent on channel 3 for an exit code.
+/// Builds the status sent on channel 3 for an exit code.
 fn exit_status(argv: &[String], code: i32) -> Value {
     if code == 0 {
         return json!({"metadata": {}, "status": "Success"});

@@ -11,7 +11,7 @@
 //! 4. the main containers all at once; the pod is `Running` once all have
 //!    started and `Succeeded` or `Failed` once all have exited.
 //!
-//! Containers are never restarted, whatever `restartPolicy` says.
+//! Containers are never restarted, whatever `restartPolicy` is set to.
 //!
 //! An interrupt (deletion, eviction, node loss) stops that sequence
 //! wherever it is; the pod's running containers are then stopped and
