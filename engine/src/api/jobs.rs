@@ -39,6 +39,9 @@ pub struct Job {
     /// Why the job failed, timed out or was cancelled.
     pub reason: Option<String>,
     pub trigger_type: String,
+    /// The trigger's detail: for `watch`, the changed file relative to the
+    /// project; for `local` and `manual`, the branch.
+    pub trigger_ref: String,
     pub repo: String,
     pub branch: String,
     pub commit_sha: String,
@@ -180,6 +183,7 @@ async fn submit(
             in_place: false,
             max_parallel: state.max_parallel,
             trigger: crate::model::TriggerType::Manual,
+            trigger_ref: None,
         })
         .await?;
     let id = handle.id.clone();
@@ -355,6 +359,7 @@ pub(super) fn job_body(record: JobRecord) -> Job {
         state: record.state,
         reason: record.reason,
         trigger_type: record.trigger_type.as_str().to_owned(),
+        trigger_ref: record.trigger_ref,
         repo: record.repo,
         branch: record.branch,
         commit_sha: record.commit_sha,

@@ -57,12 +57,13 @@ impl LiveView {
         }
     }
 
-    /// Shows the job until it ends. The first Ctrl-C or SIGTERM cancels it;
-    /// the view then waits for the cancellation to finish.
+    /// Shows the job until it ends. With `interrupts`, the first Ctrl-C or
+    /// SIGTERM cancels the job and the view then waits for the cancellation
+    /// to finish; without, the caller handles signals.
     pub async fn follow(
         &mut self,
         mut handle: JobHandle,
-        interrupts: &mut Interrupts,
+        mut interrupts: Option<&mut Interrupts>,
     ) -> JobOutcome {
         self.line(&format!("job {} started", self.job_id));
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -87,7 +88,7 @@ impl LiveView {
                     }
                     Err(RecvError::Closed) => {}
                 },
-                name = interrupts.next(), if !cancelled => {
+                name = next_signal(&mut interrupts), if !cancelled => {
                     cancelled = true;
                     self.line(&format!("received {name}: cancelling the job (stopping its processes)..."));
                     handle.cancel();
@@ -309,6 +310,14 @@ impl LiveView {
         if outcome.state != JobState::Success {
             let _ = writeln!(out, "logs: danube logs {}", self.job_id.short());
         }
+    }
+}
+
+/// Waits for the next signal, or forever without `interrupts`.
+async fn next_signal(interrupts: &mut Option<&mut Interrupts>) -> &'static str {
+    match interrupts {
+        Some(interrupts) => interrupts.next().await,
+        None => std::future::pending().await,
     }
 }
 
