@@ -252,7 +252,7 @@ async fn rename_on_save_starts_exactly_one_run() {
     let mut watching = watching_after_first_job(&sandbox).await;
 
     // What vim does with `backupcopy=no`, and what atomic-save editors do
-    // with a temporary name no rule knows: write a new file, then rename it
+    // with a temporary name that no rule matches: write a new file, then rename it
     // over the original.
     let source = sandbox.project().join("src");
     std::fs::rename(source.join("app.py"), source.join("app.py~")).unwrap();
@@ -366,7 +366,7 @@ fn read_until(
 }
 
 #[test]
-fn cli_watch_reruns_after_change_and_stops_on_sigint() {
+fn cli_watch_reruns_and_stops_on_sigint() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(QUICK_PIPELINE);
     let project = sandbox.project();
@@ -487,8 +487,8 @@ fn api_watch_routes_start_list_and_stop_sessions() {
     assert_eq!(rerun["trigger_type"], "watch", "{rerun:#}");
     assert_eq!(rerun["trigger_ref"], "src/x.py", "{rerun:#}");
 
-    // A DELETE changes state, so like a POST it must say it is JSON: a
-    // plain form or link on another site cannot send that.
+    // A DELETE changes state, so like a POST it must declare JSON, which a
+    // plain form or link on another site cannot send.
     let delete = || {
         client()
             .delete(server.url(&format!("/api/v1/watches/{id}")))

@@ -41,10 +41,10 @@ pub struct BatchCollector {
     /// Paths created in this burst: when one is gone at the end, it was a
     /// temporary file (an editor's atomic save renames it over the real file).
     created: HashSet<PathBuf>,
-    /// Folders created in this burst. They stand for the files in them at
-    /// the end of the burst: an empty folder changes no run (the workspace
-    /// copy leaves it out, as Git does), and files written into a new
-    /// folder before the OS watched it would have no event of their own.
+    /// Folders created in this burst, counted as the files they contain
+    /// when the burst ends. An empty folder changes no run, because the
+    /// workspace copy leaves it out as Git does. Files written into a new
+    /// folder before the OS watched it may have no event of their own.
     created_folders: HashSet<PathBuf>,
     /// The kernel dropped events, so any file may have changed.
     rescan: bool,
@@ -183,7 +183,7 @@ impl BatchCollector {
     }
 }
 
-/// The files under `folder` that `rules` do not ignore, in name order.
+/// Lists the files under `folder` that `rules` do not ignore, in name order.
 fn files_under(folder: &Path, rules: &IgnoreRules) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let Ok(entries) = std::fs::read_dir(folder) else {

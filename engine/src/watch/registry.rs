@@ -79,7 +79,7 @@ impl Watches {
         info.current_job = controls.first_job().await;
         if info.current_job.is_none() {
             // The session ended before recording a job, so its first submit
-            // failed and its task holds the error. A concurrent stop may
+            // failed and its task returns the error. A concurrent stop may
             // have removed the entry already.
             let entry = self.lock().remove(&id);
             return Err(match entry {
@@ -90,7 +90,7 @@ impl Watches {
         Ok(info)
     }
 
-    /// Every running session, oldest first.
+    /// Lists the running sessions, oldest first.
     pub fn list(&self) -> Vec<WatchInfo> {
         self.lock()
             .iter()
@@ -128,7 +128,7 @@ impl Watches {
     }
 }
 
-/// The error that ended a session before its first job.
+/// Returns the error that ended a session before its first job.
 async fn first_job_error(task: JoinHandle<Result<(), WatchError>>) -> WatchError {
     match task.await {
         Ok(Err(err)) => err,

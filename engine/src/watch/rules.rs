@@ -3,9 +3,9 @@
 //! scratch files and Python's bytecode caches.
 //!
 //! The ignore files are the ones the local backend honours when it copies a
-//! project into a workspace: `.gitignore` at any depth of the project and in
-//! its parent folders up to the repository root, `.git/info/exclude` and the
-//! user's global excludes file. A file that these rules exclude is not
+//! project into a workspace. They are `.gitignore` at any depth of the
+//! project and in its parent folders up to the repository root,
+//! `.git/info/exclude`, and the user's global excludes file. A file that these rules exclude is not
 //! copied, so changing it cannot change a run.
 
 use std::ffi::OsStr;
@@ -69,6 +69,10 @@ impl IgnoreRules {
 
     /// Returns whether a change of `path` (absolute, under the project) is
     /// ignored. A path outside the project is ignored too.
+    ///
+    /// NOTE: a file that Git tracks although an ignore file matches it
+    /// (added with `git add -f`) is copied into workspaces but ignored
+    /// here, because the Git index is not read.
     pub fn is_ignored(&self, path: &Path) -> bool {
         let Ok(relative) = path.strip_prefix(&self.project) else {
             return true;
@@ -146,8 +150,8 @@ fn build(mut builder: GitignoreBuilder, file: Option<PathBuf>) -> Option<Gitigno
     }
 }
 
-/// The working tree that contains `project`, or `project` itself outside
-/// Git.
+/// Returns the working tree that contains `project`, or `project` itself
+/// outside Git.
 fn repository_root(project: &Path) -> PathBuf {
     git2::Repository::discover(project)
         .ok()
@@ -157,7 +161,8 @@ fn repository_root(project: &Path) -> PathBuf {
         .unwrap_or_else(|| project.to_owned())
 }
 
-/// The folders from `root` down to the parent of `project`, outermost first.
+/// Lists the folders from `root` down to the parent of `project`, outermost
+/// first.
 fn folders_between(root: &Path, project: &Path) -> Vec<PathBuf> {
     let mut folders: Vec<PathBuf> = project
         .ancestors()
@@ -169,8 +174,8 @@ fn folders_between(root: &Path, project: &Path) -> Vec<PathBuf> {
     folders
 }
 
-/// Every `.gitignore` under `project`, without descending into folders that
-/// the rules found so far exclude, such as `node_modules`.
+/// Finds every `.gitignore` under `project`, without descending into folders
+/// that the rules found so far exclude, such as `node_modules`.
 fn nested_gitignores(project: &Path) -> Vec<PathBuf> {
     ignore::WalkBuilder::new(project)
         .hidden(false)
@@ -241,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn git_folder_editor_files_and_data_dir_are_ignored() {
+    fn git_editor_and_data_paths_ignored() {
         let (_root, project) = project_with(&[("danubefile.py", "")]);
         let data = project.join(".danube-data");
         std::fs::create_dir(&data).unwrap();

@@ -22,14 +22,14 @@ use crate::orchestrator::{
 /// after which a rerun starts to feel slow.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Shortest debounce window accepted: the debouncer's thread wakes every
-/// quarter of it.
+/// Minimum debounce window accepted, because the debouncer's thread wakes
+/// every quarter of it.
 pub const MIN_DEBOUNCE: Duration = Duration::from_millis(10);
 
-/// Longest debounce window accepted.
+/// Maximum debounce window accepted.
 pub const MAX_DEBOUNCE: Duration = Duration::from_secs(60);
 
-/// What a watch session runs.
+/// The jobs a watch session runs and its debounce window.
 #[derive(Clone, Debug)]
 pub struct WatchRequest {
     /// The first job of the session; later jobs are the same with the
@@ -54,9 +54,9 @@ pub trait RunFollower: Send {
     /// cancels the job itself when a change or a stop arrives.
     async fn follow(&mut self, run: WatchRun) -> JobOutcome;
 
-    /// A job after a change could not be submitted (for example, the
-    /// change deleted `danubefile.py`). The session waits for the next
-    /// change.
+    /// Reports that the job after a change could not be submitted, for
+    /// example because the change deleted `danubefile.py`. The session
+    /// waits for the next change.
     fn submit_failed(&mut self, change: &ChangeBatch, error: &OrchestratorError) {
         let _ = (change, error);
     }
@@ -87,8 +87,8 @@ impl SessionControls {
         self.stop.cancel();
     }
 
-    /// The session's latest job, running or finished; `None` until the
-    /// first job is recorded.
+    /// Returns the session's latest job, running or finished, or `None`
+    /// until the first job is recorded.
     pub fn current_job(&self) -> Option<JobId> {
         self.current_job.borrow().clone()
     }

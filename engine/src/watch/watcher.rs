@@ -15,7 +15,7 @@ use super::WatchError;
 use super::batch::{BatchCollector, ChangeBatch};
 use super::rules::{GITIGNORE, IgnoreRules};
 
-/// How long the debouncer holds each raw event so that the `from` and `to`
+/// How long the debouncer keeps each raw event so that the `from` and `to`
 /// halves of a rename meet. inotify reports both halves together, so a short
 /// hold suffices; the quiet window of a burst is [`BatchCollector`]'s. A
 /// longer hold would delay every run by as much.

@@ -1,10 +1,10 @@
-//! How a job's trigger reads on the job page and in the jobs list.
+//! The text that names a job's trigger on the job page and in the jobs list.
 
 use leptos::prelude::*;
 
 use crate::api::Job;
 
-/// The trigger of `job`: its type, or for a job that a watch session
+/// Shows the trigger of `job`: its type, or for a job that a watch session
 /// reran, the file whose change started it.
 #[component]
 pub fn TriggerText(job: Job) -> impl IntoView {
