@@ -158,7 +158,10 @@ impl BatchCollector {
                         lasting.push(file);
                     }
                 }
-            } else if !(created.contains(&path) && !path.exists()) && listed.insert(path.clone()) {
+                continue;
+            }
+            let temporary = created.contains(&path) && !path.exists();
+            if !temporary && listed.insert(path.clone()) {
                 lasting.push(path);
             }
         }

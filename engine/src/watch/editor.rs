@@ -86,7 +86,8 @@ fn is_vim_write_test(name: &str) -> bool {
         return false;
     }
     let offset = number - VIM_WRITE_TEST;
-    offset % VIM_WRITE_TEST_STEP == 0 && offset / VIM_WRITE_TEST_STEP < VIM_WRITE_TEST_TRIES
+    offset.is_multiple_of(VIM_WRITE_TEST_STEP)
+        && offset / VIM_WRITE_TEST_STEP < VIM_WRITE_TEST_TRIES
 }
 
 #[cfg(test)]
