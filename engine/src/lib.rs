@@ -17,6 +17,7 @@ pub mod python;
 pub mod rpc;
 pub mod secrets;
 pub mod store;
+pub mod watch;
 
 /// Code generated from `proto/danube/v1/job.proto`.
 pub mod proto {

@@ -45,6 +45,7 @@ fn request(sandbox: &Sandbox, breakpoints: Breakpoints) -> JobRequest {
         in_place: false,
         max_parallel: 4,
         trigger: danube::model::TriggerType::Local,
+        trigger_ref: None,
         breakpoints,
     }
 }

@@ -38,6 +38,7 @@ fn request(sandbox: &Sandbox) -> JobRequest {
         max_parallel: 4,
         trigger: danube::model::TriggerType::Local,
         breakpoints: Default::default(),
+        trigger_ref: None,
     }
 }
 

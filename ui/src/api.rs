@@ -78,6 +78,9 @@ pub struct Job {
     pub state: State,
     pub reason: Option<String>,
     pub trigger_type: String,
+    /// For a `watch` job, the changed file relative to the project.
+    #[serde(default)]
+    pub trigger_ref: String,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -85,6 +88,13 @@ pub struct Job {
 }
 
 impl Job {
+    /// The file whose change made a watch session rerun this job; `None`
+    /// for other triggers.
+    pub fn changed_file(&self) -> Option<&str> {
+        (self.trigger_type == "watch" && !self.trigger_ref.is_empty())
+            .then_some(self.trigger_ref.as_str())
+    }
+
     /// The pipeline's name, or what stands in for it before the script
     /// declared one: `(loading)` while the job runs, `(no pipeline)` after.
     pub fn pipeline_label(&self) -> String {

@@ -40,6 +40,9 @@ pub struct Job {
     /// Why the job failed, timed out or was cancelled.
     pub reason: Option<String>,
     pub trigger_type: String,
+    /// The trigger's detail: for `watch`, the changed file relative to the
+    /// project; for `local` and `manual`, the branch.
+    pub trigger_ref: String,
     pub repo: String,
     pub branch: String,
     pub commit_sha: String,
@@ -212,6 +215,7 @@ async fn submit(
             max_parallel: state.max_parallel,
             trigger: crate::model::TriggerType::Manual,
             breakpoints,
+            trigger_ref: None,
         })
         .await?;
     let id = handle.id.clone();
@@ -414,6 +418,7 @@ pub(super) fn job_body(record: JobRecord) -> Job {
         state: record.state,
         reason: record.reason,
         trigger_type: record.trigger_type.as_str().to_owned(),
+        trigger_ref: record.trigger_ref,
         repo: record.repo,
         branch: record.branch,
         commit_sha: record.commit_sha,

@@ -19,6 +19,7 @@ mod listener;
 mod logs;
 mod metrics;
 mod ui;
+mod watches;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +42,7 @@ use crate::artifacts::{ArtifactStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::config::DataDir;
 use crate::orchestrator::{Engine, JobHandle};
 use crate::store::Store;
+use crate::watch::Watches;
 
 pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError, token_cookie_name};
 pub use error::{ApiError, ErrorBody};
@@ -71,6 +73,8 @@ pub struct AppState {
     max_connections: Option<usize>,
     /// Upper bound on tasks running at once in each job.
     max_parallel: usize,
+    /// Watch sessions started over the API.
+    watches: Watches,
 }
 
 /// How to build an [`AppState`].
@@ -105,6 +109,7 @@ impl AppState {
             max_parallel: parts.max_parallel,
             header_read_timeout: parts.header_read_timeout,
             max_connections: parts.max_connections,
+            watches: Watches::default(),
         })
     }
 
@@ -151,6 +156,9 @@ impl AppState {
         events::stream,
         artifacts::list,
         artifacts::download,
+        watches::create,
+        watches::list,
+        watches::stop,
         health::live,
         health::ready,
         metrics::render,
@@ -204,6 +212,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}/artifacts", get(artifacts::list))
         .route("/jobs/{id}/artifacts/{name}", get(artifacts::download))
         .route("/events", get(events::stream))
+        .route("/watches", get(watches::list).post(watches::create))
+        .route("/watches/{id}", delete(watches::stop))
         .route("/openapi.json", get(openapi))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
@@ -249,6 +259,8 @@ pub async fn serve(
 
     stop.await;
     state.stopping.cancel();
+    // Stopped first, so that no session starts a job after the cancellations below.
+    state.watches.stop_all().await;
     let running = state.engine.active_jobs();
     tracing::info!(jobs = running.len(), "stopping: cancelling running jobs");
     for id in &running {

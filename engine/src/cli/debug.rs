@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use crate::orchestrator::Debugger;
 use crate::orchestrator::debug::{Decision, Pause, PauseReason};
 
+use super::live::next_signal;
 use super::signals::Interrupts;
 
 /// Handles every pause of one `danube run`.
@@ -35,8 +36,8 @@ impl DebugPrompt {
         &mut self,
         debugger: &Debugger,
         pause: &Pause,
-        interrupts: &mut Interrupts,
-        print: &dyn Fn(&str),
+        interrupts: &mut Option<&mut Interrupts>,
+        print: &(dyn Fn(&str) + Sync),
     ) {
         print(&describe(pause));
         print(&format!("  workdir: {}", pause.workdir.display()));
@@ -81,8 +82,8 @@ fn describe(pause: &Pause) -> String {
 /// SIGTERM or SIGHUP arrived meanwhile, `None` otherwise.
 async fn run_shell(
     debugger: &Debugger,
-    interrupts: &mut Interrupts,
-    print: &dyn Fn(&str),
+    interrupts: &mut Option<&mut Interrupts>,
+    print: &(dyn Fn(&str) + Sync),
 ) -> Option<Decision> {
     let command = match debugger.shell() {
         Ok(command) => command,
@@ -113,7 +114,7 @@ async fn run_shell(
                 }
                 return None;
             }
-            name = interrupts.next() => {
+            name = next_signal(interrupts) => {
                 if name == "SIGINT" {
                     // The terminal sent it to the shell too, which handles it.
                     continue;
@@ -128,12 +129,12 @@ async fn run_shell(
 
 /// Asks for the decision until a valid one is typed. End of input and a
 /// signal abort.
-async fn ask(interrupts: &mut Interrupts, print: &dyn Fn(&str)) -> Decision {
+async fn ask(interrupts: &mut Option<&mut Interrupts>, print: &(dyn Fn(&str) + Sync)) -> Decision {
     loop {
         print("[c]ontinue, [r]etry, [a]bort?");
         let line = tokio::select! {
             line = read_line() => line,
-            name = interrupts.next() => {
+            name = next_signal(interrupts) => {
                 print(&format!("received {name}: aborting the job"));
                 return Decision::Abort;
             }
@@ -180,7 +181,7 @@ async fn read_line() -> Option<String> {
     receiver.await.ok().flatten()
 }
 
-fn resume(debugger: &Debugger, decision: Decision, print: &dyn Fn(&str)) {
+fn resume(debugger: &Debugger, decision: Decision, print: &(dyn Fn(&str) + Sync)) {
     let text = match decision {
         Decision::Continue => "continuing",
         Decision::Retry => "retrying the step",

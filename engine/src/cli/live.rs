@@ -58,14 +58,14 @@ impl LiveView {
         }
     }
 
-    /// Shows the job until it ends. The first Ctrl-C or SIGTERM cancels it;
-    /// the view then waits for the cancellation to finish. A pause for
-    /// debugging hands the terminal to [`DebugPrompt`] until the user
-    /// decides.
+    /// Shows the job until it ends. With `interrupts`, the first Ctrl-C or
+    /// SIGTERM cancels the job and the view then waits for the cancellation
+    /// to finish; without, the caller handles signals. A pause for debugging
+    /// hands the terminal to [`DebugPrompt`] until the user decides.
     pub async fn follow(
         &mut self,
         mut handle: JobHandle,
-        interrupts: &mut Interrupts,
+        mut interrupts: Option<&mut Interrupts>,
     ) -> JobOutcome {
         self.line(&format!("job {} started", self.job_id));
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -86,7 +86,7 @@ impl LiveView {
                         self.flush_partial_lines(true);
                         self.hide_bars();
                         let debugger = handle.debugger();
-                        prompt.handle(&debugger, &pause, interrupts, &|text| self.line(text)).await;
+                        prompt.handle(&debugger, &pause, &mut interrupts, &|text| self.line(text)).await;
                         self.show_bars();
                     }
                     Ok(event) => self.on_event(event),
@@ -102,7 +102,7 @@ impl LiveView {
                     }
                     Err(RecvError::Closed) => {}
                 },
-                name = interrupts.next(), if !cancelled => {
+                name = next_signal(&mut interrupts), if !cancelled => {
                     cancelled = true;
                     self.line(&format!("received {name}: cancelling the job (stopping its processes)..."));
                     handle.cancel();
@@ -341,6 +341,14 @@ impl LiveView {
         if outcome.state != JobState::Success {
             let _ = writeln!(out, "logs: danube logs {}", self.job_id.short());
         }
+    }
+}
+
+/// Waits for the next signal, or forever without `interrupts`.
+pub(super) async fn next_signal(interrupts: &mut Option<&mut Interrupts>) -> &'static str {
+    match interrupts {
+        Some(interrupts) => interrupts.next().await,
+        None => std::future::pending().await,
     }
 }
 

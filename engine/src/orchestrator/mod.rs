@@ -103,10 +103,14 @@ pub struct JobRequest {
     pub in_place: bool,
     /// Upper bound on tasks running at once; at least 1.
     pub max_parallel: usize,
-    /// How the job was started: `Local` from the CLI, `Manual` from the API.
+    /// How the job was started: `Local` from the CLI, `Manual` from the API,
+    /// `Watch` from a watch session.
     pub trigger: TriggerType,
     /// Where the job pauses for debugging; empty for none.
     pub breakpoints: Breakpoints,
+    /// The trigger's detail, stored as the job's `trigger_ref`: for `Watch`,
+    /// the changed file relative to the project. `None` stores the branch.
+    pub trigger_ref: Option<String>,
 }
 
 /// Shared by every job of one engine.
@@ -175,6 +179,11 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.context.store
+    }
+
+    /// The root of the data directory: database, logs, workspaces and keys.
+    pub fn data_dir(&self) -> &Path {
+        self.context.data.root()
     }
 
     /// Every state change of every job this engine runs, from now on. A
@@ -262,7 +271,10 @@ impl Engine {
             pipeline: request.pipeline.clone().unwrap_or_default(),
             project_dir: project.display().to_string(),
             trigger_type: request.trigger,
-            trigger_ref: source.branch.clone(),
+            trigger_ref: request
+                .trigger_ref
+                .clone()
+                .unwrap_or_else(|| source.branch.clone()),
             repo: source.repo.clone(),
             branch: source.branch.clone(),
             commit_sha: source.commit_sha.clone(),

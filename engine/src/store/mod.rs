@@ -244,7 +244,7 @@ impl Store {
             tracing::debug!(error = %err, "failed to lock the database for migrations");
         }
 
-        let result = match MIGRATOR.run(&self.pool).await {
+        let result = match self.run_migrations().await {
             Ok(()) => Ok(()),
             Err(first) => {
                 let first = classify(first);
@@ -255,11 +255,35 @@ impl Store {
                     return Err(first);
                 }
                 tracing::debug!(error = %first, "migration failed, retrying once in case another process applied it");
-                MIGRATOR.run(&self.pool).await.map_err(classify)
+                self.run_migrations().await.map_err(classify)
             }
         };
         drop(lock);
         result
+    }
+
+    /// Applies the pending migrations on one connection with foreign keys
+    /// off. A migration that rebuilds a table (the only way SQLite changes
+    /// a CHECK constraint) drops the old table, and with foreign keys on
+    /// that drop would delete every row that references it through
+    /// `ON DELETE CASCADE`. The pragma must be set outside a transaction,
+    /// and sqlx runs each migration inside one, so it is set here.
+    async fn run_migrations(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *connection)
+            .await?;
+        let migrated = MIGRATOR.run(&mut *connection).await;
+        let restored = sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *connection)
+            .await;
+        if restored.is_err() {
+            // Never hand a connection without foreign keys back to the pool.
+            connection.close_on_drop();
+        }
+        migrated?;
+        restored?;
+        Ok(())
     }
 
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ use super::dag_view::DagView;
 use super::debug::DebugPanel;
 use super::jobs::StateBadge;
 use super::log_view::LogView;
+use super::trigger::TriggerText;
 use super::{Failure, changes, now_ms, running_time, set_title};
 use crate::api::{Artifact, ChangeEvent, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
@@ -342,6 +343,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
     let started = started_ago(job.started_at);
     let duration = running_time(job.duration_ms, job.started_at);
     let project_filter = format!("/?project={}", client::query_value(&job.project));
+    let trigger_job = job.clone();
 
     view! {
         <header class="job-head">
@@ -352,7 +354,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
             </div>
             <dl class="job-facts">
                 <dt>"Project"</dt><dd><A href=project_filter>{job.project.clone()}</A></dd>
-                <dt>"Trigger"</dt><dd>{job.trigger_type.clone()}</dd>
+                <dt>"Trigger"</dt><dd><TriggerText job=trigger_job /></dd>
                 <dt>"Started"</dt><dd>{move || started.get()}</dd>
                 <dt>"Duration"</dt><dd data-testid="job-duration">{move || duration.get()}</dd>
             </dl>

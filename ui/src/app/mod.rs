@@ -10,6 +10,7 @@ mod live;
 pub mod log_view;
 mod run;
 mod theme;
+mod trigger;
 
 use leptos::prelude::*;
 use leptos_router::components::{A, Route, Router, Routes};
