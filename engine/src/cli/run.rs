@@ -11,6 +11,7 @@ use crate::orchestrator::{JobRequest, PIPELINE_FILE, check_project};
 use super::Status;
 use super::live::LiveView;
 use super::signals::Interrupts;
+use super::target::TargetArgs;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -30,6 +31,14 @@ pub struct RunArgs {
     /// of CPUs, at least 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel: Option<u16>,
+
+    #[command(flatten)]
+    target: TargetArgs,
+
+    /// Print the pod a job would get on a kube target, as YAML, and exit
+    /// without contacting the cluster
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
@@ -47,12 +56,36 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
             args.dir = ".".into();
         }
     }
+    if args.dry_run && !args.target.is_kube() {
+        anyhow::bail!(
+            "--dry-run prints the pod of a kube target; add --target kube or --target kube:CONTEXT"
+        );
+    }
+    if args.in_place && args.target.is_kube() {
+        anyhow::bail!(
+            "--in-place does not work with --target {}: steps run in the pod's own workspace (drop --in-place)",
+            args.target.target
+        );
+    }
     check_project(&args.dir)?;
+    if args.dry_run {
+        let data = crate::config::DataDir::open(data_root)?;
+        args.target
+            .print_dry_run(&data, args.pipeline.as_deref())
+            .await?;
+        return Ok(Status::Success);
+    }
     let (data, store) = super::open_data(data_root).await?;
 
     let mut interrupts = Interrupts::install();
-    let Some(engine) =
-        super::start_local_engine(&data, store.clone(), &mut interrupts, "nothing was run").await?
+    let Some(engine) = super::start_engine(
+        &data,
+        store.clone(),
+        &args.target,
+        &mut interrupts,
+        "nothing was run",
+    )
+    .await?
     else {
         return Ok(Status::JobFailed);
     };
