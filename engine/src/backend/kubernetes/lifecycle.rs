@@ -52,10 +52,10 @@ pub fn classify(pod: Option<&Pod>) -> PodState {
     let Some(pod) = pod else {
         return failed("the pod was deleted");
     };
-    if pod.metadata.deletion_timestamp.is_some() {
-        return failed("the pod is being deleted");
-    }
     let Some(status) = pod.status.as_ref() else {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return failed("the pod is being deleted");
+        }
         return pending("the pod has no status yet");
     };
     let phase = status.phase.as_deref().unwrap_or("Pending");
@@ -88,6 +88,11 @@ pub fn classify(pod: Option<&Pod>) -> PodState {
                 condition.message.as_deref().unwrap_or_default(),
             ));
         }
+    }
+
+    // Checked after the reasons above, which say why the cluster deletes it.
+    if pod.metadata.deletion_timestamp.is_some() {
+        return failed("the pod is being deleted");
     }
 
     let init = status.init_container_statuses.iter().flatten();
