@@ -37,6 +37,7 @@ fn request(sandbox: &Sandbox) -> JobRequest {
         in_place: true,
         max_parallel: 4,
         trigger: danube::model::TriggerType::Local,
+        breakpoints: Default::default(),
     }
 }
 

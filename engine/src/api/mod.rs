@@ -9,6 +9,7 @@
 
 mod artifacts;
 mod auth;
+mod debug;
 mod doc;
 mod error;
 mod events;
@@ -137,6 +138,12 @@ impl AppState {
         jobs::get,
         jobs::cancel,
         jobs::rerun,
+        debug::show,
+        debug::exec,
+        debug::files,
+        debug::resume_continue,
+        debug::resume_retry,
+        debug::resume_abort,
         logs::read,
         logs::stream,
         logs::stream_all,
@@ -184,6 +191,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/rerun", post(jobs::rerun))
+        .route("/jobs/{id}/debug", get(debug::show))
+        .route("/jobs/{id}/debug/exec", post(debug::exec))
+        .route("/jobs/{id}/debug/files", get(debug::files))
+        .route("/jobs/{id}/debug/continue", post(debug::resume_continue))
+        .route("/jobs/{id}/debug/retry", post(debug::resume_retry))
+        .route("/jobs/{id}/debug/abort", post(debug::resume_abort))
         .route("/jobs/{id}/logs", get(logs::read))
         .route("/jobs/{id}/logs/stream", get(logs::stream))
         .route("/jobs/{id}/logs/stream/all", get(logs::stream_all))

@@ -5,6 +5,7 @@
 //! out, 2 for usage and configuration errors (including a pipeline that
 //! cannot be loaded).
 
+mod debug;
 mod inspect;
 mod live;
 mod run;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::model::JobState;
-use crate::orchestrator::{JobRequest, PIPELINE_FILE, check_project};
+use crate::orchestrator::{Breakpoints, JobRequest, PIPELINE_FILE, check_project};
 
 use super::Status;
 use super::live::LiveView;
@@ -39,6 +39,15 @@ pub struct RunArgs {
     /// without contacting the cluster
     #[arg(long)]
     dry_run: bool,
+
+    /// Pause before STEP to look around in its environment: `task/step`, a
+    /// step name, or a task name (its first step); repeatable
+    #[arg(long, value_name = "STEP")]
+    break_before: Vec<String>,
+
+    /// Pause after a failing step, before its task is marked failed
+    #[arg(long)]
+    break_on_failure: bool,
 }
 
 pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
@@ -101,6 +110,10 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
             in_place: args.in_place,
             max_parallel,
             trigger: crate::model::TriggerType::Local,
+            breakpoints: Breakpoints {
+                before: args.break_before.clone(),
+                on_failure: args.break_on_failure,
+            },
         })
         .await?;
 

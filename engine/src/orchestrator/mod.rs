@@ -6,6 +6,7 @@
 //! module, not on how they are implemented.
 
 mod coordinator;
+pub mod debug;
 pub mod events;
 mod job;
 pub mod ownership;
@@ -34,6 +35,7 @@ use crate::rpc::{self, TokenRegistry};
 use crate::secrets::{SecretVault, SecretsError};
 use crate::store::{NewJob, Store, StoreError};
 
+pub use debug::{Breakpoints, Debugger};
 pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
 pub(crate) use job::error_chain;
@@ -70,6 +72,9 @@ pub enum OrchestratorError {
     )]
     InvalidPipelineName(String),
 
+    #[error("{0}")]
+    InvalidBreakpoint(String),
+
     #[error("failed to record the job")]
     RecordJob(#[source] StoreError),
 
@@ -100,6 +105,8 @@ pub struct JobRequest {
     pub max_parallel: usize,
     /// How the job was started: `Local` from the CLI, `Manual` from the API.
     pub trigger: TriggerType,
+    /// Where the job pauses for debugging; empty for none.
+    pub breakpoints: Breakpoints,
 }
 
 /// Shared by every job of one engine.
@@ -196,6 +203,12 @@ impl Engine {
         }
     }
 
+    /// Controls the debugging of a job this engine runs; `None` when this
+    /// engine does not run the job.
+    pub fn debugger(&self, id: &JobId) -> Option<Debugger> {
+        self.active().get(id).cloned().map(Debugger::new)
+    }
+
     /// Live log chunks of a job this engine runs, from now on; `None` when
     /// this engine does not run the job.
     pub fn subscribe_logs(&self, id: &JobId) -> Option<broadcast::Receiver<LogChunk>> {
@@ -224,6 +237,10 @@ impl Engine {
             let shown: String = name.chars().take(100).collect();
             return Err(OrchestratorError::InvalidPipelineName(shown));
         }
+        request
+            .breakpoints
+            .validate()
+            .map_err(OrchestratorError::InvalidBreakpoint)?;
         let project = check_project(&request.project)?;
         let source = source::describe(&project);
 
@@ -340,6 +357,12 @@ impl JobHandle {
 
     pub fn logs_dir(&self) -> &Path {
         self.runtime.logs().dir()
+    }
+
+    /// Controls the debugging of this job: its pause, ad-hoc commands and
+    /// the decision to continue, retry or abort.
+    pub fn debugger(&self) -> Debugger {
+        Debugger::new(self.runtime.clone())
     }
 
     /// Waits for the job to reach a final state.

@@ -126,6 +126,8 @@ pub struct StepRecord {
     pub exit_code: Option<i32>,
     pub started_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
+    /// Runs of this step: 1, plus one for each retry from a debug pause.
+    pub attempt: i64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -526,6 +528,26 @@ impl Store {
             return Err(StoreError::StepNotFound(step_id));
         }
         Ok(())
+    }
+
+    /// Records that a finished step runs again (a retry from a debug pause):
+    /// its attempt goes up by one, its state back to `running`, and its exit
+    /// code and `finished_at` are cleared. Returns the new attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StepNotFound`] when no step has this id.
+    pub async fn restart_step(&self, step_id: i64) -> Result<i64, StoreError> {
+        let attempt: Option<i64> = sqlx::query_scalar(
+            "UPDATE steps SET attempt = attempt + 1, state = ?2, exit_code = NULL, \
+             finished_at = NULL WHERE id = ?1 RETURNING attempt",
+        )
+        .bind(step_id)
+        .bind(RunState::Running.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|source| StoreError::RestartStep { step_id, source })?;
+        attempt.ok_or(StoreError::StepNotFound(step_id))
     }
 
     /// Lists jobs, most recent first (by `created_at`, then id).

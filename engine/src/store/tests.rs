@@ -749,6 +749,40 @@ async fn steps_of_missing_job_are_rejected() {
 }
 
 #[tokio::test]
+async fn restarted_step_counts_attempts_and_runs_again() {
+    let (_dir, store) = temp_store().await;
+    let job = insert_new_job(&store).await;
+    let id = store
+        .insert_step(&new_step(&job, "test", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(store.list_steps(&job).await.unwrap()[0].attempt, 1);
+    store
+        .finish_step(id, RunState::Failure, Some(1))
+        .await
+        .unwrap();
+
+    let attempt = store.restart_step(id).await.unwrap();
+
+    assert_eq!(attempt, 2);
+    let step = &store.list_steps(&job).await.unwrap()[0];
+    assert_eq!(step.attempt, 2);
+    assert_eq!(step.state, RunState::Running);
+    assert_eq!(step.exit_code, None);
+    assert_eq!(step.finished_at, None);
+    assert_eq!(step.started_at, 1_000);
+}
+
+#[tokio::test]
+async fn restart_missing_step_fails() {
+    let (_dir, store) = temp_store().await;
+
+    let error = store.restart_step(42).await.unwrap_err();
+
+    assert!(matches!(error, StoreError::StepNotFound(42)), "{error:?}");
+}
+
+#[tokio::test]
 async fn finish_missing_step_fails() {
     let (_dir, store) = temp_store().await;
 

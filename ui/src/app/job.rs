@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::client::{self, ApiFailure};
 use super::dag_view::DagView;
+use super::debug::DebugPanel;
 use super::jobs::StateBadge;
 use super::log_view::LogView;
 use super::{Failure, changes, now_ms, running_time, set_title};
@@ -226,6 +227,12 @@ fn JobView(
             .unwrap_or_default()
     });
 
+    let pause = Signal::derive(move || {
+        detail
+            .get()
+            .and_then(|detail| detail.pause.map(|pause| *pause))
+    });
+    let paused_task = Signal::derive(move || pause.get().map(|pause| pause.task));
     let notice = latest_notice(id.clone());
     let running = move || job.with(|job| job.as_ref().is_some_and(|job| !job.state.is_final()));
 
@@ -235,6 +242,7 @@ fn JobView(
             <Show when=move || running() && notice.get().is_some()>
                 <p class="notice" role="status" data-testid="notice">{move || notice.get()}</p>
             </Show>
+            <DebugPanel job_id=id.clone() pause on_action />
             <div class="job-body">
                 <div class="graph-pane">
                     <Show
@@ -249,7 +257,7 @@ fn JobView(
                             </p>
                         }
                     >
-                        <TaskGraph tasks edges selection />
+                        <TaskGraph tasks edges selection paused=paused_task />
                     </Show>
                 </div>
                 <div class="detail-pane">
@@ -367,6 +375,7 @@ fn TaskGraph(
     tasks: Signal<Vec<Task>>,
     edges: Signal<Vec<Edge>>,
     selection: Memo<Option<Selection>>,
+    paused: Signal<Option<String>>,
 ) -> impl IntoView {
     let selected = Signal::derive(move || selection.get().map(|chosen| chosen.task));
     let navigate = use_navigate();
@@ -376,7 +385,7 @@ fn TaskGraph(
             Default::default(),
         );
     });
-    view! { <DagView tasks edges selected on_select /> }
+    view! { <DagView tasks edges selected on_select paused /> }
 }
 
 /// Scrolls the page so that the whole log view, and so the end of a failed

@@ -2,6 +2,7 @@
 
 mod client;
 pub mod dag_view;
+mod debug;
 mod job;
 mod jobs;
 mod keys;
