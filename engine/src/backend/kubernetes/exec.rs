@@ -48,6 +48,11 @@ pub const REATTACH_ATTEMPTS: u32 = 6;
 /// two seconds between SIGTERM and SIGKILL, plus the round trip.
 const STOP_LIMIT: Duration = Duration::from_secs(15);
 
+/// How long a step killed by a signal waits for the pod watch to say
+/// whether the container itself was killed (an OOM kill, an eviction), whose
+/// Kubernetes reason is more useful than the bare exit code.
+const POD_REPORT_GRACE: Duration = Duration::from_secs(2);
+
 /// Buffer of each exec stream; kube's default of 1 KiB makes large output slow.
 const STREAM_BUFFER: usize = 64 * 1024;
 
@@ -156,6 +161,15 @@ pub async fn run_step(
                 } else {
                     code
                 };
+                if stop.is_none() && code >= 128 {
+                    let failure = lifecycle::failure(run.pod_state.clone());
+                    if let Ok(reason) = tokio::time::timeout(POD_REPORT_GRACE, failure).await {
+                        return Err(KubeError::PodFailed {
+                            pod: run.target.pod.clone(),
+                            reason,
+                        });
+                    }
+                }
                 return Ok(match stop {
                     Some(StopRequest::TimedOut) => StepOutcome::TimedOut,
                     Some(StopRequest::Cancelled) => StepOutcome::Cancelled,
