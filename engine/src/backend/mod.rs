@@ -1,6 +1,7 @@
-//! Where steps run. The orchestrator talks to a [`Backend`]; `local` runs
-//! steps as child processes on this machine.
+//! Where steps run. The orchestrator talks to a [`Backend`]: `local` runs
+//! steps as child processes on this machine, `kubernetes` in a pod per job.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -120,6 +121,15 @@ pub enum BackendError {
     )]
     ContainerRuntimeNotFound { runtime: String },
 
+    #[error(
+        "--in-place does not work on the kubernetes backend: steps run in the pod's own \
+         workspace (drop --in-place, or use --target local)"
+    )]
+    InPlaceUnsupported,
+
+    #[error(transparent)]
+    Kubernetes(Box<kubernetes::KubeError>),
+
     #[error("workspace path `{path}` is invalid: {reason}")]
     InvalidWorkspacePath { path: String, reason: &'static str },
 
@@ -138,6 +148,12 @@ pub enum BackendError {
         backend: &'static str,
         operation: &'static str,
     },
+}
+
+impl From<kubernetes::KubeError> for BackendError {
+    fn from(error: kubernetes::KubeError) -> BackendError {
+        BackendError::Kubernetes(Box::new(error))
+    }
 }
 
 /// The directory a job's steps run in.
@@ -244,12 +260,14 @@ pub struct DirectoryEntry {
 pub trait Backend: Send + Sync {
     /// Makes the job's workspace: a copy of `project` (tracked and untracked
     /// but not ignored files, without `.git`) under the data directory, or
-    /// `project` itself when `in_place`.
+    /// `project` itself when `in_place`. `pipeline` is the pipeline the job
+    /// was asked to run, when one was named; backends use it in labels.
     async fn prepare_workspace(
         &self,
         job: &JobId,
         project: &Path,
         in_place: bool,
+        pipeline: Option<&str>,
     ) -> Result<Workspace, BackendError>;
 
     /// Runs one step to its end, sending output to `output` as it arrives

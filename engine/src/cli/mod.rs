@@ -12,6 +12,7 @@ mod run;
 mod secret;
 mod serve;
 mod signals;
+mod target;
 mod watch;
 
 use std::path::PathBuf;
@@ -177,12 +178,13 @@ async fn recover_abandoned_jobs(data: &DataDir, store: &Store) -> anyhow::Result
     Ok(())
 }
 
-/// Sets up the SDK's Python environment and starts an engine on the local
-/// backend. Returns `None` when a signal arrives during the setup, after
+/// Sets up the SDK's Python environment and starts an engine on the backend
+/// of `target`. Returns `None` when a signal arrives during the setup, after
 /// printing which one and `consequence`.
-async fn start_local_engine(
+async fn start_engine(
     data: &DataDir,
     store: Store,
+    target: &target::TargetArgs,
     interrupts: &mut signals::Interrupts,
     consequence: &str,
 ) -> anyhow::Result<Option<crate::orchestrator::Engine>> {
@@ -194,9 +196,13 @@ async fn start_local_engine(
         }
     };
 
-    let backend = std::sync::Arc::new(crate::backend::local::LocalBackend::new(
-        data.workspaces_dir(),
-    ));
+    let backend = tokio::select! {
+        backend = target.backend(data, &store) => backend?,
+        name = interrupts.next() => {
+            eprintln!("received {name} while connecting to the cluster: {consequence}");
+            return Ok(None);
+        }
+    };
     let engine = crate::orchestrator::Engine::start(crate::orchestrator::EngineParts {
         data: data.clone(),
         store,

@@ -16,11 +16,17 @@ use crate::store::Store;
 use super::Status;
 use super::live::LiveView;
 use super::signals::Interrupts;
+use super::target::TargetArgs;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     project: ProjectArgs,
+
+    /// Print the pod a job would get on a kube target, as YAML, and exit
+    /// without contacting the cluster
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// The project and how to run it, as `danube run` and `danube watch` take
@@ -43,6 +49,9 @@ pub struct ProjectArgs {
     /// of CPUs, at least 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel: Option<u16>,
+
+    #[command(flatten)]
+    target: TargetArgs,
 
     /// Pause before STEP to look around in its environment: `task/step`, a
     /// step name, or a task name (its first step); repeatable
@@ -69,8 +78,18 @@ impl ProjectArgs {
                 self.dir = ".".into();
             }
         }
+        if self.in_place && self.target.is_kube() {
+            anyhow::bail!(
+                "--in-place does not work with --target {}: steps run in the pod's own workspace (drop --in-place)",
+                self.target.target
+            );
+        }
         check_project(&self.dir)?;
         Ok(())
+    }
+
+    pub fn target(&self) -> &TargetArgs {
+        &self.target
     }
 
     pub fn job_request(&self, trigger: TriggerType) -> JobRequest {
@@ -92,26 +111,30 @@ impl ProjectArgs {
     }
 }
 
-/// An engine on the local backend, its store, and the signal handlers
+/// An engine on the chosen target, its store, and the signal handlers
 /// installed before it started.
-pub struct LocalSetup {
+pub struct EngineSetup {
     pub store: Store,
     pub engine: Engine,
     pub interrupts: Interrupts,
 }
 
-/// Opens the data directory and starts an engine on the local backend.
+/// Opens the data directory and starts an engine on `target`.
 /// Returns `None` when a signal arrives during the setup, after printing
 /// which one and `consequence`.
-pub async fn set_up(data_root: &Path, consequence: &str) -> anyhow::Result<Option<LocalSetup>> {
+pub async fn set_up(
+    data_root: &Path,
+    target: &TargetArgs,
+    consequence: &str,
+) -> anyhow::Result<Option<EngineSetup>> {
     let (data, store) = super::open_data(data_root).await?;
     let mut interrupts = Interrupts::install();
     let Some(engine) =
-        super::start_local_engine(&data, store.clone(), &mut interrupts, consequence).await?
+        super::start_engine(&data, store.clone(), target, &mut interrupts, consequence).await?
     else {
         return Ok(None);
     };
-    Ok(Some(LocalSetup {
+    Ok(Some(EngineSetup {
         store,
         engine,
         interrupts,
@@ -120,8 +143,22 @@ pub async fn set_up(data_root: &Path, consequence: &str) -> anyhow::Result<Optio
 
 pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
     let mut project = args.project;
+    if args.dry_run && !project.target.is_kube() {
+        anyhow::bail!(
+            "--dry-run prints the pod of a kube target; add --target kube or --target kube:CONTEXT"
+        );
+    }
     project.check()?;
-    let Some(mut setup) = set_up(data_root, "nothing was run").await? else {
+    if args.dry_run {
+        let data = crate::config::DataDir::open(data_root)?;
+        project
+            .target
+            .print_dry_run(&data, project.pipeline.as_deref())
+            .await?;
+        return Ok(Status::Success);
+    }
+
+    let Some(mut setup) = set_up(data_root, &project.target, "nothing was run").await? else {
         return Ok(Status::JobFailed);
     };
 

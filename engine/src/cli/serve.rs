@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// [default: about half the open file limit, at most 8192]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
+
+    #[command(flatten)]
+    target: super::target::TargetArgs,
 }
 
 pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> {
@@ -44,9 +47,10 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
     let token_path = data.keys_dir().join(TOKEN_FILE);
     let token = LocalToken::load_or_create(&token_path)?;
 
-    let Some(engine) = super::start_local_engine(
+    let Some(engine) = super::start_engine(
         &data,
         store.clone(),
+        &args.target,
         &mut interrupts,
         "the server did not start",
     )

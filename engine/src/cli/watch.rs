@@ -31,7 +31,7 @@ pub struct WatchArgs {
 pub async fn watch(data_root: &Path, args: WatchArgs) -> anyhow::Result<Status> {
     let mut project = args.project;
     project.check()?;
-    let Some(setup) = set_up(data_root, "nothing was run").await? else {
+    let Some(setup) = set_up(data_root, project.target(), "nothing was run").await? else {
         return Ok(Status::JobFailed);
     };
 

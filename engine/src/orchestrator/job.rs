@@ -616,7 +616,12 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
 
     let workspace = match context
         .backend
-        .prepare_workspace(&id, runtime.project(), runtime.request.in_place)
+        .prepare_workspace(
+            &id,
+            runtime.project(),
+            runtime.request.in_place,
+            runtime.request.pipeline.as_deref(),
+        )
         .await
     {
         Ok(workspace) => workspace,

@@ -37,7 +37,7 @@ pub fn acquire(job_logs_dir: &Path) -> io::Result<JobLock> {
 }
 
 /// Returns whether a live process holds the job's lock.
-fn is_owned(job_logs_dir: &Path) -> bool {
+pub fn is_owned(job_logs_dir: &Path) -> bool {
     let Ok(file) = File::open(job_logs_dir.join(LOCK_FILE)) else {
         return false;
     };

@@ -90,6 +90,7 @@ impl Backend for LocalBackend {
         job: &JobId,
         project: &Path,
         in_place: bool,
+        _pipeline: Option<&str>,
     ) -> Result<Workspace, BackendError> {
         let workspace =
             workspace::prepare_workspace(&self.workspaces_root, job, project, in_place).await?;
@@ -210,7 +211,7 @@ async fn run_host_step(
 /// Rejects names that the OS or a container runtime would misread: `=`
 /// splits name from value, NUL ends the string, and `*` makes `podman run -e`
 /// pass every matching variable of the engine's environment.
-fn check_env_names(spec: &StepSpec) -> Result<(), BackendError> {
+pub(crate) fn check_env_names(spec: &StepSpec) -> Result<(), BackendError> {
     let invalid = spec
         .env
         .keys()

@@ -299,7 +299,7 @@ impl Podman {
         let job = JobId::new();
         let workspace = self
             .backend
-            .prepare_workspace(&job, &project, false)
+            .prepare_workspace(&job, &project, false, None)
             .await
             .unwrap();
         (job, workspace.path)

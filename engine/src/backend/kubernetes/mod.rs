@@ -1,0 +1,476 @@
+//! The kubernetes backend: one pod per job on a cluster that a kubeconfig
+//! context (or the engine's own service account) reaches.
+//!
+//! The coordinator runs where the engine runs, so on a laptop it stays a
+//! local process and the pod holds only workers; the coordinator never
+//! needs to reach into the cluster, and the cluster never needs to reach
+//! back to the laptop. The job's lifecycle:
+//!
+//! 1. `prepare_workspace` copies the project folder into a local workspace
+//!    (the coordinator reads `danubefile.py` there), creates the pod, waits
+//!    by watch until its worker runs, and streams the files into the pod's
+//!    `/workspace` ([`upload`]). A pod that cannot start ends the job with
+//!    the Kubernetes reason.
+//! 2. Each step is an exec of the supervisor in the worker, or in an
+//!    ephemeral container for another image ([`exec`], [`images`]).
+//! 3. `remove_workspace` deletes the pod, whatever the outcome, and the
+//!    local copy.
+//!
+//! Paths under the local workspace map to `/workspace` in the pod, so
+//! `DANUBE_WORKSPACE` and a step's workdir name the pod's paths.
+//!
+//! All API calls go through one client whose request rate is bounded by
+//! [`REQUESTS_PER_SECOND`].
+
+pub mod error;
+pub mod exec;
+pub mod images;
+pub mod lifecycle;
+pub mod network;
+pub mod orphans;
+pub mod pod;
+pub mod retry;
+pub mod strict;
+pub mod target;
+pub mod upload;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+pub use error::KubeError;
+pub use pod::{JobPod, PodSettings, Resources};
+pub use target::{Cluster, ClusterOptions, Target, TargetError};
+
+use self::exec::{ExecTarget, StepRun};
+use self::images::ImageContainers;
+use self::lifecycle::{PodState, PodWatch};
+use super::local::workspace;
+use super::{Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace};
+use crate::model::JobId;
+
+/// Maximum Kubernetes API requests per second from one engine, watches and
+/// execs included. client-go defaults to 5 with bursts of 10; a job needs
+/// about a dozen requests to start and a few per step, so 20 lets several
+/// jobs start at once without flooding a shared API server.
+pub const REQUESTS_PER_SECOND: u64 = 20;
+
+/// How long a pod may take to run its worker, image pulls included.
+pub const POD_START_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+/// File in the data directory that holds the engine id of its pods' labels.
+pub const ENGINE_ID_FILE: &str = "engine-id";
+
+/// Reads the engine id from `path`, creating a random one on first use.
+/// Engines sharing a data directory share the id, which is safe because
+/// orphan cleanup asks each job's lock whether a live process runs it.
+///
+/// # Errors
+///
+/// The file could not be read or created, or holds no valid label value.
+pub fn load_engine_id(path: &Path) -> std::io::Result<String> {
+    let valid = |id: &str| pod::label_value(id) == id && id.len() <= 63;
+    match std::fs::read_to_string(path) {
+        Ok(text) if valid(text.trim()) => return Ok(text.trim().to_owned()),
+        Ok(text) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "`{}` holds `{}`, which is not a valid label value (delete the file to get a new id)",
+                    path.display(),
+                    text.trim()
+                ),
+            ));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+
+    let id = format!("e{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&temporary, format!("{id}\n"))?;
+    // hard_link fails if another process created the file meanwhile; its id wins.
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => load_engine_id(path),
+        Err(err) => Err(err),
+    }
+}
+
+/// Settings of the backend besides the cluster.
+#[derive(Clone, Debug)]
+pub struct KubeSettings {
+    pub pod: PodSettings,
+    /// Local copies of the project, for the coordinator: `<data_dir>/workspaces`.
+    pub workspaces_root: PathBuf,
+    pub pod_start_limit: Duration,
+}
+
+/// Runs each job in a pod.
+pub struct KubernetesBackend {
+    api: Api<Pod>,
+    settings: KubeSettings,
+    jobs: Mutex<HashMap<JobId, Arc<JobPodHandle>>>,
+}
+
+/// A job's pod as the backend follows it.
+struct JobPodHandle {
+    name: String,
+    watch: PodWatch,
+    local_workspace: PathBuf,
+    images: ImageContainers,
+}
+
+impl KubernetesBackend {
+    /// Connects to `cluster`. No request is sent yet.
+    ///
+    /// # Errors
+    ///
+    /// The client could not be built from the configuration (for example an
+    /// invalid certificate).
+    pub fn connect(
+        cluster: Cluster,
+        settings: KubeSettings,
+    ) -> Result<KubernetesBackend, KubeError> {
+        let url = cluster.config.cluster_url.to_string();
+        let client = kube::client::ClientBuilder::try_from(cluster.config)
+            .map_err(|source| KubeError::Client {
+                cluster: url,
+                source: Box::new(source),
+            })?
+            .with_layer(&tower::limit::RateLimitLayer::new(
+                REQUESTS_PER_SECOND,
+                Duration::from_secs(1),
+            ))
+            .build();
+        let api = Api::namespaced(client, &settings.pod.namespace);
+        Ok(KubernetesBackend {
+            api,
+            settings,
+            jobs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn api(&self) -> &Api<Pod> {
+        &self.api
+    }
+
+    pub fn settings(&self) -> &KubeSettings {
+        &self.settings
+    }
+
+    fn handle(&self, job: &JobId) -> Option<Arc<JobPodHandle>> {
+        self.jobs
+            .lock()
+            .expect("the job map is never poisoned: no code panics while holding it")
+            .get(job)
+            .cloned()
+    }
+
+    /// Creates the pod, waits for its worker and fills its workspace.
+    async fn start_pod(
+        &self,
+        job: &JobId,
+        pipeline: Option<&str>,
+        local_workspace: &Path,
+    ) -> Result<Arc<JobPodHandle>, KubeError> {
+        let pod = pod::build_pod(
+            &self.settings.pod,
+            &JobPod {
+                job_id: job,
+                pipeline,
+            },
+        );
+        let name = pod::pod_name(job);
+        let params = PostParams::default();
+        retry::with_backoff("create pod", || self.api.create(&params, &pod))
+            .await
+            .map_err(|source| KubeError::CreatePod {
+                pod: name.clone(),
+                namespace: self.settings.pod.namespace.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::info!(job_id = %job, pod = %name, namespace = %self.settings.pod.namespace, "pod created");
+
+        let handle = Arc::new(JobPodHandle {
+            name: name.clone(),
+            watch: PodWatch::start(self.api.clone(), &name),
+            local_workspace: local_workspace.to_owned(),
+            images: ImageContainers::default(),
+        });
+        // Registered before waiting, so remove_workspace deletes the pod
+        // even when it never starts.
+        self.jobs
+            .lock()
+            .expect("the job map is never poisoned: no code panics while holding it")
+            .insert(job.clone(), handle.clone());
+
+        self.wait_until_running(&handle).await?;
+        let target = ExecTarget {
+            api: self.api.clone(),
+            pod: name.clone(),
+            container: pod::WORKER_CONTAINER.into(),
+        };
+        let files = upload::upload_project(&target, local_workspace)
+            .await
+            .map_err(|reason| KubeError::UploadProject {
+                project: local_workspace.to_owned(),
+                pod: name.clone(),
+                reason,
+            })?;
+        tracing::info!(job_id = %job, pod = %name, files, "project sent into the pod");
+        Ok(handle)
+    }
+
+    async fn wait_until_running(&self, handle: &JobPodHandle) -> Result<(), KubeError> {
+        let mut receiver = handle.watch.subscribe();
+        let running = lifecycle::wait_for(&mut receiver, |observed| {
+            (observed.state == PodState::Running).then_some(())
+        });
+        match tokio::time::timeout(self.settings.pod_start_limit, running).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(KubeError::PodFailed {
+                pod: handle.name.clone(),
+                reason,
+            }),
+            Err(_) => {
+                let detail = match handle.watch.current().state {
+                    PodState::Pending { detail } => detail,
+                    other => format!("{other:?}"),
+                };
+                Err(KubeError::PodStartTimedOut {
+                    pod: handle.name.clone(),
+                    limit_seconds: self.settings.pod_start_limit.as_secs(),
+                    detail,
+                })
+            }
+        }
+    }
+
+    /// Deletes a job's pod; one that is already gone is not an error.
+    async fn delete_pod(&self, name: &str) -> Result<(), KubeError> {
+        let params = DeleteParams::default();
+        let result = retry::with_backoff("delete pod", || self.api.delete(name, &params)).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(KubeError::DeletePod {
+                pod: name.to_owned(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// The container that runs `spec`: the worker, or the image's own.
+    async fn container_for(
+        &self,
+        handle: &JobPodHandle,
+        spec: &StepSpec,
+    ) -> Result<String, KubeError> {
+        match spec
+            .image
+            .as_deref()
+            .filter(|image| *image != self.settings.pod.worker_image)
+        {
+            None => Ok(pod::WORKER_CONTAINER.into()),
+            Some(image) => {
+                let state = handle.watch.subscribe();
+                handle
+                    .images
+                    .container_for(&self.api, &handle.name, image, &state)
+                    .await
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for KubernetesBackend {
+    async fn prepare_workspace(
+        &self,
+        job: &JobId,
+        project: &Path,
+        in_place: bool,
+        pipeline: Option<&str>,
+    ) -> Result<Workspace, BackendError> {
+        if in_place {
+            return Err(BackendError::InPlaceUnsupported);
+        }
+        let local =
+            workspace::prepare_workspace(&self.settings.workspaces_root, job, project, false)
+                .await?;
+
+        let span = tracing::info_span!("kube_pod", job_id = %job);
+        match self
+            .start_pod(job, pipeline, &local.path)
+            .instrument(span)
+            .await
+        {
+            Ok(_) => Ok(local),
+            Err(err) => {
+                // The orchestrator never saw this workspace, so it will not
+                // call remove_workspace for it.
+                if let Err(cleanup) = self.remove_workspace(&local).await {
+                    tracing::warn!(job_id = %job, error = %cleanup, "failed to clean up after a pod that did not start");
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn run_step(
+        &self,
+        spec: StepSpec,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<StepOutcome, BackendError> {
+        let span = tracing::debug_span!("kube_step", job_id = %spec.job_id, step_id = spec.step_id);
+        async {
+            super::local::check_env_names(&spec)?;
+            let handle = self
+                .handle(&spec.job_id)
+                .ok_or_else(|| KubeError::UnknownJob {
+                    job: spec.job_id.to_string(),
+                })?;
+            let container = self.container_for(&handle, &spec).await?;
+
+            let request = step_request(&spec, &handle.local_workspace);
+            let hook_spec = spec.clone();
+            let run = StepRun {
+                target: ExecTarget {
+                    api: self.api.clone(),
+                    pod: handle.name.clone(),
+                    container,
+                },
+                step: spec.step.clone(),
+                id: spec.step_id.to_string(),
+                request,
+                timeout: spec.timeout,
+                pod_state: handle.watch.subscribe(),
+                on_started: Box::new(move || SpawnHook::notify(&hook_spec)),
+            };
+            Ok(exec::run_step(run, output, cancel).await?)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn kill_leftovers(&self, _job: &JobId) -> usize {
+        // Whatever a step left running dies with the pod.
+        0
+    }
+
+    async fn remove_workspace(&self, workspace: &Workspace) -> Result<(), BackendError> {
+        let job = {
+            let mut jobs = self
+                .jobs
+                .lock()
+                .expect("the job map is never poisoned: no code panics while holding it");
+            let job = jobs
+                .iter()
+                .find(|(_, handle)| handle.local_workspace == workspace.path)
+                .map(|(job, _)| job.clone());
+            job.and_then(|job| jobs.remove(&job).map(|handle| (job, handle)))
+        };
+        if let Some((job, handle)) = job {
+            self.delete_pod(&handle.name).await?;
+            tracing::info!(job_id = %job, pod = %handle.name, "pod deleted");
+        }
+        workspace::remove_workspace(&self.settings.workspaces_root, workspace).await
+    }
+}
+
+/// The supervisor's request for `spec`, with local workspace paths mapped
+/// to the pod's `/workspace`.
+fn step_request(spec: &StepSpec, local_workspace: &Path) -> Zeroizing<Vec<u8>> {
+    let to_pod = |path: &Path| -> String {
+        match path.strip_prefix(local_workspace) {
+            Ok(relative) if relative.as_os_str().is_empty() => pod::WORKSPACE_PATH.to_owned(),
+            Ok(relative) => format!("{}/{}", pod::WORKSPACE_PATH, relative.display()),
+            Err(_) => path.display().to_string(),
+        }
+    };
+    let mut env: BTreeMap<&str, String> = spec
+        .env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
+    if let Some(workspace) = env.get_mut("DANUBE_WORKSPACE") {
+        *workspace = to_pod(Path::new(workspace.as_str()));
+    }
+
+    let request = serde_json::json!({
+        "id": spec.step_id.to_string(),
+        "command": spec.command,
+        "workdir": to_pod(&spec.workdir),
+        "env": env,
+    });
+    let mut line = Zeroizing::new(
+        serde_json::to_vec(&request).expect("a JSON object of strings always serialises"),
+    );
+    line.push(b'\n');
+    // NOTE: `env` and `request` hold copies of the values, secrets included,
+    // and are freed without being wiped; only the line sent is zeroised.
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_id_is_created_once_and_kept() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join(ENGINE_ID_FILE);
+
+        let first = load_engine_id(&path).unwrap();
+        let second = load_engine_id(&path).unwrap();
+
+        assert_eq!(first, second);
+        assert_eq!(pod::label_value(&first), first);
+        std::fs::write(&path, "not valid!\n").unwrap();
+        let error = load_engine_id(&path).unwrap_err().to_string();
+        assert!(error.contains("not a valid label value"), "{error}");
+    }
+
+    #[test]
+    fn step_request_maps_workspace_paths_into_the_pod() {
+        let local = PathBuf::from("/data/workspaces/job-1");
+        let spec = StepSpec {
+            job_id: JobId::new(),
+            step_id: 42,
+            task: "build".into(),
+            step: "compile".into(),
+            command: "make -C src".into(),
+            workdir: local.join("sub/dir"),
+            env: BTreeMap::from([
+                ("DANUBE_WORKSPACE".to_owned(), local.display().to_string()),
+                ("TOKEN".to_owned(), "s3cret".to_owned()),
+            ]),
+            image: None,
+            timeout: None,
+            on_spawn: None,
+        };
+
+        let line = step_request(&spec, &local);
+
+        assert_eq!(line.last(), Some(&b'\n'));
+        let request: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(request["id"], "42");
+        assert_eq!(request["command"], "make -C src");
+        assert_eq!(request["workdir"], "/workspace/sub/dir");
+        assert_eq!(request["env"]["DANUBE_WORKSPACE"], "/workspace");
+        assert_eq!(request["env"]["TOKEN"], "s3cret");
+    }
+}

@@ -1,0 +1,443 @@
+//! Egress of job pods: the CiliumNetworkPolicy built from `egress_allowlist`,
+//! and the plain NetworkPolicy for clusters without Cilium.
+//!
+//! An allowlist entry is a host name (`pypi.org`), a wildcard domain
+//! (`*.github.com`) or an IPv4/IPv6 CIDR (`10.20.0.0/16`), optionally with
+//! `:PORT`, which for a CIDR follows the prefix length (`fd00::/8:5000`).
+//! Without a port, host names allow 443 and CIDRs allow every port. DNS to
+//! the cluster's resolver is always allowed, since Cilium learns the
+//! addresses of allowed names from the DNS answers it sees.
+//!
+//! A plain NetworkPolicy cannot name hosts, so its version keeps only the
+//! CIDR entries and DNS.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::{Deserialize, Serialize};
+
+use super::pod::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Name of both generated policies.
+pub const EGRESS_POLICY_NAME: &str = "danube-jobs-egress";
+
+/// Port allowed for a host name without one.
+const DEFAULT_HOST_PORT: u16 = 443;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    #[error(
+        "egress_allowlist entry `{0}` is invalid: use a host name (`pypi.org`), a wildcard \
+         domain (`*.github.com`) or a CIDR (`10.0.0.0/8`), optionally followed by `:PORT`"
+    )]
+    InvalidEntry(String),
+}
+
+/// One parsed allowlist entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EgressEntry {
+    Host { name: String, port: u16 },
+    Domain { pattern: String, port: u16 },
+    Cidr { cidr: String, port: Option<u16> },
+}
+
+impl EgressEntry {
+    /// Parses one entry of `egress_allowlist`.
+    pub fn parse(text: &str) -> Result<EgressEntry, NetworkError> {
+        let invalid = || NetworkError::InvalidEntry(text.chars().take(200).collect());
+        let trimmed = text.trim();
+        let parse_port = |port: &str| {
+            port.parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(invalid)
+        };
+
+        // A CIDR: the IPv6 address may hold `:`, so the port is looked for
+        // after the prefix length only.
+        if let Some((ip, rest)) = trimmed.split_once('/') {
+            let (prefix, port) = match rest.split_once(':') {
+                Some((prefix, port)) => (prefix, Some(parse_port(port)?)),
+                None => (rest, None),
+            };
+            let ip: std::net::IpAddr = ip.parse().map_err(|_| invalid())?;
+            let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            if prefix > max {
+                return Err(invalid());
+            }
+            return Ok(EgressEntry::Cidr {
+                cidr: format!("{ip}/{prefix}"),
+                port,
+            });
+        }
+
+        let (address, port) = match trimmed.rsplit_once(':') {
+            Some((address, port)) => (address, Some(parse_port(port)?)),
+            None => (trimmed, None),
+        };
+        let port = port.unwrap_or(DEFAULT_HOST_PORT);
+        if let Some(domain) = address.strip_prefix("*.") {
+            if !is_host_name(domain) {
+                return Err(invalid());
+            }
+            return Ok(EgressEntry::Domain {
+                pattern: format!("*.{}", domain.to_ascii_lowercase()),
+                port,
+            });
+        }
+        if !is_host_name(address) {
+            return Err(invalid());
+        }
+        Ok(EgressEntry::Host {
+            name: address.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|character| character.is_ascii_alphanumeric() || character == '-')
+        })
+}
+
+/// A CiliumNetworkPolicy (`cilium.io/v2`), with the fields Danube writes.
+/// Unknown fields are rejected so that manifests can be checked against it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CiliumNetworkPolicy {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: CiliumMetadata,
+    pub spec: CiliumSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiliumMetadata {
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CiliumSpec {
+    pub endpoint_selector: CiliumSelector,
+    pub egress: Vec<CiliumEgressRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CiliumSelector {
+    pub match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CiliumEgressRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_endpoints: Vec<CiliumSelector>,
+    #[serde(default, rename = "toFQDNs", skip_serializing_if = "Vec::is_empty")]
+    pub to_fqdns: Vec<CiliumFqdn>,
+    #[serde(default, rename = "toCIDR", skip_serializing_if = "Vec::is_empty")]
+    pub to_cidr: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_ports: Vec<CiliumPortRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CiliumFqdn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_pattern: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiliumPortRule {
+    pub ports: Vec<CiliumPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<CiliumL7Rules>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiliumPort {
+    pub port: String,
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiliumL7Rules {
+    pub dns: Vec<CiliumFqdn>,
+}
+
+fn job_pods() -> BTreeMap<String, String> {
+    BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())])
+}
+
+fn port_rule(port: u16, protocol: &str) -> CiliumPortRule {
+    CiliumPortRule {
+        ports: vec![CiliumPort {
+            port: port.to_string(),
+            protocol: protocol.into(),
+        }],
+        rules: None,
+    }
+}
+
+/// Builds the CiliumNetworkPolicy that lets job pods in `namespace` reach
+/// the allowlisted destinations and nothing else.
+///
+/// # Errors
+///
+/// An entry is invalid; the error names it.
+pub fn cilium_egress_policy(
+    namespace: &str,
+    allowlist: &[String],
+) -> Result<CiliumNetworkPolicy, NetworkError> {
+    let entries = allowlist
+        .iter()
+        .map(|entry| EgressEntry::parse(entry))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let dns = CiliumEgressRule {
+        to_endpoints: vec![CiliumSelector {
+            match_labels: BTreeMap::from([
+                (
+                    "k8s:io.kubernetes.pod.namespace".into(),
+                    "kube-system".into(),
+                ),
+                ("k8s:k8s-app".into(), "kube-dns".into()),
+            ]),
+        }],
+        to_ports: vec![CiliumPortRule {
+            ports: vec![CiliumPort {
+                port: "53".into(),
+                protocol: "ANY".into(),
+            }],
+            rules: Some(CiliumL7Rules {
+                dns: vec![CiliumFqdn {
+                    match_name: None,
+                    match_pattern: Some("*".into()),
+                }],
+            }),
+        }],
+        ..CiliumEgressRule::default()
+    };
+    let mut egress = vec![dns];
+
+    // One rule per port, so a name allowed on 443 is not allowed on 22.
+    let mut names_by_port: BTreeMap<u16, Vec<CiliumFqdn>> = BTreeMap::new();
+    for entry in &entries {
+        match entry {
+            EgressEntry::Host { name, port } => {
+                names_by_port.entry(*port).or_default().push(CiliumFqdn {
+                    match_name: Some(name.clone()),
+                    match_pattern: None,
+                })
+            }
+            EgressEntry::Domain { pattern, port } => {
+                names_by_port.entry(*port).or_default().push(CiliumFqdn {
+                    match_name: None,
+                    match_pattern: Some(pattern.clone()),
+                })
+            }
+            EgressEntry::Cidr { cidr, port } => egress.push(CiliumEgressRule {
+                to_cidr: vec![cidr.clone()],
+                to_ports: port
+                    .map(|port| vec![port_rule(port, "TCP")])
+                    .unwrap_or_default(),
+                ..CiliumEgressRule::default()
+            }),
+        }
+    }
+    for (port, names) in names_by_port {
+        egress.push(CiliumEgressRule {
+            to_fqdns: names,
+            to_ports: vec![port_rule(port, "TCP")],
+            ..CiliumEgressRule::default()
+        });
+    }
+
+    Ok(CiliumNetworkPolicy {
+        api_version: "cilium.io/v2".into(),
+        kind: "CiliumNetworkPolicy".into(),
+        metadata: CiliumMetadata {
+            name: EGRESS_POLICY_NAME.into(),
+            namespace: namespace.into(),
+        },
+        spec: CiliumSpec {
+            endpoint_selector: CiliumSelector {
+                match_labels: job_pods(),
+            },
+            egress,
+        },
+    })
+}
+
+/// Builds the plain NetworkPolicy equivalent for clusters without Cilium:
+/// DNS and the CIDR entries only, since it cannot name hosts.
+///
+/// # Errors
+///
+/// An entry is invalid; the error names it.
+pub fn plain_egress_policy(
+    namespace: &str,
+    allowlist: &[String],
+) -> Result<NetworkPolicy, NetworkError> {
+    let entries = allowlist
+        .iter()
+        .map(|entry| EgressEntry::parse(entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dns_port = |protocol: &str| NetworkPolicyPort {
+        port: Some(IntOrString::Int(53)),
+        protocol: Some(protocol.into()),
+        ..NetworkPolicyPort::default()
+    };
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: None,
+        ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+    }];
+    for entry in entries {
+        if let EgressEntry::Cidr { cidr, port } = entry {
+            egress.push(NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock { cidr, except: None }),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: port.map(|port| {
+                    vec![NetworkPolicyPort {
+                        port: Some(IntOrString::Int(i32::from(port))),
+                        protocol: Some("TCP".into()),
+                        ..NetworkPolicyPort::default()
+                    }]
+                }),
+            });
+        }
+    }
+    Ok(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(EGRESS_POLICY_NAME.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(job_pods()),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Egress".into()]),
+            egress: Some(egress),
+            ..NetworkPolicySpec::default()
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_with_default_ports() {
+        assert_eq!(
+            EgressEntry::parse("PyPI.org").unwrap(),
+            EgressEntry::Host {
+                name: "pypi.org".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            EgressEntry::parse("*.github.com:22").unwrap(),
+            EgressEntry::Domain {
+                pattern: "*.github.com".into(),
+                port: 22
+            }
+        );
+        assert_eq!(
+            EgressEntry::parse("10.20.0.0/16").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "10.20.0.0/16".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            EgressEntry::parse("fd00::/8:5000").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "fd00::/8".into(),
+                port: Some(5000)
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_entries_are_named() {
+        for entry in [
+            "",
+            "http://pypi.org",
+            "*.",
+            "10.0.0.0/33",
+            "host:0",
+            "host:99999",
+            "a b",
+        ] {
+            let error = EgressEntry::parse(entry).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("entry `{entry}` is invalid")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn cilium_policy_groups_names_by_port_and_allows_dns() {
+        let allowlist = [
+            "pypi.org".to_owned(),
+            "*.github.com".to_owned(),
+            "10.0.0.0/8:5000".to_owned(),
+        ];
+
+        let policy = cilium_egress_policy("danube-jobs", &allowlist).unwrap();
+
+        let egress = &policy.spec.egress;
+        assert_eq!(egress.len(), 3);
+        assert_eq!(egress[0].to_ports[0].ports[0].port, "53");
+        assert_eq!(egress[1].to_cidr, ["10.0.0.0/8"]);
+        assert_eq!(egress[1].to_ports[0].ports[0].port, "5000");
+        assert_eq!(egress[2].to_fqdns.len(), 2);
+        assert_eq!(egress[2].to_ports[0].ports[0].port, "443");
+        assert_eq!(
+            policy.spec.endpoint_selector.match_labels[MANAGED_BY_LABEL],
+            "danube"
+        );
+    }
+
+    #[test]
+    fn plain_policy_keeps_only_cidrs() {
+        let allowlist = ["pypi.org".to_owned(), "192.168.0.0/16".to_owned()];
+
+        let policy = plain_egress_policy("danube-jobs", &allowlist).unwrap();
+
+        let egress = policy.spec.unwrap().egress.unwrap();
+        assert_eq!(egress.len(), 2);
+        let peer = &egress[1].to.as_ref().unwrap()[0];
+        assert_eq!(peer.ip_block.as_ref().unwrap().cidr, "192.168.0.0/16");
+    }
+}

@@ -1,0 +1,345 @@
+//! The job pod: what the engine asks the cluster to run for one job.
+//!
+//! ```text
+//! init   tools     tools image: `danube-supervisor install /danube/bin`
+//! main   worker    the worker image, idling on `/danube/bin/danube-supervisor idle`
+//! (ephemeral) image-N   one per other image a task or step names, idling the same way
+//! volumes  workspace (emptyDir at /workspace), tools (emptyDir at /danube, read-only in workers)
+//! ```
+//!
+//! Steps are execs of `danube-supervisor run` in one of those containers.
+//! The spec holds no secret and no environment value at all: each step's
+//! command and environment travel over its exec's stdin. Every container
+//! runs as a non-root user with seccomp `RuntimeDefault`, all capabilities
+//! dropped and no privilege escalation, and the pod gets no service-account
+//! token, which is what Pod Security `restricted` demands.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EphemeralContainer, Pod, PodSecurityContext,
+    PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::model::JobId;
+
+/// Label that marks every object Danube manages.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "danube";
+/// Label with the id of the engine that created the pod.
+pub const ENGINE_LABEL: &str = "danube.dev/engine";
+/// Label with the job id.
+pub const JOB_LABEL: &str = "danube.dev/job";
+/// Label with the pipeline name, shortened to a valid label value.
+pub const PIPELINE_LABEL: &str = "danube.dev/pipeline";
+/// Annotation with the exact pipeline name, which a label may not hold.
+pub const PIPELINE_ANNOTATION: &str = "danube.dev/pipeline";
+
+/// Name of the main worker container.
+pub const WORKER_CONTAINER: &str = "worker";
+/// Name of the init container that installs the supervisor.
+pub const TOOLS_CONTAINER: &str = "tools";
+
+/// Mount point of the workspace volume in every container.
+pub const WORKSPACE_PATH: &str = "/workspace";
+/// Mount point of the tools volume.
+pub const TOOLS_PATH: &str = "/danube";
+/// The supervisor as the workers run it.
+pub const SUPERVISOR_PATH: &str = "/danube/bin/danube-supervisor";
+
+const WORKSPACE_VOLUME: &str = "workspace";
+const TOOLS_VOLUME: &str = "tools";
+
+/// The worker image when the pipeline names none: Python, since pipelines
+/// are Python projects, on Debian, with a shell.
+pub const DEFAULT_WORKER_IMAGE: &str = "docker.io/library/python:3.12-slim-bookworm";
+/// Danube's coordinator image, built from `deploy/coordinator/`; it carries
+/// the static supervisor.
+pub const DEFAULT_TOOLS_IMAGE: &str = concat!("danube-coordinator:", env!("CARGO_PKG_VERSION"));
+
+/// User and group id the containers run as. 65532 is the conventional
+/// "nonroot" id of distroless images; any id other than 0 passes `restricted`.
+pub const RUN_AS_ID: i64 = 65532;
+
+/// Seconds the kubelet waits after SIGTERM before killing a deleted job
+/// pod's containers. Short, because steps were stopped already.
+const TERMINATION_GRACE_SECONDS: i64 = 5;
+
+/// CPU and memory of one container, as Kubernetes quantities (`500m`, `1Gi`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: String,
+    pub memory_limit: String,
+}
+
+impl Resources {
+    /// The worker's defaults: half a core and 512 MiB reserved, up to two
+    /// cores and 2 GiB, enough for the usual build and test step.
+    pub fn worker_default() -> Resources {
+        Resources {
+            cpu_request: "500m".into(),
+            memory_request: "512Mi".into(),
+            cpu_limit: "2".into(),
+            memory_limit: "2Gi".into(),
+        }
+    }
+
+    /// The tools init container only copies one file.
+    fn tools() -> Resources {
+        Resources {
+            cpu_request: "50m".into(),
+            memory_request: "32Mi".into(),
+            cpu_limit: "500m".into(),
+            memory_limit: "64Mi".into(),
+        }
+    }
+
+    fn requirements(&self) -> ResourceRequirements {
+        let quantities = |cpu: &str, memory: &str| {
+            BTreeMap::from([
+                ("cpu".to_owned(), Quantity(cpu.to_owned())),
+                ("memory".to_owned(), Quantity(memory.to_owned())),
+            ])
+        };
+        ResourceRequirements {
+            requests: Some(quantities(&self.cpu_request, &self.memory_request)),
+            limits: Some(quantities(&self.cpu_limit, &self.memory_limit)),
+            ..ResourceRequirements::default()
+        }
+    }
+}
+
+/// Settings shared by every job pod of one engine.
+#[derive(Clone, Debug)]
+pub struct PodSettings {
+    pub namespace: String,
+    /// Identifies this engine in the pods' labels, for orphan cleanup.
+    pub engine_id: String,
+    pub worker_image: String,
+    pub tools_image: String,
+    /// The tools container's command; the supervisor resolved on its PATH.
+    pub tools_command: Vec<String>,
+    pub worker_resources: Resources,
+    /// Size limit of the workspace `emptyDir`, such as `10Gi`.
+    pub workspace_size_limit: Option<String>,
+}
+
+impl PodSettings {
+    /// Settings with the default images, resources and a 10 GiB workspace.
+    pub fn new(namespace: String, engine_id: String) -> PodSettings {
+        PodSettings {
+            namespace,
+            engine_id,
+            worker_image: DEFAULT_WORKER_IMAGE.into(),
+            tools_image: DEFAULT_TOOLS_IMAGE.into(),
+            tools_command: vec![
+                "danube-supervisor".into(),
+                "install".into(),
+                format!("{TOOLS_PATH}/bin"),
+            ],
+            worker_resources: Resources::worker_default(),
+            workspace_size_limit: Some("10Gi".into()),
+        }
+    }
+}
+
+/// What one job contributes to its pod.
+#[derive(Clone, Debug)]
+pub struct JobPod<'a> {
+    pub job_id: &'a JobId,
+    /// The pipeline name, when known.
+    pub pipeline: Option<&'a str>,
+}
+
+/// The name of a job's pod.
+pub fn pod_name(job_id: &JobId) -> String {
+    format!("danube-job-{job_id}")
+}
+
+/// The label selector of every pod of one engine.
+pub fn engine_selector(engine_id: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ENGINE_LABEL}={engine_id}")
+}
+
+/// Builds the pod of one job.
+pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+        ("app.kubernetes.io/name".to_owned(), "danube-job".to_owned()),
+        (ENGINE_LABEL.to_owned(), label_value(&settings.engine_id)),
+        (JOB_LABEL.to_owned(), label_value(job.job_id.as_str())),
+    ]);
+    let mut annotations = BTreeMap::new();
+    if let Some(pipeline) = job.pipeline.filter(|name| !name.is_empty()) {
+        labels.insert(PIPELINE_LABEL.to_owned(), label_value(pipeline));
+        annotations.insert(PIPELINE_ANNOTATION.to_owned(), pipeline.to_owned());
+    }
+
+    let tools = Container {
+        name: TOOLS_CONTAINER.into(),
+        image: Some(settings.tools_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(settings.tools_command.clone()),
+        resources: Some(Resources::tools().requirements()),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![mount(TOOLS_VOLUME, TOOLS_PATH, false)]),
+        ..Container::default()
+    };
+    let worker = Container {
+        name: WORKER_CONTAINER.into(),
+        image: Some(settings.worker_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(idle_command()),
+        working_dir: Some(WORKSPACE_PATH.into()),
+        resources: Some(settings.worker_resources.requirements()),
+        security_context: Some(container_security()),
+        volume_mounts: Some(worker_mounts()),
+        ..Container::default()
+    };
+
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(job.job_id)),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations).filter(|annotations| !annotations.is_empty()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            init_containers: Some(vec![tools]),
+            containers: vec![worker],
+            volumes: Some(vec![
+                Volume {
+                    name: WORKSPACE_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        size_limit: settings.workspace_size_limit.clone().map(Quantity),
+                        ..EmptyDirVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: TOOLS_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+            ]),
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            security_context: Some(pod_security()),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// An ephemeral container that idles in `image` with the job's volumes, for
+/// tasks and steps that name another image. Ephemeral containers take no
+/// resources of their own; they share what the pod was scheduled with.
+pub fn build_image_container(name: &str, image: &str) -> EphemeralContainer {
+    EphemeralContainer {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(idle_command()),
+        working_dir: Some(WORKSPACE_PATH.into()),
+        security_context: Some(container_security()),
+        volume_mounts: Some(worker_mounts()),
+        ..EphemeralContainer::default()
+    }
+}
+
+fn idle_command() -> Vec<String> {
+    vec![SUPERVISOR_PATH.into(), "idle".into()]
+}
+
+fn worker_mounts() -> Vec<VolumeMount> {
+    vec![
+        mount(WORKSPACE_VOLUME, WORKSPACE_PATH, false),
+        mount(TOOLS_VOLUME, TOOLS_PATH, true),
+    ]
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only).filter(|read_only| *read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_ID),
+        run_as_group: Some(RUN_AS_ID),
+        // Makes the emptyDir volumes writable by that group.
+        fs_group: Some(RUN_AS_ID),
+        seccomp_profile: Some(runtime_default()),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_ID),
+        run_as_group: Some(RUN_AS_ID),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// Turns any text into a valid label value: at most 63 characters of
+/// `[A-Za-z0-9._-]`, starting and ending with a letter or digit. Other
+/// characters become `_`; an empty result becomes `unnamed`.
+pub fn label_value(text: &str) -> String {
+    let replaced: String = text
+        .chars()
+        .map(|character| {
+            if character.is_ascii_alphanumeric() || matches!(character, '.' | '_' | '-') {
+                character
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    let trimmed = replaced.trim_matches(|character: char| !character.is_ascii_alphanumeric());
+    if trimmed.is_empty() {
+        "unnamed".into()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// The pod as YAML, as `--dry-run` prints it.
+///
+/// # Errors
+///
+/// Only if serialisation fails, which a pod built here does not.
+pub fn to_yaml(pod: &Pod) -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(pod)
+}
+
+#[cfg(test)]
+mod tests;
