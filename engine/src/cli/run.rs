@@ -85,9 +85,4 @@ pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
     })
 }
 
-pub(super) fn default_parallelism() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .max(4)
-}
+pub(super) use crate::server::default_parallelism;
