@@ -17,6 +17,8 @@ mod jobs;
 mod listener;
 mod logs;
 mod metrics;
+mod projects;
+mod secrets;
 mod ui;
 
 use std::future::Future;
@@ -29,7 +31,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,7 +44,7 @@ use crate::orchestrator::{Engine, JobHandle};
 use crate::store::Store;
 
 pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError, token_cookie_name};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 pub use listener::DEFAULT_HEADER_READ_TIMEOUT;
 pub use metrics::Metrics;
 
@@ -107,6 +109,11 @@ impl AppState {
         })
     }
 
+    /// The token API clients send; it must never be logged.
+    pub(crate) fn token_str(&self) -> &str {
+        self.token.as_str()
+    }
+
     /// Waits for a submitted job in the background and records its duration.
     fn track(&self, handle: JobHandle) {
         // A job submitted while the server stops may have missed the
@@ -129,7 +136,7 @@ impl AppState {
 #[openapi(
     info(
         title = "Danube API",
-        description = "Start jobs, follow their state and logs, and download their artifacts. Every `/api/v1` request needs the local token as `Authorization: Bearer <token>`."
+        description = "Start jobs, follow their state and logs, download their artifacts, and manage secrets. Every `/api/v1` request needs the local token as `Authorization: Bearer <token>`."
     ),
     paths(
         jobs::create,
@@ -144,6 +151,10 @@ impl AppState {
         events::stream,
         artifacts::list,
         artifacts::download,
+        projects::pipelines,
+        secrets::list,
+        secrets::put,
+        secrets::remove,
         health::live,
         health::ready,
         metrics::render,
@@ -177,8 +188,10 @@ impl utoipa::Modify for TokenSecurity {
     }
 }
 
-/// Builds the router with every route and check.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Builds the router with every route and check. `extra_api` is merged
+/// into `/api/v1` before the token check, so its routes need the token too;
+/// the desktop app mounts its own routes this way.
+pub fn router(state: Arc<AppState>, extra_api: Router<Arc<AppState>>) -> Router {
     let api = Router::new()
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::get))
@@ -190,8 +203,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}/logs/raw", get(logs::raw::raw))
         .route("/jobs/{id}/artifacts", get(artifacts::list))
         .route("/jobs/{id}/artifacts/{name}", get(artifacts::download))
+        .route("/projects/pipelines", get(projects::pipelines))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{key}", put(secrets::put).delete(secrets::remove))
         .route("/events", get(events::stream))
         .route("/openapi.json", get(openapi))
+        .merge(extra_api)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(from_fn_with_state(state.clone(), auth::require_token));
@@ -214,7 +231,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// holding up the exit.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router(state)` on `listener` until `stop` resolves, then stops.
+/// Serves `router(state, extra_api)` on `listener` until `stop` resolves, then stops.
 ///
 /// Stopping refuses new connections first. Then it cancels the jobs this
 /// engine runs and waits until they are final, so that the event streams
@@ -223,13 +240,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    extra_api: Router<Arc<AppState>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener =
         listener::LimitedListener::new(listener, listener::connection_cap(state.max_connections));
     let connections = listener::serve_connections(
         listener,
-        router(state.clone()),
+        router(state.clone(), extra_api),
         state.header_read_timeout,
         state.stopping.clone(),
     );
