@@ -152,7 +152,9 @@ impl DesktopApp {
             driver_log: driver_log.clone(),
             screenshots: fresh_screenshot_dir(),
         };
+        // tauri-driver forwards to WebKitWebDriver, which starts after it.
         wait_for_port(port, &driver_log).await;
+        wait_for_port(native_port, &driver_log).await;
 
         let capabilities = json!({
             "browserName": "wry",
@@ -238,6 +240,16 @@ impl DesktopApp {
     /// Saves a screenshot of the window as
     /// `target/screenshots/desktop/<stage>.png` and returns its path.
     pub async fn screenshot(&self, stage: &str) -> PathBuf {
+        // Two animation frames, so that the last DOM change is painted.
+        command(
+            "wait for two animation frames",
+            self.client().execute_async(
+                "const done = arguments[arguments.length - 1];
+                 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                Vec::new(),
+            ),
+        )
+        .await;
         let png = command("take a screenshot", self.client().screenshot()).await;
         let path = self.screenshots.join(format!("{stage}.png"));
         fs::write(&path, png).expect("write the screenshot");
@@ -322,7 +334,7 @@ async fn wait_for_port(port: u16, log: &Path) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!(
-        "tauri-driver did not listen on port {port} within {START_TIMEOUT:?}\n{}",
+        "tauri-driver or WebKitWebDriver did not listen on port {port} within {START_TIMEOUT:?}\n{}",
         read_tail(log)
     );
 }

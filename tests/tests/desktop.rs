@@ -105,6 +105,12 @@ async fn desktop_runs_dag_project_to_success() {
              ? true : states.join(',') || 'no DAG yet';",
     )
     .await;
+    app.wait_for(
+        "the job to show as succeeded",
+        PAGE_TIMEOUT,
+        "return document.querySelector('.job-title .state-success') !== null;",
+    )
+    .await;
     let tasks = app
         .eval(
             "return [...document.querySelectorAll('[data-testid=dag-node]')]
