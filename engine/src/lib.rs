@@ -18,6 +18,7 @@ pub mod rpc;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod watch;
 
 /// Code generated from `proto/danube/v1/job.proto`.
 pub mod proto {

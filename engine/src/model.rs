@@ -207,6 +207,9 @@ pub enum TriggerType {
     Cron,
     Manual,
     Local,
+    /// Rerun by a watch session after a file of the project changed; the
+    /// job's `trigger_ref` is that file's path relative to the project.
+    Watch,
 }
 
 string_enum!(TriggerType {
@@ -214,6 +217,7 @@ string_enum!(TriggerType {
     Cron => "cron",
     Manual => "manual",
     Local => "local",
+    Watch => "watch",
 });
 
 #[cfg(test)]

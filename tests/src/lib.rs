@@ -11,6 +11,7 @@ use serde_json::Value;
 
 pub mod browser;
 pub mod desktop;
+pub mod kube;
 
 /// The workspace root (the folder with the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {

@@ -37,6 +37,8 @@ fn request(sandbox: &Sandbox) -> JobRequest {
         in_place: true,
         max_parallel: 4,
         trigger: danube::model::TriggerType::Local,
+        breakpoints: Default::default(),
+        trigger_ref: None,
     }
 }
 

@@ -78,6 +78,9 @@ pub struct Job {
     pub state: State,
     pub reason: Option<String>,
     pub trigger_type: String,
+    /// For a `watch` job, the changed file relative to the project.
+    #[serde(default)]
+    pub trigger_ref: String,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -85,6 +88,13 @@ pub struct Job {
 }
 
 impl Job {
+    /// The file whose change made a watch session rerun this job; `None`
+    /// for other triggers.
+    pub fn changed_file(&self) -> Option<&str> {
+        (self.trigger_type == "watch" && !self.trigger_ref.is_empty())
+            .then_some(self.trigger_ref.as_str())
+    }
+
     /// The pipeline's name, or what stands in for it before the script
     /// declared one: `(loading)` while the job runs, `(no pipeline)` after.
     pub fn pipeline_label(&self) -> String {
@@ -109,6 +119,10 @@ pub struct JobDetail {
     pub tasks: Vec<Task>,
     pub edges: Vec<Edge>,
     pub artifacts: Vec<Artifact>,
+    /// Where the job is paused for debugging. Boxed, so that a job without
+    /// a pause stays small.
+    #[serde(default)]
+    pub pause: Option<Box<DebugPause>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -136,6 +150,92 @@ pub struct Step {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// Runs of the step: 1, plus one per retry from a debug pause.
+    #[serde(default = "first_attempt")]
+    pub attempt: i64,
+}
+
+fn first_attempt() -> i64 {
+    1
+}
+
+/// A step paused for debugging, from `GET /api/v1/jobs/{id}/debug`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct DebugPause {
+    pub step_id: i64,
+    pub task: String,
+    pub step: String,
+    /// `before` or `failure`.
+    pub reason: String,
+    pub breakpoint: Option<String>,
+    /// `failure` or `timeout`, for a pause after a failure.
+    pub step_state: Option<String>,
+    pub exit_code: Option<i32>,
+    pub workdir: String,
+    pub image: Option<String>,
+    pub attempt: i64,
+    pub paused_at: i64,
+}
+
+impl DebugPause {
+    /// Says where and why the job paused, in one line.
+    pub fn summary(&self) -> String {
+        let place = format!("{} › {}", self.task, self.step);
+        let attempt = if self.attempt > 1 {
+            format!(", attempt {}", self.attempt)
+        } else {
+            String::new()
+        };
+        match self.reason.as_str() {
+            "before" => format!(
+                "Paused before {place} (breakpoint `{}`{attempt})",
+                self.breakpoint.as_deref().unwrap_or(&self.step)
+            ),
+            _ => {
+                let exit = self
+                    .exit_code
+                    .map(|code| format!(", exit {code}"))
+                    .unwrap_or_default();
+                let state = self.step_state.as_deref().unwrap_or("failure");
+                format!("Paused after {place} ended with {state}{exit}{attempt}")
+            }
+        }
+    }
+}
+
+/// The answer of `POST /api/v1/jobs/{id}/debug/exec`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ExecResult {
+    pub command: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub truncated: bool,
+}
+
+/// The answer of `GET /api/v1/jobs/{id}/debug/files`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum WorkspaceFiles {
+    Directory {
+        path: String,
+        entries: Vec<FileEntry>,
+    },
+    File {
+        path: String,
+        size_bytes: u64,
+        content: String,
+        truncated: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    pub kind: String,
+    pub size_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -203,6 +303,17 @@ pub enum ChangeEvent {
         job_id: String,
         message: String,
     },
+    Paused {
+        job_id: String,
+        pause: DebugPause,
+    },
+    Resumed {
+        job_id: String,
+        step_id: i64,
+        task: String,
+        step: String,
+        decision: String,
+    },
     Lagged {
         missed: u64,
     },
@@ -217,7 +328,9 @@ impl ChangeEvent {
             | ChangeEvent::Task { job_id, .. }
             | ChangeEvent::Step { job_id, .. }
             | ChangeEvent::Artifact { job_id, .. }
-            | ChangeEvent::Notice { job_id, .. } => Some(job_id),
+            | ChangeEvent::Notice { job_id, .. }
+            | ChangeEvent::Paused { job_id, .. }
+            | ChangeEvent::Resumed { job_id, .. } => Some(job_id),
             ChangeEvent::Lagged { .. } => None,
         }
     }
@@ -276,6 +389,19 @@ mod tests {
         assert_eq!(job.pipeline_label(), "(no pipeline)");
         job.pipeline = "calc".to_owned();
         assert_eq!(job.pipeline_label(), "calc");
+    }
+
+    #[test]
+    fn pause_summary_says_where_and_why() {
+        let json = r#"{"step_id":3,"task":"test","step":"unit","reason":"failure",
+            "breakpoint":null,"step_state":"failure","exit_code":2,"workdir":"/w",
+            "image":null,"attempt":2,"paused_at":5}"#;
+        let pause: DebugPause = serde_json::from_str(json).unwrap();
+
+        assert_eq!(
+            pause.summary(),
+            "Paused after test › unit ended with failure, exit 2, attempt 2"
+        );
     }
 
     #[test]

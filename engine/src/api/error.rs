@@ -23,7 +23,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `bad_request`, `invalid_body`, `unauthorized`,
-    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `forbidden`, `not_found`, `not_paused`, `method_not_allowed`, `conflict`,
     /// `unsupported_media_type`, `unprocessable`, `internal` or
     /// `unavailable`.
     pub code: &'static str,
@@ -105,9 +105,9 @@ impl From<StoreError> for ApiError {
 impl From<OrchestratorError> for ApiError {
     fn from(err: OrchestratorError) -> ApiError {
         match err {
-            OrchestratorError::Project(_) | OrchestratorError::InvalidPipelineName(_) => {
-                ApiError::unprocessable(err.to_string())
-            }
+            OrchestratorError::Project(_)
+            | OrchestratorError::InvalidPipelineName(_)
+            | OrchestratorError::InvalidBreakpoint(_) => ApiError::unprocessable(err.to_string()),
             err => ApiError::internal("start the job", &err),
         }
     }

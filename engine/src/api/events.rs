@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::debug::DebugPause;
 use super::metrics::SseKind;
 use crate::model::{JobState, RunState};
 use crate::orchestrator::{EngineEvent, JobEvent};
@@ -57,6 +58,17 @@ pub enum ChangeEvent {
     },
     /// A message the engine shows the user (setup progress, warnings).
     Notice { job_id: String, message: String },
+    /// A step paused for debugging; the job stays `running`.
+    Paused { job_id: String, pause: DebugPause },
+    /// The pause of step `step_id` ended with `decision`: `continue`,
+    /// `retry` or `abort`.
+    Resumed {
+        job_id: String,
+        step_id: i64,
+        task: String,
+        step: String,
+        decision: &'static str,
+    },
     /// This client fell behind and missed `missed` events: refetch what it
     /// shows.
     Lagged { missed: u64 },
@@ -77,6 +89,8 @@ impl ChangeEvent {
             ChangeEvent::Step { .. } => "step",
             ChangeEvent::Artifact { .. } => "artifact",
             ChangeEvent::Notice { .. } => "notice",
+            ChangeEvent::Paused { .. } => "paused",
+            ChangeEvent::Resumed { .. } => "resumed",
             ChangeEvent::Lagged { .. } => "lagged",
         }
     }
@@ -142,6 +156,22 @@ impl From<EngineEvent> for ChangeEvent {
                 size_bytes,
             },
             JobEvent::Notice { message } => ChangeEvent::Notice { job_id, message },
+            JobEvent::Paused { pause } => ChangeEvent::Paused {
+                job_id,
+                pause: pause.into(),
+            },
+            JobEvent::Resumed {
+                step_id,
+                task,
+                step,
+                decision,
+            } => ChangeEvent::Resumed {
+                job_id,
+                step_id,
+                task,
+                step,
+                decision: decision.as_str(),
+            },
         }
     }
 }
@@ -149,7 +179,7 @@ impl From<EngineEvent> for ChangeEvent {
 /// Follow every state change
 ///
 /// Server-Sent Events named `job`, `plan`, `task`, `step`, `artifact`,
-/// `notice` and `lagged`, each carrying a [`ChangeEvent`]. Only jobs this
+/// `notice`, `paused`, `resumed` and `lagged`, each carrying a [`ChangeEvent`]. Only jobs this
 /// server runs are reported. Events carry no id and cannot be resumed: after
 /// a reconnect or a `lagged` event, refetch the lists.
 #[utoipa::path(

@@ -14,9 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::artifacts::{Artifact, artifact_body};
+use super::debug::DebugPause;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{JobId, JobState, RunState};
-use crate::orchestrator::{JobRequest, PIPELINE_FILE, check_project};
+use crate::orchestrator::{Breakpoints, JobRequest, PIPELINE_FILE, check_project};
 use crate::store::{JobFilter, JobRecord, StepRecord, TaskRecord};
 
 /// Jobs per page when the request gives no `limit`.
@@ -39,6 +40,9 @@ pub struct Job {
     /// Why the job failed, timed out or was cancelled.
     pub reason: Option<String>,
     pub trigger_type: String,
+    /// The trigger's detail: for `watch`, the changed file relative to the
+    /// project; for `local` and `manual`, the branch.
+    pub trigger_ref: String,
     pub repo: String,
     pub branch: String,
     pub commit_sha: String,
@@ -59,6 +63,8 @@ pub struct JobDetail {
     /// One edge per `needs` entry: `from` must finish before `to` starts.
     pub edges: Vec<Edge>,
     pub artifacts: Vec<Artifact>,
+    /// Where the job is paused for debugging; absent while it is not.
+    pub pause: Option<DebugPause>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -91,6 +97,8 @@ pub struct Step {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// Runs of the step: 1, plus one per retry from a debug pause.
+    pub attempt: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,6 +123,30 @@ pub struct CreateJob {
     pub project: String,
     /// The pipeline to run when the file defines several.
     pub pipeline: Option<String>,
+    /// Steps to pause before: `task/step`, a step name, or a task name (its
+    /// first step). A `task/step` whose task the pipeline lacks fails the
+    /// job when the pipeline loads, and a name that matches no step fails a
+    /// job that would otherwise succeed.
+    #[serde(default)]
+    pub break_before: Vec<String>,
+    /// Pause after a failing step, before its task is marked failed.
+    #[serde(default)]
+    pub break_on_failure: bool,
+}
+
+/// The optional body of a rerun: breakpoints for the new job, as in
+/// [`CreateJob`].
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunJob {
+    #[serde(default)]
+    pub break_before: Vec<String>,
+    #[serde(default)]
+    pub break_on_failure: bool,
+}
+
+fn breakpoints(before: Vec<String>, on_failure: bool) -> Breakpoints {
+    Breakpoints { before, on_failure }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -140,7 +172,7 @@ pub struct ListQuery {
     responses(
         (status = 201, description = "The job was recorded and started", body = Job),
         (status = 400, description = "The project path is not absolute", body = ErrorBody),
-        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py", body = ErrorBody),
+        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py; or a breakpoint is malformed", body = ErrorBody),
         (status = 503, description = "The server is stopping", body = ErrorBody),
     )
 )]
@@ -157,13 +189,15 @@ pub async fn create(
     }
     check_project(&project).map_err(|err| ApiError::unprocessable(err.to_string()))?;
     let pipeline = body.pipeline.filter(|name| !name.is_empty());
-    submit(&state, project, pipeline).await
+    let breakpoints = breakpoints(body.break_before, body.break_on_failure);
+    submit(&state, project, pipeline, breakpoints).await
 }
 
 async fn submit(
     state: &AppState,
     project: PathBuf,
     pipeline: Option<String>,
+    breakpoints: Breakpoints,
 ) -> Result<Response, ApiError> {
     if state.stopping.is_cancelled() {
         return Err(ApiError::new(
@@ -180,6 +214,8 @@ async fn submit(
             in_place: false,
             max_parallel: state.max_parallel,
             trigger: crate::model::TriggerType::Manual,
+            breakpoints,
+            trigger_ref: None,
         })
         .await?;
     let id = handle.id.clone();
@@ -283,11 +319,17 @@ pub async fn get(
         .map(|task| task_body(task, &steps))
         .collect();
     let artifacts = artifacts.into_iter().map(artifact_body).collect();
+    let pause = state
+        .engine
+        .debugger(&record.id)
+        .and_then(|debugger| debugger.pause())
+        .map(DebugPause::from);
     Ok(Json(JobDetail {
         job: job_body(record),
         tasks,
         edges,
         artifacts,
+        pause,
     }))
 }
 
@@ -326,10 +368,13 @@ pub async fn cancel(
 }
 
 /// Run a job's project and pipeline again, as a new job
+///
+/// The body is optional; it may set breakpoints for the new job.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs/{id}/rerun",
     params(("id" = String, Path, description = "Job id or a unique prefix")),
+    request_body(content = Option<RerunJob>),
     responses(
         (status = 201, description = "The new job", body = Job),
         (status = 404, body = ErrorBody),
@@ -340,10 +385,28 @@ pub async fn cancel(
 pub async fn rerun(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    let body: RerunJob = if body.iter().all(u8::is_ascii_whitespace) {
+        RerunJob::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("invalid rerun body: {err}; send `{{}}` or `{{\"break_before\": [\"task/step\"], \"break_on_failure\": true}}`"),
+            )
+        })?
+    };
     let record = state.store.find_job(&id).await?;
     let pipeline = Some(record.pipeline).filter(|name| !name.is_empty());
-    submit(&state, PathBuf::from(record.project_dir), pipeline).await
+    submit(
+        &state,
+        PathBuf::from(record.project_dir),
+        pipeline,
+        breakpoints(body.break_before, body.break_on_failure),
+    )
+    .await
 }
 
 pub(super) fn job_body(record: JobRecord) -> Job {
@@ -355,6 +418,7 @@ pub(super) fn job_body(record: JobRecord) -> Job {
         state: record.state,
         reason: record.reason,
         trigger_type: record.trigger_type.as_str().to_owned(),
+        trigger_ref: record.trigger_ref,
         repo: record.repo,
         branch: record.branch,
         commit_sha: record.commit_sha,
@@ -379,6 +443,7 @@ fn task_body(task: TaskRecord, steps: &[StepRecord]) -> Task {
             started_at: step.started_at,
             finished_at: step.finished_at,
             duration_ms: duration(Some(step.started_at), step.finished_at),
+            attempt: step.attempt,
         })
         .collect();
     Task {

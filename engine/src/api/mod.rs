@@ -9,6 +9,7 @@
 
 mod artifacts;
 mod auth;
+mod debug;
 mod doc;
 mod error;
 mod events;
@@ -20,6 +21,7 @@ mod metrics;
 mod projects;
 mod secrets;
 mod ui;
+mod watches;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,6 +44,7 @@ use crate::artifacts::{ArtifactStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::config::DataDir;
 use crate::orchestrator::{Engine, JobHandle};
 use crate::store::Store;
+use crate::watch::Watches;
 
 pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError, token_cookie_name};
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
@@ -72,6 +75,8 @@ pub struct AppState {
     max_connections: Option<usize>,
     /// Upper bound on tasks running at once in each job.
     max_parallel: usize,
+    /// Watch sessions started over the API.
+    watches: Watches,
 }
 
 /// How to build an [`AppState`].
@@ -106,6 +111,7 @@ impl AppState {
             max_parallel: parts.max_parallel,
             header_read_timeout: parts.header_read_timeout,
             max_connections: parts.max_connections,
+            watches: Watches::default(),
         })
     }
 
@@ -144,6 +150,12 @@ impl AppState {
         jobs::get,
         jobs::cancel,
         jobs::rerun,
+        debug::show,
+        debug::exec,
+        debug::files,
+        debug::resume_continue,
+        debug::resume_retry,
+        debug::resume_abort,
         logs::read,
         logs::stream,
         logs::stream_all,
@@ -155,6 +167,9 @@ impl AppState {
         secrets::list,
         secrets::put,
         secrets::remove,
+        watches::create,
+        watches::list,
+        watches::stop,
         health::live,
         health::ready,
         metrics::render,
@@ -197,6 +212,12 @@ pub fn router(state: Arc<AppState>, extra_api: Router<Arc<AppState>>) -> Router 
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/rerun", post(jobs::rerun))
+        .route("/jobs/{id}/debug", get(debug::show))
+        .route("/jobs/{id}/debug/exec", post(debug::exec))
+        .route("/jobs/{id}/debug/files", get(debug::files))
+        .route("/jobs/{id}/debug/continue", post(debug::resume_continue))
+        .route("/jobs/{id}/debug/retry", post(debug::resume_retry))
+        .route("/jobs/{id}/debug/abort", post(debug::resume_abort))
         .route("/jobs/{id}/logs", get(logs::read))
         .route("/jobs/{id}/logs/stream", get(logs::stream))
         .route("/jobs/{id}/logs/stream/all", get(logs::stream_all))
@@ -207,6 +228,8 @@ pub fn router(state: Arc<AppState>, extra_api: Router<Arc<AppState>>) -> Router 
         .route("/secrets", get(secrets::list))
         .route("/secrets/{key}", put(secrets::put).delete(secrets::remove))
         .route("/events", get(events::stream))
+        .route("/watches", get(watches::list).post(watches::create))
+        .route("/watches/{id}", delete(watches::stop))
         .route("/openapi.json", get(openapi))
         .merge(extra_api)
         .fallback(error::no_route)
@@ -254,6 +277,8 @@ pub async fn serve(
 
     stop.await;
     state.stopping.cancel();
+    // Stopped first, so that no session starts a job after the cancellations below.
+    state.watches.stop_all().await;
     let running = state.engine.active_jobs();
     tracing::info!(jobs = running.len(), "stopping: cancelling running jobs");
     for id in &running {

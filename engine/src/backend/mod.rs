@@ -119,6 +119,25 @@ pub enum BackendError {
          (set DANUBE_CONTAINER_RUNTIME to the name or path of podman or docker, or unset it)"
     )]
     ContainerRuntimeNotFound { runtime: String },
+
+    #[error("workspace path `{path}` is invalid: {reason}")]
+    InvalidWorkspacePath { path: String, reason: &'static str },
+
+    #[error("workspace path `{path}` does not exist (list its folder to see what it contains)")]
+    WorkspacePathNotFound { path: String },
+
+    #[error("failed to read `{path}` in the job workspace")]
+    ReadWorkspace {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the {backend} backend cannot {operation} yet")]
+    Unsupported {
+        backend: &'static str,
+        operation: &'static str,
+    },
 }
 
 /// The directory a job's steps run in.
@@ -191,6 +210,36 @@ pub enum StepOutcome {
     Cancelled,
 }
 
+/// What [`Backend::browse_workspace`] found at a path of the workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkspaceEntry {
+    /// A folder and its entries, sorted by name.
+    Directory {
+        /// Relative to the workspace root; empty for the root itself.
+        path: String,
+        entries: Vec<DirectoryEntry>,
+    },
+    File {
+        path: String,
+        /// The file's whole size, which may exceed `content`.
+        size_bytes: u64,
+        /// The first bytes of the file, at most the limit the caller gave.
+        content: Vec<u8>,
+        /// `content` holds only the start of the file.
+        truncated: bool,
+    },
+}
+
+/// One entry of a listed folder. Symbolic links are listed, not followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub name: String,
+    /// `file`, `directory`, `symlink` or `other` (sockets, devices, fifos).
+    pub kind: &'static str,
+    /// For files; 0 for the other kinds.
+    pub size_bytes: u64,
+}
+
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
     /// Makes the job's workspace: a copy of `project` (tracked and untracked
@@ -220,4 +269,45 @@ pub trait Backend: Send + Sync {
 
     /// Removes a copied workspace; does nothing for an in-place one.
     async fn remove_workspace(&self, workspace: &Workspace) -> Result<(), BackendError>;
+
+    /// Runs an ad-hoc command of a user debugging a paused step. `spec` is
+    /// the paused step's own spec (workspace, workdir, env, image) with the
+    /// user's command and timeout, so the command sees what the step sees.
+    /// Its output goes to `output` only; the caller keeps it out of the
+    /// step's log. The default runs it as a step.
+    async fn run_debug_command(
+        &self,
+        spec: StepSpec,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<StepOutcome, BackendError> {
+        self.run_step(spec, output, cancel).await
+    }
+
+    /// Returns a command that opens an interactive shell in a paused step's
+    /// environment, for a terminal attached to it (`danube run` while
+    /// paused).
+    fn debug_shell(&self, spec: &StepSpec) -> Result<std::process::Command, BackendError> {
+        let _ = spec;
+        Err(BackendError::Unsupported {
+            backend: "this",
+            operation: "open a debug shell",
+        })
+    }
+
+    /// Lists the folder or reads the start of the file (at most `max_bytes`)
+    /// at `relative`, a path below the job's workspace root. Absolute paths,
+    /// `..` and symbolic links that lead out of the workspace are rejected.
+    async fn browse_workspace(
+        &self,
+        workspace: &Workspace,
+        relative: &str,
+        max_bytes: u64,
+    ) -> Result<WorkspaceEntry, BackendError> {
+        let _ = (workspace, relative, max_bytes);
+        Err(BackendError::Unsupported {
+            backend: "this",
+            operation: "browse the workspace",
+        })
+    }
 }

@@ -13,6 +13,7 @@ use crate::logs::{LogChunk, LogKey};
 use crate::model::{JobId, JobState, RunState, Stream};
 use crate::orchestrator::{JobEvent, JobHandle, JobOutcome};
 
+use super::debug::DebugPrompt;
 use super::format_duration;
 use super::signals::Interrupts;
 
@@ -57,16 +58,19 @@ impl LiveView {
         }
     }
 
-    /// Shows the job until it ends. The first Ctrl-C or SIGTERM cancels it;
-    /// the view then waits for the cancellation to finish.
+    /// Shows the job until it ends. With `interrupts`, the first Ctrl-C or
+    /// SIGTERM cancels the job and the view then waits for the cancellation
+    /// to finish; without, the caller handles signals. A pause for debugging
+    /// hands the terminal to [`DebugPrompt`] until the user decides.
     pub async fn follow(
         &mut self,
         mut handle: JobHandle,
-        interrupts: &mut Interrupts,
+        mut interrupts: Option<&mut Interrupts>,
     ) -> JobOutcome {
         self.line(&format!("job {} started", self.job_id));
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut cancelled = false;
+        let mut prompt = DebugPrompt::new();
 
         loop {
             // Events go first so a step's name is known before its output.
@@ -74,6 +78,17 @@ impl LiveView {
                 biased;
                 event = handle.events.recv() => match event {
                     Ok(JobEvent::JobState { state, .. }) if state.is_final() => break,
+                    Ok(JobEvent::Paused { pause }) => {
+                        // Output that arrived before the pause goes first.
+                        while let Ok(chunk) = handle.log_chunks.try_recv() {
+                            self.on_chunk(chunk);
+                        }
+                        self.flush_partial_lines(true);
+                        self.hide_bars();
+                        let debugger = handle.debugger();
+                        prompt.handle(&debugger, &pause, &mut interrupts, &|text| self.line(text)).await;
+                        self.show_bars();
+                    }
                     Ok(event) => self.on_event(event),
                     Err(RecvError::Lagged(count)) => {
                         self.line(&format!("({count} job events were not shown; `danube show {}` has them all)", self.job_id));
@@ -87,7 +102,7 @@ impl LiveView {
                     }
                     Err(RecvError::Closed) => {}
                 },
-                name = interrupts.next(), if !cancelled => {
+                name = next_signal(&mut interrupts), if !cancelled => {
                     cancelled = true;
                     self.line(&format!("received {name}: cancelling the job (stopping its processes)..."));
                     handle.cancel();
@@ -192,6 +207,23 @@ impl LiveView {
                 self.line(&format!("artifact {name} stored ({size_bytes} bytes)"));
             }
             JobEvent::Notice { message } => self.line(&message),
+            // `follow` hands pauses to the prompt, which shows the decision.
+            JobEvent::Paused { .. } | JobEvent::Resumed { .. } => {}
+        }
+    }
+
+    /// Takes the spinners off the terminal while a debug shell or question
+    /// uses it.
+    fn hide_bars(&self) {
+        if self.interactive {
+            let _ = self.bars.clear();
+            self.bars.set_draw_target(ProgressDrawTarget::hidden());
+        }
+    }
+
+    fn show_bars(&self) {
+        if self.interactive {
+            self.bars.set_draw_target(ProgressDrawTarget::stderr());
         }
     }
 
@@ -309,6 +341,14 @@ impl LiveView {
         if outcome.state != JobState::Success {
             let _ = writeln!(out, "logs: danube logs {}", self.job_id.short());
         }
+    }
+}
+
+/// Waits for the next signal, or forever without `interrupts`.
+pub(super) async fn next_signal(interrupts: &mut Option<&mut Interrupts>) -> &'static str {
+    match interrupts {
+        Some(interrupts) => interrupts.next().await,
+        None => std::future::pending().await,
     }
 }
 

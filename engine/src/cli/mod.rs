@@ -5,12 +5,14 @@
 //! out, 2 for usage and configuration errors (including a pipeline that
 //! cannot be loaded).
 
+mod debug;
 mod inspect;
 mod live;
 mod run;
 mod secret;
 mod serve;
 mod signals;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +48,8 @@ pub struct Cli {
 enum Command {
     /// Run the pipeline in DIR/danubefile.py and show its progress
     Run(run::RunArgs),
+    /// Run the pipeline, and rerun it whenever a file of DIR changes
+    Watch(watch::WatchArgs),
     /// List recent jobs
     Jobs(inspect::JobsArgs),
     /// Show a job's tasks and steps
@@ -91,8 +95,12 @@ pub fn main() -> ExitCode {
 
     // Rust ignores SIGPIPE, so printing to a closed pipe (`danube logs | head`)
     // would fail with an error. Other commands die quietly as Unix tools do;
-    // `run` and `serve` keep their jobs going and ignore failed writes instead.
-    if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
+    // `run`, `watch` and `serve` keep their jobs going and ignore failed writes
+    // instead.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Watch(_) | Command::Serve(_)
+    ) {
         // SAFETY: called before any thread starts; it only resets a signal disposition.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -122,6 +130,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Status> {
     let data_root = DataDir::resolve(cli.data_dir);
     match cli.command {
         Command::Run(args) => run::run(&data_root, args).await,
+        Command::Watch(args) => watch::watch(&data_root, args).await,
         Command::Jobs(args) => inspect::jobs(&open_store(&data_root).await?, args).await,
         Command::Show(args) => inspect::show(&open_store(&data_root).await?, args).await,
         Command::Logs(args) => {

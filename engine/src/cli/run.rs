@@ -1,12 +1,17 @@
-//! `danube run`: run a pipeline on this machine and show it live.
+//! `danube run`: run a pipeline on this machine and show it live. The
+//! project arguments, the engine setup and the live view of one job are
+//! shared with `danube watch`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::model::JobState;
-use crate::orchestrator::{JobRequest, PIPELINE_FILE, check_project};
+use crate::model::{JobState, TriggerType};
+use crate::orchestrator::{
+    Breakpoints, Engine, JobHandle, JobOutcome, JobRequest, PIPELINE_FILE, check_project,
+};
+use crate::store::Store;
 
 use super::Status;
 use super::live::LiveView;
@@ -14,6 +19,14 @@ use super::signals::Interrupts;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+}
+
+/// The project and how to run it, as `danube run` and `danube watch` take
+/// them.
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
     /// Project folder that contains danubefile.py
     #[arg(default_value = ".", value_name = "DIR")]
     dir: PathBuf,
@@ -30,59 +43,124 @@ pub struct RunArgs {
     /// of CPUs, at least 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_parallel: Option<u16>,
+
+    /// Pause before STEP to look around in its environment: `task/step`, a
+    /// step name, or a task name (its first step); repeatable
+    #[arg(long, value_name = "STEP")]
+    break_before: Vec<String>,
+
+    /// Pause after a failing step, before its task is marked failed
+    #[arg(long)]
+    break_on_failure: bool,
+}
+
+impl ProjectArgs {
+    /// Checks the project folder, taking `DIR/danubefile.py` to mean `DIR`.
+    /// The cheap checks go first, so a typo fails before any setup work.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        if self.dir.is_file()
+            && self
+                .dir
+                .file_name()
+                .is_some_and(|name| name == PIPELINE_FILE)
+        {
+            self.dir = self.dir.parent().map(ToOwned::to_owned).unwrap_or_default();
+            if self.dir.as_os_str().is_empty() {
+                self.dir = ".".into();
+            }
+        }
+        check_project(&self.dir)?;
+        Ok(())
+    }
+
+    pub fn job_request(&self, trigger: TriggerType) -> JobRequest {
+        JobRequest {
+            project: self.dir.clone(),
+            pipeline: self.pipeline.clone(),
+            in_place: self.in_place,
+            max_parallel: self
+                .max_parallel
+                .map(usize::from)
+                .unwrap_or_else(default_parallelism),
+            trigger,
+            trigger_ref: None,
+            breakpoints: Breakpoints {
+                before: self.break_before.clone(),
+                on_failure: self.break_on_failure,
+            },
+        }
+    }
+}
+
+/// An engine on the local backend, its store, and the signal handlers
+/// installed before it started.
+pub struct LocalSetup {
+    pub store: Store,
+    pub engine: Engine,
+    pub interrupts: Interrupts,
+}
+
+/// Opens the data directory and starts an engine on the local backend.
+/// Returns `None` when a signal arrives during the setup, after printing
+/// which one and `consequence`.
+pub async fn set_up(data_root: &Path, consequence: &str) -> anyhow::Result<Option<LocalSetup>> {
+    let (data, store) = super::open_data(data_root).await?;
+    let mut interrupts = Interrupts::install();
+    let Some(engine) =
+        super::start_local_engine(&data, store.clone(), &mut interrupts, consequence).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(LocalSetup {
+        store,
+        engine,
+        interrupts,
+    }))
 }
 
 pub async fn run(data_root: &Path, args: RunArgs) -> anyhow::Result<Status> {
-    // Check the cheap things first, so a typo fails before any setup work.
-    let mut args = args;
-    if args.dir.is_file()
-        && args
-            .dir
-            .file_name()
-            .is_some_and(|name| name == PIPELINE_FILE)
-    {
-        // `danube run path/danubefile.py` means its folder.
-        args.dir = args.dir.parent().map(ToOwned::to_owned).unwrap_or_default();
-        if args.dir.as_os_str().is_empty() {
-            args.dir = ".".into();
-        }
-    }
-    check_project(&args.dir)?;
-    let (data, store) = super::open_data(data_root).await?;
-
-    let mut interrupts = Interrupts::install();
-    let Some(engine) =
-        super::start_local_engine(&data, store.clone(), &mut interrupts, "nothing was run").await?
-    else {
+    let mut project = args.project;
+    project.check()?;
+    let Some(mut setup) = set_up(data_root, "nothing was run").await? else {
         return Ok(Status::JobFailed);
     };
 
-    let max_parallel = args
-        .max_parallel
-        .map(usize::from)
-        .unwrap_or_else(default_parallelism);
-    let handle = engine
-        .submit(JobRequest {
-            project: args.dir.clone(),
-            pipeline: args.pipeline.clone(),
-            in_place: args.in_place,
-            max_parallel,
-            trigger: crate::model::TriggerType::Local,
-        })
+    let handle = setup
+        .engine
+        .submit(project.job_request(TriggerType::Local))
         .await?;
+    let outcome = show_job(&setup.store, handle, Some(&mut setup.interrupts)).await;
+    Ok(exit_status(&outcome))
+}
 
+/// Shows a job live until it ends, then its table of tasks and steps and
+/// its result. With `interrupts`, the first signal cancels the job.
+pub async fn show_job(
+    store: &Store,
+    handle: JobHandle,
+    interrupts: Option<&mut Interrupts>,
+) -> JobOutcome {
     let interactive = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
     let mut view = LiveView::new(handle.id.clone(), interactive);
-    let outcome = view.follow(handle, &mut interrupts).await;
+    let outcome = view.follow(handle, interrupts).await;
 
-    super::inspect::print_summary(&store, &view.job_id, interactive).await?;
+    // The job has ended either way, so its outcome still sets the exit status.
+    if let Err(err) = super::inspect::print_summary(store, &view.job_id, interactive).await {
+        eprintln!(
+            "error: failed to read the tasks and steps of job {}: {err:#}",
+            view.job_id
+        );
+    }
     view.print_result(&outcome);
+    outcome
+}
 
-    Ok(match outcome.state {
+pub fn exit_status(outcome: &JobOutcome) -> Status {
+    match outcome.state {
         JobState::Success => Status::Success,
         _ if outcome.load_error => Status::Usage,
         _ => Status::JobFailed,
-    })
+    }
 }
 
 pub(super) use crate::server::default_parallelism;

@@ -69,6 +69,9 @@ pub struct Coordinator {
     /// read, so that the channel closes and the log task ends.
     notes: Option<mpsc::Sender<OutputChunk>>,
     log_done: Option<JoinHandle<()>>,
+    /// Holds a copy of `notes` in [`JobRuntime::engine_notes`], which is
+    /// cleared with it.
+    runtime: Arc<JobRuntime>,
 }
 
 /// Starts the coordinator in `workspace` and hands it the job token on stdin
@@ -132,12 +135,17 @@ pub async fn start(
     let (output, chunks) = mpsc::channel(OUTPUT_BUFFER);
     let reader = OutputReader::from_child(&mut child, &output);
     let log_done = tokio::spawn(write_log(writer, chunks));
+    *runtime
+        .engine_notes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(output.clone());
 
     Ok(Coordinator {
         child,
         reader,
         notes: Some(output),
         log_done: Some(log_done),
+        runtime: runtime.clone(),
     })
 }
 
@@ -213,6 +221,11 @@ impl Coordinator {
         let reached_eof = self.reader.finish().await;
 
         let notes = self.notes.take();
+        self.runtime
+            .engine_notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(notes) = &notes
             && !reached_eof
         {

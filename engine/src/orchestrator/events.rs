@@ -3,6 +3,7 @@
 
 use crate::model::{JobId, JobState, RunState};
 
+use super::debug::{Decision, Pause};
 use super::plan::PlannedTask;
 
 /// One change in a job. Sent on a broadcast channel in the order it happened.
@@ -41,6 +42,17 @@ pub enum JobEvent {
     /// A line the engine wants the user to see (setup progress, warnings).
     Notice {
         message: String,
+    },
+    /// A step paused for debugging; the job stays `running`.
+    Paused {
+        pause: Pause,
+    },
+    /// The user ended the pause of step `step_id` with `decision`.
+    Resumed {
+        step_id: i64,
+        task: String,
+        step: String,
+        decision: Decision,
     },
 }
 

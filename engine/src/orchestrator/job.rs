@@ -11,15 +11,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use zeroize::Zeroizing;
 
-use crate::backend::Workspace;
+use crate::backend::{OutputChunk, Workspace};
 use crate::logs::JobLogs;
-use crate::model::{JobId, JobState, RunState};
+use crate::model::{JobId, JobState, RunState, Stream};
 use crate::proto::{DeclarePlanRequest, ScheduleEvent};
 use crate::rpc::TokenHash;
 use crate::secrets::SecretsError;
 use crate::store::{NewJob, NewTask};
 
 use super::coordinator::{self, CoordinatorExit};
+use super::debug::DebugState;
 use super::events::{EngineEvent, JobEvent};
 use super::ownership::JobLock;
 use super::plan::{Plan, PlannedTask};
@@ -76,6 +77,11 @@ pub struct JobRuntime {
     /// Steps between `insert_step` and `finish_step`.
     active_steps: StdMutex<usize>,
     steps_drained: Notify,
+    /// Breakpoints and the current pause.
+    pub(crate) debug: DebugState,
+    /// Sends the engine's notes to the coordinator log, the job's own log,
+    /// while the coordinator runs; the coordinator clears it when it ends.
+    pub(crate) engine_notes: StdMutex<Option<mpsc::Sender<OutputChunk>>>,
 }
 
 impl JobRuntime {
@@ -88,6 +94,7 @@ impl JobRuntime {
         lock: JobLock,
     ) -> Arc<JobRuntime> {
         let (events, _) = broadcast::channel(4096);
+        let debug = DebugState::new(request.breakpoints.clone());
         Arc::new(JobRuntime {
             context,
             record,
@@ -105,6 +112,8 @@ impl JobRuntime {
             lock: StdMutex::new(Some(lock)),
             active_steps: StdMutex::new(0),
             steps_drained: Notify::new(),
+            debug,
+            engine_notes: StdMutex::new(None),
         })
     }
 
@@ -131,6 +140,23 @@ impl JobRuntime {
             event: event.clone(),
         });
         let _ = self.events.send(event);
+    }
+
+    /// Writes a line from the engine into the job's log. Dropped when the
+    /// coordinator has ended, since its log is then closed.
+    pub(crate) async fn engine_note(&self, text: &str) {
+        let sender = self
+            .engine_notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(sender) = sender {
+            let chunk = OutputChunk {
+                stream: Stream::Engine,
+                data: format!("{text}\n").into(),
+            };
+            sender.send(chunk).await.ok();
+        }
     }
 
     pub(crate) fn stop_reason(&self) -> Option<StopReason> {
@@ -234,6 +260,10 @@ impl JobRuntime {
             .collect();
         let plan =
             Plan::new(tasks.clone()).map_err(|err| Status::invalid_argument(err.to_string()))?;
+        self.debug
+            .breakpoints
+            .check_plan(&request.pipeline, &tasks)
+            .map_err(Status::invalid_argument)?;
 
         let store = &self.context.store;
         let new_tasks: Vec<NewTask> = tasks
@@ -615,9 +645,12 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
     let mut plan_seen = false;
     let exit = loop {
         let plan_declared = runtime.plan_declared.notified();
+        let pause_changed = runtime.debug.changed.notified();
+        // Paused time moves the deadline; a paused job has none.
+        let shifted = runtime.debug.shift_deadline(deadline);
         tokio::select! {
             exit = coordinator.wait() => break exit,
-            () = tokio::time::sleep_until(deadline) => {
+            () = sleep_until(shifted) => {
                 runtime.stop(StopReason::TimedOut);
                 break coordinator.stop().await;
             }
@@ -628,6 +661,7 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
                     deadline = started + max;
                 }
             }
+            () = pause_changed => {}
         }
     };
 
@@ -644,7 +678,47 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
 
     let mut shared = runtime.shared.lock().await;
     runtime.close_open_tasks(&mut shared, exit).await;
-    decide(runtime, &shared, exit)
+    let outcome = decide(runtime, &shared, exit);
+    drop(shared);
+    check_breakpoints_matched(runtime, outcome)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fails a job that succeeded although a breakpoint named none of its
+/// steps: the user asked to stop somewhere the job never went, which is
+/// most likely a typo. A job that ended otherwise keeps its reason.
+fn check_breakpoints_matched(runtime: &JobRuntime, outcome: JobOutcome) -> JobOutcome {
+    let Some((unmatched, steps)) = runtime.debug.unmatched() else {
+        return outcome;
+    };
+    let quoted: Vec<String> = unmatched.iter().map(|name| format!("`{name}`")).collect();
+    let message = format!(
+        "breakpoint {} named no step of this job; its steps were: {}",
+        quoted.join(", "),
+        if steps.is_empty() {
+            "none".to_owned()
+        } else {
+            steps.join(", ")
+        }
+    );
+    tracing::info!(job_id = %runtime.id(), unmatched = ?unmatched, "breakpoints matched no step");
+    runtime.emit(JobEvent::Notice {
+        message: message.clone(),
+    });
+    if outcome.state != JobState::Success {
+        return outcome;
+    }
+    JobOutcome {
+        state: JobState::Failure,
+        reason: Some(message),
+        load_error: false,
+    }
 }
 
 fn decide(runtime: &JobRuntime, shared: &Shared, exit: CoordinatorExit) -> JobOutcome {

@@ -6,6 +6,7 @@
 //! module, not on how they are implemented.
 
 mod coordinator;
+pub mod debug;
 pub mod events;
 mod job;
 pub mod ownership;
@@ -35,6 +36,7 @@ use crate::rpc::{self, TokenRegistry};
 use crate::secrets::{SecretVault, SecretsError};
 use crate::store::{NewJob, Store, StoreError};
 
+pub use debug::{Breakpoints, Debugger};
 pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
 pub(crate) use job::error_chain;
@@ -71,6 +73,9 @@ pub enum OrchestratorError {
     )]
     InvalidPipelineName(String),
 
+    #[error("{0}")]
+    InvalidBreakpoint(String),
+
     #[error("failed to record the job")]
     RecordJob(#[source] StoreError),
 
@@ -99,8 +104,14 @@ pub struct JobRequest {
     pub in_place: bool,
     /// Upper bound on tasks running at once; at least 1.
     pub max_parallel: usize,
-    /// How the job was started: `Local` from the CLI, `Manual` from the API.
+    /// How the job was started: `Local` from the CLI, `Manual` from the API,
+    /// `Watch` from a watch session.
     pub trigger: TriggerType,
+    /// Where the job pauses for debugging; empty for none.
+    pub breakpoints: Breakpoints,
+    /// The trigger's detail, stored as the job's `trigger_ref`: for `Watch`,
+    /// the changed file relative to the project. `None` stores the branch.
+    pub trigger_ref: Option<String>,
 }
 
 /// Shared by every job of one engine.
@@ -176,6 +187,11 @@ impl Engine {
         &self.context.store
     }
 
+    /// The root of the data directory: database, logs, workspaces and keys.
+    pub fn data_dir(&self) -> &Path {
+        self.context.data.root()
+    }
+
     /// Every state change of every job this engine runs, from now on. A
     /// receiver that falls more than [`ENGINE_EVENTS_CAPACITY`] events
     /// behind gets `RecvError::Lagged` and should reread the store.
@@ -200,6 +216,12 @@ impl Engine {
             }
             None => false,
         }
+    }
+
+    /// Controls the debugging of a job this engine runs; `None` when this
+    /// engine does not run the job.
+    pub fn debugger(&self, id: &JobId) -> Option<Debugger> {
+        self.active().get(id).cloned().map(Debugger::new)
     }
 
     /// Live log chunks of a job this engine runs, from now on; `None` when
@@ -230,6 +252,10 @@ impl Engine {
             let shown: String = name.chars().take(100).collect();
             return Err(OrchestratorError::InvalidPipelineName(shown));
         }
+        request
+            .breakpoints
+            .validate()
+            .map_err(OrchestratorError::InvalidBreakpoint)?;
         let project = check_project(&request.project)?;
         let source = source::describe(&project);
 
@@ -251,7 +277,10 @@ impl Engine {
             pipeline: request.pipeline.clone().unwrap_or_default(),
             project_dir: project.display().to_string(),
             trigger_type: request.trigger,
-            trigger_ref: source.branch.clone(),
+            trigger_ref: request
+                .trigger_ref
+                .clone()
+                .unwrap_or_else(|| source.branch.clone()),
             repo: source.repo.clone(),
             branch: source.branch.clone(),
             commit_sha: source.commit_sha.clone(),
@@ -346,6 +375,12 @@ impl JobHandle {
 
     pub fn logs_dir(&self) -> &Path {
         self.runtime.logs().dir()
+    }
+
+    /// Controls the debugging of this job: its pause, ad-hoc commands and
+    /// the decision to continue, retry or abort.
+    pub fn debugger(&self) -> Debugger {
+        Debugger::new(self.runtime.clone())
     }
 
     /// Waits for the job to reach a final state.

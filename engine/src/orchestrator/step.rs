@@ -9,13 +9,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::backend::{OutputChunk, SpawnHook, StepOutcome, StepSpec};
-use crate::logs::LogKey;
+use crate::backend::{BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec};
+use crate::logs::{LogKey, LogWriter};
 use crate::model::{RunState, Stream, now_millis};
 use crate::proto::{self, RunStepEvent, RunStepRequest, StepExit, run_step_event};
 use crate::store::NewStep;
 
 use super::coordinator::context_env;
+use super::debug::{self, Decision, PauseReason};
 use super::events::JobEvent;
 use super::job::{JobRuntime, error_chain};
 
@@ -170,24 +171,95 @@ async fn run(
 ) {
     tracing::info!("step started");
     let step_id = spec.step_id;
-    let task = spec.task.clone();
-    let name = spec.step.clone();
+    let mut attempt = 1;
+    let mut writer = open_log(&runtime, step_id);
 
+    let breakpoint = runtime.debug.step_starting(&spec.task, &spec.step);
+    let paused_before = match breakpoint {
+        Some(breakpoint) => {
+            let reason = PauseReason::Before { breakpoint };
+            Some(debug::pause(&runtime, &spec, reason, attempt).await)
+        }
+        None => None,
+    };
+    let mut result = if paused_before == Some(Decision::Abort) {
+        Ok(StepOutcome::Cancelled)
+    } else {
+        execute(&runtime, &spec, capture, &events, writer.as_mut()).await
+    };
+
+    let exit = loop {
+        let pauses = runtime.debug.pauses_after(&result);
+        let (state, exit_code, exit) = end_of(&runtime, &spec.task, result, writer.as_mut()).await;
+        finish_log(writer.take());
+        record_end(&runtime, &spec, state, exit_code, started_at).await;
+        if !pauses {
+            break exit;
+        }
+
+        let reason = PauseReason::Failure { state, exit_code };
+        if debug::pause(&runtime, &spec, reason, attempt).await != Decision::Retry {
+            break exit;
+        }
+        attempt = match retry(&runtime, &spec).await {
+            Some(attempt) => attempt,
+            None => break exit,
+        };
+        writer = open_log(&runtime, step_id);
+        if let Some(log) = writer.as_mut() {
+            let note =
+                format!("danube: attempt {attempt} of this step, retried from a debug pause\n");
+            let _ = log.write(Stream::Engine, note.as_bytes());
+        }
+        result = execute(&runtime, &spec, capture, &events, writer.as_mut()).await;
+    };
+
+    runtime.step_finished();
+    // The coordinator may be gone (cancelled job); the record above is what counts.
+    let _ = events.send(Ok(exit)).await;
+}
+
+fn open_log(runtime: &JobRuntime, step_id: i64) -> Option<LogWriter> {
+    match runtime.logs().writer(LogKey::Step(step_id)) {
+        Ok(writer) => Some(writer),
+        Err(err) => {
+            tracing::error!(error = %err, "failed to open the step log");
+            None
+        }
+    }
+}
+
+fn finish_log(writer: Option<LogWriter>) {
+    if let Some(log) = writer
+        && let Err(err) = log.finish()
+    {
+        tracing::error!(error = %err, "failed to finish the step log");
+    }
+}
+
+/// Runs one attempt of the step through the backend, storing its output
+/// and sending its stdout to the coordinator when captured.
+async fn execute(
+    runtime: &Arc<JobRuntime>,
+    spec: &StepSpec,
+    capture: bool,
+    events: &EventSender,
+    mut writer: Option<&mut LogWriter>,
+) -> Result<StepOutcome, BackendError> {
     let (output, mut chunks) = mpsc::channel::<OutputChunk>(OUTPUT_BUFFER);
     let backend = runtime.context.backend.clone();
     let cancel = runtime.cancel.child_token();
-    let execution = tokio::spawn(async move { backend.run_step(spec, output, cancel).await });
+    let attempt = spec.clone();
+    let execution = tokio::spawn(async move { backend.run_step(attempt, output, cancel).await });
 
-    let mut writer = runtime.logs().writer(LogKey::Step(step_id));
-    if let Err(err) = &writer {
-        tracing::error!(error = %err, "failed to open the step log");
-    }
     while let Some(chunk) = chunks.recv().await {
-        if let Ok(log) = writer.as_mut()
+        if let Some(log) = writer.as_mut()
             && let Err(err) = log.write(chunk.stream, &chunk.data)
         {
             tracing::error!(error = %err, "failed to write the step log");
         }
+        // NOTE: a step retried from a debug pause sends the stdout of every
+        // attempt, so a captured result holds all of them.
         if capture && chunk.stream == Stream::Stdout {
             let event = RunStepEvent {
                 event: Some(run_step_event::Event::Output(proto::OutputChunk {
@@ -199,14 +271,24 @@ async fn run(
         }
     }
 
-    let result = match execution.await {
+    match execution.await {
         Ok(result) => result,
         Err(err) => {
             tracing::error!(error = %err, "step execution task panicked");
             Ok(StepOutcome::Exited(-1))
         }
-    };
-    let (state, exit_code, exit) = match result {
+    }
+}
+
+/// Maps an attempt's result to the step's state, exit code and the exit
+/// event for the coordinator.
+async fn end_of(
+    runtime: &JobRuntime,
+    task: &str,
+    result: Result<StepOutcome, BackendError>,
+    writer: Option<&mut LogWriter>,
+) -> (RunState, Option<i32>, RunStepEvent) {
+    match result {
         Ok(StepOutcome::Exited(0)) => (
             RunState::Success,
             Some(0),
@@ -223,7 +305,7 @@ async fn run(
                 .lock()
                 .await
                 .timed_out_tasks
-                .insert(task.clone());
+                .insert(task.to_owned());
             (
                 RunState::Timeout,
                 Some(TIMEOUT_EXIT_CODE),
@@ -242,7 +324,7 @@ async fn run(
         Err(err) => {
             let message = runtime.logs().scrubber().scrub_text(&error_chain(&err));
             tracing::info!(error = %message, "step could not run");
-            if let Ok(log) = writer.as_mut() {
+            if let Some(log) = writer {
                 let _ = log.write(Stream::Engine, format!("danube: {message}\n").as_bytes());
             }
             (
@@ -251,17 +333,20 @@ async fn run(
                 exit_event(proto::StepOutcome::Error, -1, &message),
             )
         }
-    };
-    if let Ok(log) = writer
-        && let Err(err) = log.finish()
-    {
-        tracing::error!(error = %err, "failed to finish the step log");
     }
+}
 
+async fn record_end(
+    runtime: &JobRuntime,
+    spec: &StepSpec,
+    state: RunState,
+    exit_code: Option<i32>,
+    started_at: i64,
+) {
     if let Err(err) = runtime
         .context
         .store
-        .finish_step(step_id, state, exit_code)
+        .finish_step(spec.step_id, state, exit_code)
         .await
     {
         tracing::error!(error = %err, "failed to record the step's end");
@@ -269,16 +354,39 @@ async fn run(
     let duration_ms = now_millis() - started_at;
     tracing::info!(state = %state, exit_code, duration_ms, "step finished");
     runtime.emit(JobEvent::StepFinished {
-        step_id,
-        task,
-        name,
+        step_id: spec.step_id,
+        task: spec.task.clone(),
+        name: spec.step.clone(),
         state,
         exit_code,
         duration_ms,
     });
-    runtime.step_finished();
-    // The coordinator may be gone (cancelled job); the record above is what counts.
-    let _ = events.send(Ok(exit)).await;
+}
+
+/// Records a new attempt of a step that failed; `None` when it cannot be
+/// recorded, in which case the failure stands.
+async fn retry(runtime: &JobRuntime, spec: &StepSpec) -> Option<i64> {
+    let attempt = match runtime.context.store.restart_step(spec.step_id).await {
+        Ok(attempt) => attempt,
+        Err(err) => {
+            tracing::error!(error = %err, "failed to record a retry of the step");
+            return None;
+        }
+    };
+    // A timeout of the earlier attempt no longer decides the task's state.
+    runtime
+        .shared
+        .lock()
+        .await
+        .timed_out_tasks
+        .remove(&spec.task);
+    tracing::info!(attempt, "step retried");
+    runtime.emit(JobEvent::StepStarted {
+        step_id: spec.step_id,
+        task: spec.task.clone(),
+        name: spec.step.clone(),
+    });
+    Some(attempt)
 }
 
 fn exit_event(outcome: proto::StepOutcome, exit_code: i32, message: &str) -> RunStepEvent {

@@ -94,6 +94,9 @@ pub enum StoreError {
     #[error("failed to record the end of step {step_id}")]
     FinishStep { step_id: i64, source: sqlx::Error },
 
+    #[error("failed to record a retry of step {step_id}")]
+    RestartStep { step_id: i64, source: sqlx::Error },
+
     #[error("no step has id {0}")]
     StepNotFound(i64),
 

@@ -128,6 +128,8 @@ pub struct StepRecord {
     pub exit_code: Option<i32>,
     pub started_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
+    /// Runs of this step: 1, plus one for each retry from a debug pause.
+    pub attempt: i64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -244,7 +246,7 @@ impl Store {
             tracing::debug!(error = %err, "failed to lock the database for migrations");
         }
 
-        let result = match MIGRATOR.run(&self.pool).await {
+        let result = match self.run_migrations().await {
             Ok(()) => Ok(()),
             Err(first) => {
                 let first = classify(first);
@@ -255,11 +257,35 @@ impl Store {
                     return Err(first);
                 }
                 tracing::debug!(error = %first, "migration failed, retrying once in case another process applied it");
-                MIGRATOR.run(&self.pool).await.map_err(classify)
+                self.run_migrations().await.map_err(classify)
             }
         };
         drop(lock);
         result
+    }
+
+    /// Applies the pending migrations on one connection with foreign keys
+    /// off. A migration that rebuilds a table (the only way SQLite changes
+    /// a CHECK constraint) drops the old table, and with foreign keys on
+    /// that drop would delete every row that references it through
+    /// `ON DELETE CASCADE`. The pragma must be set outside a transaction,
+    /// and sqlx runs each migration inside one, so it is set here.
+    async fn run_migrations(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *connection)
+            .await?;
+        let migrated = MIGRATOR.run(&mut *connection).await;
+        let restored = sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *connection)
+            .await;
+        if restored.is_err() {
+            // Never hand a connection without foreign keys back to the pool.
+            connection.close_on_drop();
+        }
+        migrated?;
+        restored?;
+        Ok(())
     }
 
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
@@ -528,6 +554,26 @@ impl Store {
             return Err(StoreError::StepNotFound(step_id));
         }
         Ok(())
+    }
+
+    /// Records that a finished step runs again (a retry from a debug pause):
+    /// its attempt goes up by one, its state back to `running`, and its exit
+    /// code and `finished_at` are cleared. Returns the new attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StepNotFound`] when no step has this id.
+    pub async fn restart_step(&self, step_id: i64) -> Result<i64, StoreError> {
+        let attempt: Option<i64> = sqlx::query_scalar(
+            "UPDATE steps SET attempt = attempt + 1, state = ?2, exit_code = NULL, \
+             finished_at = NULL WHERE id = ?1 RETURNING attempt",
+        )
+        .bind(step_id)
+        .bind(RunState::Running.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|source| StoreError::RestartStep { step_id, source })?;
+        attempt.ok_or(StoreError::StepNotFound(step_id))
     }
 
     /// Lists jobs, most recent first (by `created_at`, then id).

@@ -19,7 +19,7 @@ pub(super) const TASK_COLUMNS: &str =
     "job_id, name, needs, image, state, error, position, started_at, finished_at";
 
 pub(super) const STEP_COLUMNS: &str =
-    "id, job_id, task, name, command, image, state, exit_code, started_at, finished_at";
+    "id, job_id, task, name, command, image, state, exit_code, started_at, finished_at, attempt";
 
 pub(super) const ARTIFACT_COLUMNS: &str =
     "job_id, name, kind, size_bytes, sha256, source_path, task, created_at";
@@ -139,6 +139,7 @@ pub(super) struct StepRow {
     exit_code: Option<i32>,
     started_at: UnixMillis,
     finished_at: Option<UnixMillis>,
+    attempt: i64,
 }
 
 impl TryFrom<StepRow> for StepRecord {
@@ -157,6 +158,7 @@ impl TryFrom<StepRow> for StepRecord {
             exit_code: row.exit_code,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            attempt: row.attempt,
         })
     }
 }

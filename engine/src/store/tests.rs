@@ -143,6 +143,59 @@ async fn reopening_keeps_data_and_applies_no_migration_twice() {
 }
 
 #[tokio::test]
+async fn watch_migration_keeps_rows_that_reference_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("danube.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let old_schema = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..1].to_vec()),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    old_schema.run(&pool).await.unwrap();
+    let old = Store { pool };
+    let id = insert_new_job(&old).await;
+    old.insert_tasks(&id, &[task("main", &[])]).await.unwrap();
+    old.insert_step(&new_step(&id, "compile", 1)).await.unwrap();
+    old.pool.close().await;
+
+    let store = Store::open(&path).await.unwrap();
+
+    assert_eq!(store.list_tasks(&id).await.unwrap().len(), 1);
+    assert_eq!(store.list_steps(&id).await.unwrap().len(), 1);
+    let mut watch_job = new_job(&JobId::new().0, now_millis());
+    watch_job.trigger_type = TriggerType::Watch;
+    watch_job.trigger_ref = "src/x.py".to_owned();
+    store.insert_job(&watch_job).await.unwrap();
+    let found = store.find_job(watch_job.id.as_str()).await.unwrap();
+    assert_eq!(found.trigger_type, TriggerType::Watch);
+    assert_eq!(found.trigger_ref, "src/x.py");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' \
+         AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        ["jobs_by_created_at", "jobs_by_pipeline", "jobs_by_state"]
+    );
+
+    // Foreign keys are back on and still point at the rebuilt table.
+    sqlx::query("DELETE FROM jobs WHERE id = ?1")
+        .bind(id.as_str())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert!(store.list_tasks(&id).await.unwrap().is_empty());
+    assert!(store.list_steps(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn open_non_sqlite_file_names_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("danube.db");
@@ -747,6 +800,40 @@ async fn steps_of_missing_job_are_rejected() {
         .await
         .unwrap();
     assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn restarted_step_counts_attempts_and_runs_again() {
+    let (_dir, store) = temp_store().await;
+    let job = insert_new_job(&store).await;
+    let id = store
+        .insert_step(&new_step(&job, "test", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(store.list_steps(&job).await.unwrap()[0].attempt, 1);
+    store
+        .finish_step(id, RunState::Failure, Some(1))
+        .await
+        .unwrap();
+
+    let attempt = store.restart_step(id).await.unwrap();
+
+    assert_eq!(attempt, 2);
+    let step = &store.list_steps(&job).await.unwrap()[0];
+    assert_eq!(step.attempt, 2);
+    assert_eq!(step.state, RunState::Running);
+    assert_eq!(step.exit_code, None);
+    assert_eq!(step.finished_at, None);
+    assert_eq!(step.started_at, 1_000);
+}
+
+#[tokio::test]
+async fn restart_missing_step_fails() {
+    let (_dir, store) = temp_store().await;
+
+    let error = store.restart_step(42).await.unwrap_err();
+
+    assert!(matches!(error, StoreError::StepNotFound(42)), "{error:?}");
 }
 
 #[tokio::test]

@@ -46,13 +46,15 @@ class Context:
 
     @property
     def trigger_type(self) -> str:
-        """What started the job: `webhook`, `cron`, `manual` or `local`."""
+        """What started the job: `webhook`, `cron`, `manual`, `local` or
+        `watch` (a rerun after a file of the project changed)."""
         return os.environ.get("DANUBE_TRIGGER_TYPE", "")
 
     @property
     def trigger_ref(self) -> str:
-        """The trigger's detail, such as the webhook event or the cron
-        schedule's name; its form depends on `trigger_type`."""
+        """The trigger's detail, such as the webhook event, the cron
+        schedule's name or, for `watch`, the changed file relative to the
+        project; its form depends on `trigger_type`."""
         return os.environ.get("DANUBE_TRIGGER_REF", "")
 
     @property

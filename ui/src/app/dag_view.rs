@@ -70,14 +70,17 @@ impl Status {
 
 /// Draws the task graph. Clicking a task, or pressing Enter on it, calls
 /// `on_select` with its name. Arrow keys move the focus between tasks; see
-/// [`Layout::neighbor`].
+/// [`Layout::neighbor`]. The task named by `paused` shows as `paused`
+/// (a step of it waits for a debugging user) instead of `running`.
 #[component]
 pub fn DagView(
     tasks: Signal<Vec<Task>>,
     edges: Signal<Vec<Edge>>,
     selected: Signal<Option<String>>,
     on_select: Callback<String>,
+    #[prop(optional)] paused: Option<Signal<Option<String>>>,
 ) -> impl IntoView {
+    let paused = paused.unwrap_or_else(|| Signal::derive(|| None));
     // Recomputed only when a name or an edge changes, so live state
     // updates never move a node.
     let shape = Memo::new(move |_| {
@@ -148,6 +151,7 @@ pub fn DagView(
                         statuses,
                         layout,
                         selected,
+                        paused,
                         on_select,
                         now,
                         nodes_ref,
@@ -244,6 +248,7 @@ struct NodeContext<'a> {
     statuses: Memo<Vec<Status>>,
     layout: &'a Layout,
     selected: Signal<Option<String>>,
+    paused: Signal<Option<String>>,
     on_select: Callback<String>,
     now: ReadSignal<i64>,
     nodes_ref: NodeRef<html::Div>,
@@ -256,6 +261,7 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
         statuses,
         layout,
         selected,
+        paused,
         on_select,
         now,
         nodes_ref,
@@ -280,6 +286,18 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
         statuses.with(|all| all.get(index).cloned().unwrap_or_else(Status::unknown))
     });
     let state = move || status.with(|status| status.state);
+    let is_paused = {
+        let name = name.clone();
+        Memo::new(move |_| paused.with(|paused| paused.as_deref() == Some(name.as_str())))
+    };
+    // The word and glyph shown: a paused task is still `running` in the API.
+    let shown_state = move || {
+        if is_paused.get() {
+            ("paused", "‖")
+        } else {
+            (state().as_str(), state().icon())
+        }
+    };
     // Reads the clock only while the task runs, so idle nodes never re-render.
     let duration =
         move || status.with(|status| status.elapsed_ms(|| now.get()).map(format::duration));
@@ -288,15 +306,22 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
         1 => "1 step".to_owned(),
         count => format!("{count} steps"),
     };
-    let meta = move || match duration() {
-        Some(duration) => format!("{duration} · {}", steps()),
-        None => steps(),
+    let meta = move || {
+        let meta = match duration() {
+            Some(duration) => format!("{duration} · {}", steps()),
+            None => steps(),
+        };
+        if is_paused.get() {
+            format!("paused · {meta}")
+        } else {
+            meta
+        }
     };
     let label = {
         let name = name.clone();
         move || {
             let needs = status.with(|status| status.needs.join(", "));
-            let mut label = format!("{name}: {}, {}", state().as_str(), meta());
+            let mut label = format!("{name}: {}, {}", shown_state().0, meta());
             if !needs.is_empty() {
                 label.push_str(&format!(", needs {needs}"));
             }
@@ -355,6 +380,7 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
     };
 
     let (task_attribute, title) = (name.clone(), name.clone());
+    let icon_state = shown_state;
     view! {
         <button
             type="button"
@@ -363,7 +389,7 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
             data-testid="dag-node"
             data-task=task_attribute
             data-index=index
-            data-state=move || state().as_str()
+            data-state=move || shown_state().0
             aria-label=label
             aria-pressed=move || if is_selected() { "true" } else { "false" }
             tabindex=tab_index
@@ -372,7 +398,7 @@ fn node_view(context: NodeContext<'_>) -> impl IntoView + use<> {
             on:keydown=on_keydown
         >
             <span class="dag-node-head">
-                <span class="dag-node-icon" aria-hidden="true">{move || state().icon()}</span>
+                <span class="dag-node-icon" aria-hidden="true">{move || icon_state().1}</span>
                 <span class="dag-node-name">{name}</span>
             </span>
             <span class="dag-node-meta" aria-hidden="true">{meta}</span>

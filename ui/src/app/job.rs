@@ -13,8 +13,10 @@ use serde::Serialize;
 
 use super::client::{self, ApiFailure};
 use super::dag_view::DagView;
+use super::debug::DebugPanel;
 use super::jobs::StateBadge;
 use super::log_view::LogView;
+use super::trigger::TriggerText;
 use super::{Failure, changes, now_ms, running_time, set_title};
 use crate::api::{Artifact, ChangeEvent, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
@@ -226,6 +228,12 @@ fn JobView(
             .unwrap_or_default()
     });
 
+    let pause = Signal::derive(move || {
+        detail
+            .get()
+            .and_then(|detail| detail.pause.map(|pause| *pause))
+    });
+    let paused_task = Signal::derive(move || pause.get().map(|pause| pause.task));
     let notice = latest_notice(id.clone());
     let running = move || job.with(|job| job.as_ref().is_some_and(|job| !job.state.is_final()));
 
@@ -235,6 +243,7 @@ fn JobView(
             <Show when=move || running() && notice.get().is_some()>
                 <p class="notice" role="status" data-testid="notice">{move || notice.get()}</p>
             </Show>
+            <DebugPanel job_id=id.clone() pause on_action />
             <div class="job-body">
                 <div class="graph-pane">
                     <Show
@@ -249,7 +258,7 @@ fn JobView(
                             </p>
                         }
                     >
-                        <TaskGraph tasks edges selection />
+                        <TaskGraph tasks edges selection paused=paused_task />
                     </Show>
                 </div>
                 <div class="detail-pane">
@@ -334,6 +343,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
     let started = started_ago(job.started_at);
     let duration = running_time(job.duration_ms, job.started_at);
     let project_filter = format!("/?project={}", client::query_value(&job.project));
+    let trigger_job = job.clone();
 
     view! {
         <header class="job-head">
@@ -344,7 +354,7 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
             </div>
             <dl class="job-facts">
                 <dt>"Project"</dt><dd><A href=project_filter>{job.project.clone()}</A></dd>
-                <dt>"Trigger"</dt><dd>{job.trigger_type.clone()}</dd>
+                <dt>"Trigger"</dt><dd><TriggerText job=trigger_job /></dd>
                 <dt>"Started"</dt><dd>{move || started.get()}</dd>
                 <dt>"Duration"</dt><dd data-testid="job-duration">{move || duration.get()}</dd>
             </dl>
@@ -367,6 +377,7 @@ fn TaskGraph(
     tasks: Signal<Vec<Task>>,
     edges: Signal<Vec<Edge>>,
     selection: Memo<Option<Selection>>,
+    paused: Signal<Option<String>>,
 ) -> impl IntoView {
     let selected = Signal::derive(move || selection.get().map(|chosen| chosen.task));
     let navigate = use_navigate();
@@ -376,7 +387,7 @@ fn TaskGraph(
             Default::default(),
         );
     });
-    view! { <DagView tasks edges selected on_select /> }
+    view! { <DagView tasks edges selected on_select paused /> }
 }
 
 /// Scrolls the page so that the whole log view, and so the end of a failed

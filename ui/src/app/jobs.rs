@@ -9,6 +9,7 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 
 use super::client::{self, ApiFailure};
 use super::keys::typing_in_field;
+use super::trigger::TriggerText;
 use super::{Failure, changes, now_ms, running_time};
 use crate::api::{ChangeEvent, Job, JobPage, State};
 use crate::format;
@@ -359,6 +360,7 @@ fn JobTable(
                             let project = job.project.clone();
                             let started = format::ago(job.started_at.unwrap_or(job.created_at), now);
                             let duration = running_time(job.duration_ms, job.started_at);
+                            let rerun = job.changed_file().is_some().then(|| view! { <div class="muted trigger-note"><TriggerText job=job.clone() /></div> });
                             view! {
                                 <tr
                                     class="job-row"
@@ -368,7 +370,7 @@ fn JobTable(
                                     data-state=job.state.as_str()
                                 >
                                     <td><StateBadge state=job.state /></td>
-                                    <td><A href=href.clone()>{pipeline}</A></td>
+                                    <td><A href=href.clone()>{pipeline}</A>{rerun}</td>
                                     <td><A href=href attr:class="mono">{short}</A></td>
                                     <td class="project" title=project_title><A href=project_filter>{project}</A></td>
                                     <td>{started}</td>

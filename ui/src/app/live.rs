@@ -8,8 +8,8 @@ use web_sys::{EventSource, MessageEvent};
 use crate::api::ChangeEvent;
 
 /// Event names the server sends on `/api/v1/events`.
-const EVENT_NAMES: [&str; 7] = [
-    "job", "plan", "task", "step", "artifact", "notice", "lagged",
+const EVENT_NAMES: [&str; 9] = [
+    "job", "plan", "task", "step", "artifact", "notice", "paused", "resumed", "lagged",
 ];
 
 /// The last change seen, and whether the feed is connected. Pages react to

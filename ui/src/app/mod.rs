@@ -2,6 +2,7 @@
 
 mod client;
 pub mod dag_view;
+mod debug;
 mod job;
 mod jobs;
 mod keys;
@@ -11,6 +12,7 @@ mod project;
 mod run;
 mod secrets;
 mod theme;
+mod trigger;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;

@@ -1,5 +1,6 @@
 //! The "run a project" form: a local folder and, when its `danubefile.py`
-//! declares several pipelines, which one.
+//! declares several pipelines, which one; optionally where to pause for
+//! debugging.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -15,6 +16,17 @@ struct CreateJob {
     project: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pipeline: Option<String>,
+    break_before: Vec<String>,
+    break_on_failure: bool,
+}
+
+/// Splits the "break before" field at commas into step names.
+fn step_names(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(ToOwned::to_owned)
+        .collect()
 }
 
 #[component]
@@ -22,6 +34,8 @@ pub fn RunPage() -> impl IntoView {
     super::set_title("Run a project");
     let project = RwSignal::new(String::new());
     let pipeline = RwSignal::new(String::new());
+    let break_before = RwSignal::new(String::new());
+    let break_on_failure = RwSignal::new(false);
     let busy = RwSignal::new(false);
     let failure = RwSignal::new(None::<ApiFailure>);
     let navigate = use_navigate();
@@ -43,6 +57,8 @@ pub fn RunPage() -> impl IntoView {
         let body = CreateJob {
             project: folder,
             pipeline: (!name.is_empty()).then_some(name),
+            break_before: step_names(&break_before.get_untracked()),
+            break_on_failure: break_on_failure.get_untracked(),
         };
         busy.set(true);
         failure.set(None);
@@ -76,6 +92,12 @@ pub fn RunPage() -> impl IntoView {
                 />
                 <label for="pipeline">"Pipeline " <span class="muted">"(only if the file declares several)"</span></label>
                 <input id="pipeline" type="text" placeholder="default" data-testid="run-pipeline" bind:value=pipeline />
+                <label for="break-before">"Pause before steps " <span class="muted">"(task/step, step or task names, comma-separated)"</span></label>
+                <input id="break-before" type="text" placeholder="test/unit" data-testid="run-break-before" bind:value=break_before />
+                <label class="checkbox">
+                    <input type="checkbox" data-testid="run-break-on-failure" bind:checked=break_on_failure />
+                    " Pause after a failing step"
+                </label>
                 <button type="submit" class="button primary" disabled=move || busy.get() data-testid="run-submit">
                     {move || if busy.get() { "Starting…" } else { "Run" }}
                 </button>

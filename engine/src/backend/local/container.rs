@@ -129,6 +129,7 @@ pub(crate) async fn run_container_step(
         image,
         mount: &mount,
         workdir: &workdir,
+        interactive: false,
     });
 
     let mut command = Command::new(&runtime);
@@ -177,6 +178,45 @@ pub(crate) async fn run_container_step(
     outcome
 }
 
+/// Returns the command that opens an interactive `/bin/sh` in a new
+/// container of `image`, with the same mount, workdir and environment as
+/// [`run_container_step`] gives the step. The caller runs it on a terminal.
+///
+/// # Errors
+///
+/// Fails when no runtime is found.
+pub(crate) fn shell_command(
+    config: &ContainerConfig,
+    spec: &StepSpec,
+    image: &str,
+    workspace: Option<&Path>,
+) -> Result<std::process::Command, BackendError> {
+    let runtime = config
+        .find_runtime()?
+        .ok_or_else(|| BackendError::NoContainerRuntime {
+            step: spec.step.clone(),
+            image: image.to_owned(),
+        })?;
+    let name = format!("{}-shell", container_name(spec));
+    let (mount, workdir) = mount_and_workdir(workspace, &spec.workdir);
+    let arguments = run_arguments(&RunRequest {
+        name: &name,
+        spec,
+        image,
+        mount: &mount,
+        workdir: &workdir,
+        interactive: true,
+    });
+
+    let mut command = std::process::Command::new(&runtime);
+    command
+        .args(&arguments)
+        .current_dir(&spec.workdir)
+        .envs(&config.client_env)
+        .envs(&spec.env);
+    Ok(command)
+}
+
 /// Everything the `run` arguments are built from.
 struct RunRequest<'a> {
     name: &'a str,
@@ -184,15 +224,23 @@ struct RunRequest<'a> {
     image: &'a str,
     mount: &'a Path,
     workdir: &'a Path,
+    /// An interactive shell on the caller's terminal instead of the step's
+    /// command.
+    interactive: bool,
 }
 
 /// Builds the arguments of `<runtime> run`. Environment variables appear by
 /// name only.
 fn run_arguments(request: &RunRequest<'_>) -> Vec<OsString> {
+    let interaction = if request.interactive {
+        "--interactive=true"
+    } else {
+        "--interactive=false"
+    };
     let mut arguments: Vec<OsString> = [
         "run",
         "--rm",
-        "--interactive=false",
+        interaction,
         // An init process as PID 1 forwards signals to the shell and reaps
         // the shell's orphaned children.
         "--init",
@@ -227,9 +275,14 @@ fn run_arguments(request: &RunRequest<'_>) -> Vec<OsString> {
         arguments.push(name.into());
     }
 
-    arguments.push(request.image.into());
-    arguments.push("-c".into());
-    arguments.push(request.spec.command.as_str().into());
+    if request.interactive {
+        arguments.push("--tty".into());
+        arguments.push(request.image.into());
+    } else {
+        arguments.push(request.image.into());
+        arguments.push("-c".into());
+        arguments.push(request.spec.command.as_str().into());
+    }
     arguments
 }
 

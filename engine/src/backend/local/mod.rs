@@ -5,6 +5,7 @@
 //! `env` (the step wins). An `image=` step runs in a container instead; see
 //! [`container`] for what its environment contains.
 
+mod browse;
 pub mod container;
 pub mod output;
 pub mod process;
@@ -25,7 +26,9 @@ pub use container::ContainerConfig;
 pub use output::OutputReader;
 pub use process::{GroupChild, ProcessGroup, Termination, kill_process_group, spawn_in_new_group};
 
-use super::{Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace};
+use super::{
+    Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace, WorkspaceEntry,
+};
 use crate::model::JobId;
 
 /// The shell that runs every step's command.
@@ -140,6 +143,37 @@ impl Backend for LocalBackend {
             .expect("the workspace map is never poisoned: no code panics while holding it")
             .retain(|_, path| *path != workspace.path);
         workspace::remove_workspace(&self.workspaces_root, workspace).await
+    }
+
+    fn debug_shell(&self, spec: &StepSpec) -> Result<std::process::Command, BackendError> {
+        if let Some(image) = spec.image.as_deref() {
+            let workspace = self.registered_workspace(&spec.job_id);
+            return container::shell_command(&self.containers, spec, image, workspace.as_deref());
+        }
+
+        // The user's login shell, as a terminal would start it.
+        let shell = std::env::var_os("SHELL")
+            .filter(|shell| !shell.is_empty())
+            .unwrap_or_else(|| SHELL.into());
+        let mut command = std::process::Command::new(shell);
+        command.current_dir(&spec.workdir).envs(&spec.env);
+        Ok(command)
+    }
+
+    async fn browse_workspace(
+        &self,
+        workspace: &Workspace,
+        relative: &str,
+        max_bytes: u64,
+    ) -> Result<WorkspaceEntry, BackendError> {
+        let root = workspace.path.clone();
+        let relative = relative.to_owned();
+        tokio::task::spawn_blocking(move || browse::browse(&root, &relative, max_bytes))
+            .await
+            .map_err(|source| BackendError::WorkspaceTask {
+                path: workspace.path.clone(),
+                source,
+            })?
     }
 }
 

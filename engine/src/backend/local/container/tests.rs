@@ -57,6 +57,7 @@ fn run_arguments_name_env_variables_without_values() {
         image: "alpine:3",
         mount: Path::new("/data/workspaces/job"),
         workdir: Path::new("/workspace/sub"),
+        interactive: false,
     };
 
     let arguments: Vec<String> = run_arguments(&request)
@@ -93,6 +94,39 @@ fn run_arguments_name_env_variables_without_values() {
         arguments[arguments.len() - 3..],
         ["alpine:3", "-c", "echo \"$API_TOKEN\" | wc -c"]
     );
+}
+
+#[test]
+fn interactive_arguments_open_shell_on_tty() {
+    let mut step = spec(Path::new("/tmp"), "make test");
+    step.env
+        .insert("API_TOKEN".to_owned(), "s3cret-value".to_owned());
+    let request = RunRequest {
+        name: "danube-job-7-shell",
+        spec: &step,
+        image: "alpine:3",
+        mount: Path::new("/data/workspaces/job"),
+        workdir: Path::new("/workspace"),
+        interactive: true,
+    };
+
+    let arguments: Vec<String> = run_arguments(&request)
+        .into_iter()
+        .map(|argument| argument.into_string().expect("test arguments are UTF-8"))
+        .collect();
+
+    assert!(arguments.contains(&"--interactive=true".to_owned()));
+    assert!(!arguments.contains(&"--interactive=false".to_owned()));
+    assert!(
+        !arguments
+            .iter()
+            .any(|argument| argument.contains("s3cret-value"))
+    );
+    assert!(
+        !arguments.contains(&"make test".to_owned()),
+        "{arguments:?}"
+    );
+    assert_eq!(arguments[arguments.len() - 2..], ["--tty", "alpine:3"]);
 }
 
 #[test]

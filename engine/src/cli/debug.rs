@@ -1,0 +1,209 @@
+//! `danube run` while a step is paused: print where and why, open a shell
+//! in the step's environment on a terminal, then ask whether to continue,
+//! retry or abort.
+//!
+//! Without a terminal no shell is opened and the answer is read from stdin
+//! lines, so that scripts and tests can drive a pause. Ctrl-C (or SIGTERM,
+//! SIGHUP) at the question aborts the job. While the shell runs, Ctrl-C
+//! belongs to the shell, so that it can stop a command there; SIGTERM and
+//! SIGHUP close the shell and abort.
+
+use std::io::{BufRead, IsTerminal};
+
+use tokio::sync::oneshot;
+
+use crate::orchestrator::Debugger;
+use crate::orchestrator::debug::{Decision, Pause, PauseReason};
+
+use super::live::next_signal;
+use super::signals::Interrupts;
+
+/// Handles every pause of one `danube run`.
+pub struct DebugPrompt {
+    terminal: bool,
+}
+
+impl DebugPrompt {
+    pub fn new() -> DebugPrompt {
+        DebugPrompt {
+            terminal: std::io::stdin().is_terminal(),
+        }
+    }
+
+    /// Shows `pause`, lets the user look around, and resumes the job with
+    /// the user's decision. `print` writes one line of the live view.
+    pub async fn handle(
+        &mut self,
+        debugger: &Debugger,
+        pause: &Pause,
+        interrupts: &mut Option<&mut Interrupts>,
+        print: &(dyn Fn(&str) + Sync),
+    ) {
+        print(&describe(pause));
+        print(&format!("  workdir: {}", pause.workdir.display()));
+        if let Some(image) = &pause.image {
+            print(&format!("  image: {image}"));
+        }
+
+        if self.terminal {
+            print("opening a shell in the step's environment; exit it to continue, retry or abort");
+            if let Some(decision) = run_shell(debugger, interrupts, print).await {
+                resume(debugger, decision, print);
+                return;
+            }
+        }
+
+        let decision = ask(interrupts, print).await;
+        resume(debugger, decision, print);
+    }
+}
+
+fn describe(pause: &Pause) -> String {
+    let place = format!("{} › {}", pause.task, pause.step);
+    let attempt = if pause.attempt > 1 {
+        format!(", attempt {}", pause.attempt)
+    } else {
+        String::new()
+    };
+    match &pause.reason {
+        PauseReason::Before { breakpoint } => {
+            format!("⏸ paused before {place} (breakpoint `{breakpoint}`{attempt})")
+        }
+        PauseReason::Failure { state, exit_code } => {
+            let exit = exit_code
+                .map(|code| format!(", exit {code}"))
+                .unwrap_or_default();
+            format!("⏸ paused after {place} ended with {state}{exit}{attempt}")
+        }
+    }
+}
+
+/// Runs the shell to its end. Returns `Some(Decision::Abort)` when a
+/// SIGTERM or SIGHUP arrived meanwhile, `None` otherwise.
+async fn run_shell(
+    debugger: &Debugger,
+    interrupts: &mut Option<&mut Interrupts>,
+    print: &(dyn Fn(&str) + Sync),
+) -> Option<Decision> {
+    let command = match debugger.shell() {
+        Ok(command) => command,
+        Err(err) => {
+            print(&format!(
+                "cannot open a shell: {}",
+                crate::orchestrator::error_chain(&err)
+            ));
+            return None;
+        }
+    };
+    let mut child = match tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            print(&format!("cannot start the shell: {err}"));
+            return None;
+        }
+    };
+
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                if let Err(err) = status {
+                    print(&format!("failed to wait for the shell: {err}"));
+                }
+                return None;
+            }
+            name = next_signal(interrupts) => {
+                if name == "SIGINT" {
+                    // The terminal sent it to the shell too, which handles it.
+                    continue;
+                }
+                print(&format!("received {name}: closing the shell and aborting the job"));
+                let _ = child.kill().await;
+                return Some(Decision::Abort);
+            }
+        }
+    }
+}
+
+/// Asks for the decision until a valid one is typed. End of input and a
+/// signal abort.
+async fn ask(interrupts: &mut Option<&mut Interrupts>, print: &(dyn Fn(&str) + Sync)) -> Decision {
+    loop {
+        print("[c]ontinue, [r]etry, [a]bort?");
+        let line = tokio::select! {
+            line = read_line() => line,
+            name = next_signal(interrupts) => {
+                print(&format!("received {name}: aborting the job"));
+                return Decision::Abort;
+            }
+        };
+        let Some(line) = line else {
+            print("stdin closed without a decision: aborting the job");
+            return Decision::Abort;
+        };
+        match parse_answer(&line) {
+            Some(decision) => return decision,
+            None => print(&format!(
+                "`{}` is not an answer: type c, r or a",
+                line.trim()
+            )),
+        }
+    }
+}
+
+fn parse_answer(line: &str) -> Option<Decision> {
+    match line.trim().to_ascii_lowercase().as_str() {
+        "c" | "continue" => Some(Decision::Continue),
+        "r" | "retry" => Some(Decision::Retry),
+        "a" | "abort" => Some(Decision::Abort),
+        _ => None,
+    }
+}
+
+/// Reads one line of stdin on a thread of its own; `None` at end of input.
+///
+/// A blocking read cannot be cancelled. Reading on a thread that is not the
+/// runtime's lets `danube` exit after a signal even while the read waits,
+/// and reading one line per question leaves the terminal to the shell in
+/// between.
+async fn read_line() -> Option<String> {
+    let (sender, receiver) = oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line);
+        let _ = sender.send(match read {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line),
+        });
+    });
+    receiver.await.ok().flatten()
+}
+
+fn resume(debugger: &Debugger, decision: Decision, print: &(dyn Fn(&str) + Sync)) {
+    let text = match decision {
+        Decision::Continue => "continuing",
+        Decision::Retry => "retrying the step",
+        Decision::Abort => "aborting the job (stopping its processes)...",
+    };
+    print(text);
+    if let Err(err) = debugger.resume(decision) {
+        // The job stopped while paused (a timeout, say); the job's end shows why.
+        tracing::debug!(error = %err, "the pause ended before the decision");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_accept_letters_and_words() {
+        assert_eq!(parse_answer("c\n"), Some(Decision::Continue));
+        assert_eq!(parse_answer(" Retry "), Some(Decision::Retry));
+        assert_eq!(parse_answer("a"), Some(Decision::Abort));
+        assert_eq!(parse_answer("x"), None);
+        assert_eq!(parse_answer(""), None);
+    }
+}

@@ -1,0 +1,195 @@
+//! The debug panel of the web UI in a real headless Chromium, against a
+//! real `danube serve`: a job started from the run form pauses on its
+//! failing step, a command runs in the step's environment with its secret
+//! masked, and a retry after the fix makes the job succeed.
+//!
+//! Needs Chromium and chromedriver, as `browser.rs` does. Screenshots of
+//! every stage go to `target/screenshots/`.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use danube_tests::Sandbox;
+use danube_tests::browser::{Browser, wait_until};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// How long the page gets to show what the API already reports.
+const UI_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the test pipeline may take to pause or end.
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+const SECRET: &str = "hunter2-Browser-5k";
+
+async fn api_get(server: &danube_tests::Server, path: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(server.url(path))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("GET {path} failed: {err}"));
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    response.json().await.expect("the API answers JSON")
+}
+
+/// Returns the text of the first element matching `selector`, or `None`.
+async fn text_of(browser: &Browser, selector: &str) -> Option<String> {
+    let text = browser
+        .eval_with(
+            "return document.querySelector(arguments[0])?.textContent ?? null;",
+            vec![json!(selector)],
+        )
+        .await;
+    text.as_str().map(str::to_owned)
+}
+
+/// Waits until the element matching `selector` contains `wanted`.
+async fn wait_text(browser: &Browser, selector: &str, wanted: &str) -> String {
+    wait_until(
+        &format!("`{selector}` to show `{wanted}`"),
+        UI_TIMEOUT,
+        async || match text_of(browser, selector).await {
+            Some(text) if text.contains(wanted) => Ok(text),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await
+}
+
+fn set_secret(sandbox: &Sandbox, key: &str, value: &str) {
+    let mut child = sandbox
+        .command()
+        .args(["secret", "set", key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start danube secret set");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(value.as_bytes())
+        .expect("write the secret");
+    assert!(child.wait().expect("wait for danube secret set").success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_panel_runs_command_and_retries() {
+    let sandbox = Sandbox::new();
+    sandbox.file("status.txt", "broken\n").pipeline(
+        r#"
+from danube import pipeline, secrets, step, task
+
+@task()
+def build():
+    step.run("echo built", name="compile")
+
+@task(needs=[build])
+def test():
+    step.run("grep -q fixed status.txt", name="check", env={"API_KEY": secrets.get("API_KEY")})
+
+pipeline(name="debuggable", tasks=[test])
+"#,
+    );
+    set_secret(&sandbox, "API_KEY", SECRET);
+    let server = sandbox.serve();
+    let browser = Browser::open(&sandbox, &server, "debug_panel_runs_command_and_retries").await;
+
+    browser.goto("/run").await;
+    browser
+        .type_into(
+            "[data-testid=run-project]",
+            sandbox.project().to_str().expect("utf-8 temp path"),
+        )
+        .await;
+    browser.click("[data-testid=run-break-on-failure]").await;
+    browser.screenshot("form").await;
+    browser.click("[data-testid=run-submit]").await;
+    let jobs_prefix = browser.page_url("/jobs/");
+    let id = wait_until("the form to open the new job", UI_TIMEOUT, async || {
+        let url = browser.url().await;
+        match url.strip_prefix(&jobs_prefix) {
+            Some(id) if !id.is_empty() => Ok(id.to_owned()),
+            _ => Err(url),
+        }
+    })
+    .await;
+
+    wait_until("the job to pause", JOB_TIMEOUT, async || {
+        let job = api_get(&server, &format!("/api/v1/jobs/{id}")).await;
+        if job["pause"].is_object() {
+            Ok(())
+        } else {
+            Err(format!("state {} without a pause", job["state"]))
+        }
+    })
+    .await;
+    let summary = wait_text(
+        &browser,
+        "[data-testid=debug-panel] h2",
+        "Paused after test › check ended with failure, exit 1",
+    )
+    .await;
+    assert!(summary.contains("‖"), "{summary}");
+    let node = browser
+        .eval("return [...document.querySelectorAll('[data-testid=dag-node]')].map(node => [node.dataset.task, node.dataset.state, node.getAttribute('aria-label')]);")
+        .await;
+    let test_node = node
+        .as_array()
+        .expect("the script returns an array")
+        .iter()
+        .find(|node| node[0] == "test")
+        .expect("the graph has the task test");
+    assert_eq!(test_node[1], "paused", "{node}");
+    assert!(
+        test_node[2]
+            .as_str()
+            .unwrap_or_default()
+            .contains("test: paused"),
+        "{node}"
+    );
+    wait_text(&browser, "[data-testid=debug-files]", "status.txt").await;
+    browser.screenshot("paused").await;
+
+    browser
+        .type_into(
+            "[data-testid=debug-command]",
+            "echo key=$API_KEY; echo fixed > status.txt; cat status.txt",
+        )
+        .await;
+    browser.click("[data-testid=debug-run]").await;
+    let output = wait_text(&browser, "[data-testid=debug-output]", "[exit 0]").await;
+    browser.screenshot("command").await;
+    assert!(output.contains("key=***"), "{output}");
+    assert!(!output.contains(SECRET), "{output}");
+    assert!(output.contains("fixed"), "{output}");
+
+    browser.click("[data-testid=debug-retry]").await;
+    let job = wait_until("the job to end", JOB_TIMEOUT, async || {
+        let job = api_get(&server, &format!("/api/v1/jobs/{id}")).await;
+        match job["state"].as_str() {
+            Some("running") | Some("pending") | Some("scheduling") => {
+                Err(format!("state {}", job["state"]))
+            }
+            _ => Ok(job),
+        }
+    })
+    .await;
+    assert_eq!(job["state"], "success", "{job:#}");
+    wait_text(&browser, "[data-testid=job-page] .state", "success").await;
+    let panel = text_of(&browser, "[data-testid=debug-panel]").await;
+    assert_eq!(panel, None, "the panel is gone once the job ends");
+    let check = job["tasks"]
+        .as_array()
+        .expect("tasks is an array")
+        .iter()
+        .flat_map(|task| task["steps"].as_array().into_iter().flatten())
+        .find(|step| step["name"] == "check")
+        .expect("the step check ran")
+        .clone();
+    assert_eq!(check["attempt"], 2, "{job:#}");
+    browser.screenshot("retried").await;
+}
