@@ -1,5 +1,5 @@
-//! What a project folder on the server's machine offers before a job
-//! starts: the pipelines its `danubefile.py` defines.
+//! The pipelines of a project folder on the server's machine, listed
+//! before a job starts.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! Which pipelines a project's `danubefile.py` defines, so that a view can
-//! offer the choice before a job starts. The SDK answers: the engine runs
+//! Listing the pipelines a project's `danubefile.py` defines, so that a
+//! view can offer the choice before a job starts. The engine runs
 //! `python -m danube._inspect`, which imports the file as a job's
 //! coordinator does and prints the pipelines as JSON.
 
@@ -24,7 +24,7 @@ pub struct PipelineSummary {
     pub name: String,
     /// Its tasks in plan order; empty when the graph is invalid.
     pub tasks: Vec<String>,
-    /// Why the graph is invalid, such as a `needs` naming no task.
+    /// The reason the graph is invalid, such as a `needs` naming no task.
     pub error: Option<String>,
 }
 
@@ -77,7 +77,7 @@ impl Engine {
     ///
     /// [`InspectError::Project`] for a path that is no project,
     /// [`InspectError::Load`] when the file raises or does not exist, and
-    /// the other variants when the SDK could not answer.
+    /// the other variants when the SDK failed to list them.
     pub async fn list_pipelines(
         &self,
         project: &Path,
