@@ -16,6 +16,7 @@ pub mod orchestrator;
 pub mod python;
 pub mod rpc;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod watch;
 

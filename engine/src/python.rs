@@ -90,6 +90,19 @@ pub struct PythonEnv {
     pub sdk_root: PathBuf,
 }
 
+impl PythonEnv {
+    /// `PYTHONPATH` for a process that imports the SDK: `sdk_root` first,
+    /// then the caller's own `PYTHONPATH`, if any.
+    pub fn python_path(&self) -> std::ffi::OsString {
+        let mut python_path = self.sdk_root.clone().into_os_string();
+        if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+            python_path.push(":");
+            python_path.push(existing);
+        }
+        python_path
+    }
+}
+
 /// Makes sure the SDK and the venv exist, creating them if needed.
 /// `progress` receives one human-readable line per slow action.
 pub async fn ensure_env(data: &DataDir, progress: &dyn Fn(&str)) -> Result<PythonEnv, PythonError> {

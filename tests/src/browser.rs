@@ -88,7 +88,7 @@ fn remove_screenshots(name: &str) {
 
 /// Finds a program by the environment variable `variable`, else by the
 /// first of `names` on `PATH`. Returns `None` when the file is missing.
-fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(variable) {
         return Some(PathBuf::from(path)).filter(|path| path.is_file());
     }
@@ -119,7 +119,7 @@ pub fn browser_programs() -> (PathBuf, PathBuf) {
 }
 
 /// Returns a loopback port that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("a bound address").port()
 }
@@ -151,7 +151,7 @@ pub async fn wait_until<T>(
 
 /// Runs `future`, panicking with `what` when it takes over
 /// [`COMMAND_TIMEOUT`] or fails.
-async fn command<T, E: std::fmt::Debug>(
+pub(crate) async fn command<T, E: std::fmt::Debug>(
     what: &str,
     future: impl Future<Output = Result<T, E>>,
 ) -> T {
@@ -553,7 +553,7 @@ async fn wait_for_driver(driver_url: &str, log: &Path) {
 }
 
 /// Returns the last 40 lines of a log file.
-fn read_tail(path: &Path) -> String {
+pub(crate) fn read_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(40);

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 pub mod browser;
+pub mod desktop;
 pub mod kube;
 
 /// The workspace root (the folder with the top-level `Cargo.toml`).

@@ -414,3 +414,88 @@ mod tests {
         assert_eq!(finals, ["success", "failure", "timeout", "cancelled"]);
     }
 }
+
+/// `GET /api/v1/desktop`: present only in the desktop app, which is how
+/// the UI knows to show the project picker.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct DesktopInfo {
+    pub version: String,
+    /// The project given with `--project`, to open first.
+    pub project: Option<Project>,
+    pub data_dir: String,
+}
+
+/// A project folder the desktop app opened.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Project {
+    pub path: String,
+    pub name: String,
+    /// The pipeline last chosen, when the file defines several.
+    pub pipeline: Option<String>,
+    pub opened_at: i64,
+    /// Whether the folder still holds a `danubefile.py`.
+    pub available: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ProjectList {
+    pub projects: Vec<Project>,
+}
+
+/// The answer of the native folder dialog.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Picked {
+    /// `None` when the dialog was cancelled.
+    pub project: Option<Project>,
+}
+
+/// `GET /api/v1/projects/pipelines`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ProjectPipelines {
+    pub project: String,
+    pub pipelines: Vec<PipelineSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct PipelineSummary {
+    pub name: String,
+    pub tasks: Vec<String>,
+    /// Why the graph is invalid, when it is.
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/desktop/targets`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct TargetList {
+    pub targets: Vec<Target>,
+    pub kubeconfig: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Target {
+    pub id: String,
+    pub name: String,
+    /// `local` or `kubernetes`.
+    pub kind: String,
+    pub cluster: Option<String>,
+    pub current: bool,
+    pub available: bool,
+    /// Why a job cannot start there, when it cannot.
+    pub note: Option<String>,
+}
+
+/// `GET /api/v1/secrets`: keys and scopes, never values.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct SecretList {
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Secret {
+    pub key: String,
+    /// `global` or `pipeline:<name>`.
+    pub scope: String,
+    pub pipeline: Option<String>,
+    pub updated_at: i64,
+}

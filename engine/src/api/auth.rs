@@ -92,7 +92,7 @@ impl LocalToken {
             Err(err) => return Err(err),
         }
 
-        let value = hex::encode(rand::random::<[u8; TOKEN_BYTES]>());
+        let value = LocalToken::random().value;
         let create = |source| TokenError::Create {
             path: path.to_owned(),
             source,
@@ -111,6 +111,14 @@ impl LocalToken {
             // Another `danube serve` created it first: use theirs.
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => read_token(path),
             Err(err) => Err(create(err)),
+        }
+    }
+
+    /// Returns a new random token that lives in this process's memory
+    /// only.
+    pub fn random() -> LocalToken {
+        LocalToken {
+            value: hex::encode(rand::random::<[u8; TOKEN_BYTES]>()),
         }
     }
 

@@ -18,6 +18,8 @@ mod jobs;
 mod listener;
 mod logs;
 mod metrics;
+mod projects;
+mod secrets;
 mod ui;
 mod watches;
 
@@ -31,7 +33,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,7 +47,7 @@ use crate::store::Store;
 use crate::watch::Watches;
 
 pub use auth::{LocalToken, ServerOrigin, TOKEN_COOKIE, TOKEN_FILE, TokenError, token_cookie_name};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 pub use listener::DEFAULT_HEADER_READ_TIMEOUT;
 pub use metrics::Metrics;
 
@@ -113,6 +115,11 @@ impl AppState {
         })
     }
 
+    /// The token API clients send; it must never be logged.
+    pub(crate) fn token_str(&self) -> &str {
+        self.token.as_str()
+    }
+
     /// Waits for a submitted job in the background and records its duration.
     fn track(&self, handle: JobHandle) {
         // A job submitted while the server stops may have missed the
@@ -135,7 +142,7 @@ impl AppState {
 #[openapi(
     info(
         title = "Danube API",
-        description = "Start jobs, follow their state and logs, and download their artifacts. Every `/api/v1` request needs the local token as `Authorization: Bearer <token>`."
+        description = "Start jobs, follow their state and logs, download their artifacts, and manage secrets. Every `/api/v1` request needs the local token as `Authorization: Bearer <token>`."
     ),
     paths(
         jobs::create,
@@ -156,6 +163,10 @@ impl AppState {
         events::stream,
         artifacts::list,
         artifacts::download,
+        projects::pipelines,
+        secrets::list,
+        secrets::put,
+        secrets::remove,
         watches::create,
         watches::list,
         watches::stop,
@@ -192,8 +203,10 @@ impl utoipa::Modify for TokenSecurity {
     }
 }
 
-/// Builds the router with every route and check.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Builds the router with every route and check. `extra_api` is merged
+/// into `/api/v1` before the token check, so its routes need the token too;
+/// the desktop app mounts its own routes this way.
+pub fn router(state: Arc<AppState>, extra_api: Router<Arc<AppState>>) -> Router {
     let api = Router::new()
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::get))
@@ -211,10 +224,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/jobs/{id}/logs/raw", get(logs::raw::raw))
         .route("/jobs/{id}/artifacts", get(artifacts::list))
         .route("/jobs/{id}/artifacts/{name}", get(artifacts::download))
+        .route("/projects/pipelines", get(projects::pipelines))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{key}", put(secrets::put).delete(secrets::remove))
         .route("/events", get(events::stream))
         .route("/watches", get(watches::list).post(watches::create))
         .route("/watches/{id}", delete(watches::stop))
         .route("/openapi.json", get(openapi))
+        .merge(extra_api)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(from_fn_with_state(state.clone(), auth::require_token));
@@ -237,7 +254,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// holding up the exit.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router(state)` on `listener` until `stop` resolves, then stops.
+/// Serves `router(state, extra_api)` on `listener` until `stop` resolves, then stops.
 ///
 /// Stopping refuses new connections first. Then it cancels the jobs this
 /// engine runs and waits until they are final, so that the event streams
@@ -246,13 +263,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    extra_api: Router<Arc<AppState>>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener =
         listener::LimitedListener::new(listener, listener::connection_cap(state.max_connections));
     let connections = listener::serve_connections(
         listener,
-        router(state.clone()),
+        router(state.clone(), extra_api),
         state.header_read_timeout,
         state.stopping.clone(),
     );

@@ -18,7 +18,6 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::DataDir;
@@ -152,35 +151,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Status> {
 }
 
 async fn open_data(root: &std::path::Path) -> anyhow::Result<(DataDir, Store)> {
-    let data = DataDir::open(root)?;
-    let store = Store::open(&data.database_path())
-        .await
-        .with_context(|| format!("failed to open the database in `{}`", data.root().display()))?;
-    recover_abandoned_jobs(&data, &store).await?;
-    Ok((data, store))
+    Ok(crate::server::open_data(root, &|line| eprintln!("{line}")).await?)
 }
 
 async fn open_store(root: &std::path::Path) -> anyhow::Result<Store> {
     Ok(open_data(root).await?.1)
 }
 
-/// Fails the jobs of `danube` processes that died mid-job, so they do not
-/// show as running forever.
-async fn recover_abandoned_jobs(data: &DataDir, store: &Store) -> anyhow::Result<()> {
-    let recovered = crate::orchestrator::ownership::recover_abandoned_jobs(data, store)
-        .await
-        .context("failed to check for abandoned jobs")?;
-    if recovered > 0 {
-        eprintln!(
-            "note: marked {recovered} job(s) as failed whose danube process stopped before they finished"
-        );
-    }
-    Ok(())
-}
-
-/// Sets up the SDK's Python environment and starts an engine on the backend
-/// of `target`. Returns `None` when a signal arrives during the setup, after
-/// printing which one and `consequence`.
+/// Starts an engine on the backend of `target` after setting up the SDK's
+/// Python environment. Returns `None` when a signal arrives during the
+/// setup, after printing which one and `consequence`.
 async fn start_engine(
     data: &DataDir,
     store: Store,
@@ -188,14 +168,6 @@ async fn start_engine(
     interrupts: &mut signals::Interrupts,
     consequence: &str,
 ) -> anyhow::Result<Option<crate::orchestrator::Engine>> {
-    let python = tokio::select! {
-        python = crate::python::ensure_env(data, &|line| eprintln!("{line}")) => python?,
-        name = interrupts.next() => {
-            eprintln!("received {name} while preparing the Python environment: {consequence}");
-            return Ok(None);
-        }
-    };
-
     let backend = tokio::select! {
         backend = target.backend(data, &store) => backend?,
         name = interrupts.next() => {
@@ -203,15 +175,14 @@ async fn start_engine(
             return Ok(None);
         }
     };
-    let engine = crate::orchestrator::Engine::start(crate::orchestrator::EngineParts {
-        data: data.clone(),
-        store,
-        backend,
-        python,
-        max_artifact_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
-    })
-    .await?;
-    Ok(Some(engine))
+
+    tokio::select! {
+        engine = crate::server::start_engine(data, store, backend, &|line| eprintln!("{line}")) => Ok(Some(engine?)),
+        name = interrupts.next() => {
+            eprintln!("received {name} while preparing the Python environment: {consequence}");
+            Ok(None)
+        }
+    }
 }
 
 fn init_tracing(verbose: u8) {

@@ -200,9 +200,4 @@ pub fn exit_status(outcome: &JobOutcome) -> Status {
     }
 }
 
-pub(super) fn default_parallelism() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .max(4)
-}
+pub(super) use crate::server::default_parallelism;

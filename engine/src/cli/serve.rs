@@ -4,11 +4,10 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
+use crate::api;
+use crate::server::{Server, ServerConfig, TokenSource};
 use anyhow::Context;
 use clap::Args;
-use tokio::net::TcpListener;
-
-use crate::api::{self, AppState, LocalToken, ServerParts, TOKEN_FILE};
 
 use super::Status;
 use super::signals::Interrupts;
@@ -43,10 +42,20 @@ pub struct ServeArgs {
 pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> {
     let addr = loopback_addr(&args.bind)?;
     let mut interrupts = Interrupts::install();
+    let config = ServerConfig {
+        data_root: data_root.to_owned(),
+        bind: addr,
+        token: TokenSource::File,
+        max_parallel: args
+            .max_parallel
+            .map(usize::from)
+            .unwrap_or_else(super::run::default_parallelism),
+        header_read_timeout: args
+            .header_read_timeout
+            .unwrap_or(api::DEFAULT_HEADER_READ_TIMEOUT),
+        max_connections: args.max_connections.map(|cap| cap as usize),
+    };
     let (data, store) = super::open_data(data_root).await?;
-    let token_path = data.keys_dir().join(TOKEN_FILE);
-    let token = LocalToken::load_or_create(&token_path)?;
-
     let Some(engine) = super::start_engine(
         &data,
         store.clone(),
@@ -58,72 +67,37 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
     else {
         return Ok(Status::JobFailed);
     };
-    // Jobs of `danube run` processes that die while this server runs would
-    // otherwise show as running until the next CLI command.
-    tokio::spawn(recover_abandoned_jobs_periodically(data.clone(), store));
+    let server = Server::bind(config, data, store, engine).await?;
 
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("failed to listen on {addr}; pick another port with --bind"))?;
-    let local = listener
-        .local_addr()
-        .context("failed to read the address the server listens on")?;
-    let url = format!("http://{local}/?token={}", token.as_str());
-    let state = AppState::new(ServerParts {
-        engine,
-        data,
-        addr: local,
-        max_parallel: args
-            .max_parallel
-            .map(usize::from)
-            .unwrap_or_else(super::run::default_parallelism),
-        header_read_timeout: args
-            .header_read_timeout
-            .unwrap_or(api::DEFAULT_HEADER_READ_TIMEOUT),
-        max_connections: args.max_connections.map(|cap| cap as usize),
-        token,
-    });
+    let local = server.addr();
     // Write errors are ignored: a server whose stdout was closed keeps serving.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "Danube is serving on http://{local}/");
+    if let Some(token_path) = server.token_path() {
+        let _ = writeln!(
+            stdout,
+            "API clients send `Authorization: Bearer <token>` with the token in {}",
+            token_path.display()
+        );
+    }
     let _ = writeln!(
         stdout,
-        "API clients send `Authorization: Bearer <token>` with the token in {}",
-        token_path.display()
+        "Open this address to log in: {}",
+        server.login_url()
     );
-    let _ = writeln!(stdout, "Open this address to log in: {url}");
     // Tests and scripts read the address from a pipe, which is block-buffered.
     let _ = stdout.flush();
     drop(stdout);
-    tracing::info!(%local, "server listening");
 
     let stop = async move {
         let name = interrupts.next().await;
         eprintln!("received {name}: cancelling running jobs and stopping");
     };
-    api::serve(listener, state, stop)
+    server
+        .serve(axum::Router::new(), stop)
         .await
         .context("the HTTP server failed")?;
     Ok(Status::Success)
-}
-
-/// How often the server looks for jobs whose engine process died.
-const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-async fn recover_abandoned_jobs_periodically(
-    data: crate::config::DataDir,
-    store: crate::store::Store,
-) {
-    let mut interval = tokio::time::interval(RECOVERY_INTERVAL);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        match crate::orchestrator::ownership::recover_abandoned_jobs(&data, &store).await {
-            Ok(0) => {}
-            Ok(recovered) => tracing::info!(recovered, "marked abandoned jobs as failed"),
-            Err(err) => tracing::error!(error = %err, "failed to check for abandoned jobs"),
-        }
-    }
 }
 
 /// Parses `--bind` and rejects anything but loopback.

@@ -85,12 +85,6 @@ pub async fn start(
     let python = &context.python;
     let record = &runtime.record;
 
-    let mut python_path = python.sdk_root.clone().into_os_string();
-    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
-        python_path.push(":");
-        python_path.push(existing);
-    }
-
     let mut command = Command::new(&python.interpreter);
     command
         .arg("-m")
@@ -102,7 +96,7 @@ pub async fn start(
         .arg("--project-dir")
         .arg(runtime.project())
         .current_dir(&workspace.path)
-        .env("PYTHONPATH", python_path)
+        .env("PYTHONPATH", python.python_path())
         .env("PYTHONUNBUFFERED", "1")
         // Keep bytecode caches out of the project when running in place.
         .env(

@@ -10,6 +10,7 @@ pub mod debug;
 pub mod events;
 mod job;
 pub mod ownership;
+pub mod pipelines;
 pub mod plan;
 mod project;
 mod source;
@@ -175,6 +176,11 @@ impl Engine {
         Ok(Engine {
             context: Arc::new(context),
         })
+    }
+
+    /// The secrets this engine's jobs read; the API manages them through it.
+    pub fn vault(&self) -> &SecretVault {
+        &self.context.vault
     }
 
     pub fn store(&self) -> &Store {

@@ -156,6 +156,15 @@ pub enum StoreError {
     #[error("failed to store setting `{key}`")]
     PutSetting { key: String, source: sqlx::Error },
 
+    #[error("failed to record recent project `{path}`")]
+    PutRecentProject { path: String, source: sqlx::Error },
+
+    #[error("failed to list recent projects")]
+    ListRecentProjects { source: sqlx::Error },
+
+    #[error("failed to remove recent project `{path}`")]
+    RemoveRecentProject { path: String, source: sqlx::Error },
+
     #[error(
         "row `{row}` of table `{table}` has an invalid `{column}`; the database was changed \
          outside this version of Danube"

@@ -14,6 +14,7 @@
 //! timestamps as milliseconds since the Unix epoch.
 
 mod error;
+mod projects;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use self::error::StoreError;
 use self::error::{is_busy, is_foreign_key_violation, is_not_a_database, is_unique_violation};
+pub use self::projects::RecentProject;
 use self::rows::{
     ARTIFACT_COLUMNS, AUDIT_COLUMNS, ArtifactRow, AuditRow, JOB_COLUMNS, JobRow, SECRET_COLUMNS,
     STEP_COLUMNS, SecretRow, StepRow, TASK_COLUMNS, TaskRow,

@@ -105,6 +105,7 @@ async fn open_creates_every_table() {
         "api_tokens",
         "audit_events",
         "settings",
+        "recent_projects",
     ]
     .into_iter()
     .map(str::to_owned)

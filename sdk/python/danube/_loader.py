@@ -36,6 +36,23 @@ def load_plan(file: str, requested: str | None, project_dir: str | None = None) 
             message contains the traceback), defines no pipeline, not the one
             requested, several without `requested`, or an invalid graph.
     """
+    display_path, pipelines = load_pipelines(file, project_dir)
+    pipeline = _select_pipeline(display_path, pipelines, requested)
+    try:
+        return pipeline.plan()
+    except PlanError as error:
+        raise LoadFailure(
+            f"pipeline `{pipeline.name}` in `{display_path}` is invalid: {error}"
+        ) from None
+
+
+def load_pipelines(file: str, project_dir: str | None = None) -> tuple[str, list[Pipeline]]:
+    """Import `file` and return the path to show for it and the pipelines
+    it defines, in definition order. `project_dir` is as in `load_plan`.
+
+    Raises:
+        LoadFailure: the file is missing or raised while it was imported.
+    """
     path = os.path.abspath(file)
     display_path = os.path.join(project_dir, os.path.basename(path)) if project_dir else file
     if not os.path.isfile(path):
@@ -53,14 +70,7 @@ def load_plan(file: str, requested: str | None, project_dir: str | None = None) 
             format_traceback_from(error, path), os.path.dirname(path), project_dir
         )
         raise LoadFailure(f"failed to load `{display_path}`:\n{traceback_text}") from None
-
-    pipeline = _select_pipeline(display_path, defined_pipelines(), requested)
-    try:
-        return pipeline.plan()
-    except PlanError as error:
-        raise LoadFailure(
-            f"pipeline `{pipeline.name}` in `{display_path}` is invalid: {error}"
-        ) from None
+    return display_path, defined_pipelines()
 
 
 def _name_project_files(traceback_text: str, copy_dir: str, project_dir: str | None) -> str:

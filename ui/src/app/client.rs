@@ -31,7 +31,35 @@ pub async fn post<B: Serialize, T: DeserializeOwned>(
     path: &str,
     body: &B,
 ) -> Result<T, ApiFailure> {
-    let request = Request::post(path).json(body).map_err(|err| ApiFailure {
+    send_json(Request::post(path), body).await
+}
+
+pub async fn put<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, ApiFailure> {
+    send_json(Request::put(path), body).await
+}
+
+/// Sends a `DELETE`, which the server takes only as JSON like every
+/// state-changing request, and expects no body back.
+pub async fn delete(path: &str) -> Result<(), ApiFailure> {
+    let request = Request::delete(path)
+        .header("Content-Type", "application/json")
+        .build()
+        .map_err(|err| ApiFailure {
+            status: 0,
+            message: format!("could not build the request: {err}"),
+        })?;
+    let response = request.send().await.map_err(unreachable)?;
+    if response.ok() {
+        return Ok(());
+    }
+    decode::<serde_json::Value>(response).await.map(|_| ())
+}
+
+async fn send_json<B: Serialize, T: DeserializeOwned>(
+    request: gloo_net::http::RequestBuilder,
+    body: &B,
+) -> Result<T, ApiFailure> {
+    let request = request.json(body).map_err(|err| ApiFailure {
         status: 0,
         message: format!("could not encode the request: {err}"),
     })?;

@@ -72,6 +72,35 @@ pub fn JobsPage() -> impl IntoView {
         }
     });
     super::set_title("Jobs");
+
+    view! {
+        <section class="page">
+            <div class="page-head">
+                <h1>"Jobs"</h1>
+                <FilterBar filter />
+                <A href="/run" attr:class="button primary">"Run a project"</A>
+            </div>
+            <JobList filter history=false />
+        </section>
+    }
+}
+
+/// The jobs of one project, newest first and live: a project's run
+/// history.
+#[component]
+pub fn ProjectJobs(#[prop(into)] project: Signal<String>) -> impl IntoView {
+    let filter = Memo::new(move |_| Filter {
+        project: project.get(),
+        ..Filter::default()
+    });
+    view! { <JobList filter history=true /> }
+}
+
+/// The jobs that `filter` selects, fetched a page at a time and kept
+/// current from the change feed. A project's `history` has its own empty
+/// state.
+#[component]
+fn JobList(filter: Memo<Filter>, history: bool) -> impl IntoView {
     let jobs = RwSignal::new(Vec::<Job>::new());
     let cursor = RwSignal::new(None::<String>);
     let load = RwSignal::new(Load::Loading);
@@ -174,23 +203,16 @@ pub fn JobsPage() -> impl IntoView {
     list_keys(jobs, selected);
 
     view! {
-        <section class="page">
-            <div class="page-head">
-                <h1>"Jobs"</h1>
-                <FilterBar filter />
-                <A href="/run" attr:class="button primary">"Run a project"</A>
-            </div>
-            {move || match load.get() {
-                Load::Loading => view! { <p class="loading" aria-busy="true">"Loading jobs…"</p> }.into_any(),
-                Load::Failed(failure) => view! { <Failure failure /> }.into_any(),
-                Load::Loaded => view! {
-                    <JobTable jobs filter selected />
-                    <Show when=move || cursor.get().is_some()>
-                        <button class="button" on:click=more data-testid="more-jobs">"Show older jobs"</button>
-                    </Show>
-                }.into_any(),
-            }}
-        </section>
+        {move || match load.get() {
+            Load::Loading => view! { <p class="loading" aria-busy="true">"Loading jobs…"</p> }.into_any(),
+            Load::Failed(failure) => view! { <Failure failure /> }.into_any(),
+            Load::Loaded => view! {
+                <JobTable jobs filter selected history />
+                <Show when=move || cursor.get().is_some()>
+                    <button class="button" on:click=more data-testid="more-jobs">"Show older jobs"</button>
+                </Show>
+            }.into_any(),
+        }}
     }
 }
 
@@ -298,6 +320,7 @@ fn JobTable(
     jobs: RwSignal<Vec<Job>>,
     filter: Memo<Filter>,
     selected: RwSignal<usize>,
+    history: bool,
 ) -> impl IntoView {
     let now = now_ms();
     let visible = move || {
@@ -311,7 +334,7 @@ fn JobTable(
     view! {
         <Show
             when=move || !jobs.with(Vec::is_empty)
-            fallback=move || view! { <EmptyJobs filtered=filter.get() != Filter::default() /> }
+            fallback=move || view! { <EmptyJobs filtered=filter.get() != Filter::default() history /> }
         >
             <table class="jobs" data-testid="jobs">
                 <thead>
@@ -363,7 +386,15 @@ fn JobTable(
 }
 
 #[component]
-fn EmptyJobs(filtered: bool) -> impl IntoView {
+fn EmptyJobs(filtered: bool, history: bool) -> impl IntoView {
+    if history {
+        return view! {
+            <section class="empty" data-testid="no-history">
+                <p class="muted">"No runs of this project yet: press Run."</p>
+            </section>
+        }
+        .into_any();
+    }
     if filtered {
         return view! {
             <section class="empty">

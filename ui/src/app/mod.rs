@@ -8,30 +8,51 @@ mod jobs;
 mod keys;
 mod live;
 pub mod log_view;
+mod project;
 mod run;
+mod secrets;
 mod theme;
 mod trigger;
 
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::hooks::{use_location, use_navigate};
 use leptos_router::path;
 
 use self::live::Changes;
+use crate::api::DesktopInfo;
+
+/// What the desktop app says about itself; `None` on a plain server, and
+/// until the answer arrives.
+#[derive(Clone, Copy)]
+struct Desktop(RwSignal<Option<DesktopInfo>>);
 
 #[component]
 pub fn App() -> impl IntoView {
     let changes = live::open();
     provide_context(changes);
     theme::apply_saved();
+    let desktop = RwSignal::new(None::<DesktopInfo>);
+    provide_context(Desktop(desktop));
+    // Only the desktop app mounts this route; a server answers 404.
+    spawn_local(async move {
+        if let Ok(info) = client::get::<DesktopInfo>("/api/v1/desktop").await {
+            desktop.set(Some(info));
+        }
+    });
 
     view! {
         <Router>
             <Header changes />
+            <DesktopHome />
             <main id="main">
                 <Routes fallback=|| view! { <NotFound /> }>
                     <Route path=path!("/") view=jobs::JobsPage />
                     <Route path=path!("/run") view=run::RunPage />
                     <Route path=path!("/jobs/:id") view=job::JobPage />
+                    <Route path=path!("/project") view=project::ProjectPage />
+                    <Route path=path!("/secrets") view=secrets::SecretsPage />
                 </Routes>
             </main>
             <keys::Shortcuts />
@@ -39,10 +60,37 @@ pub fn App() -> impl IntoView {
     }
 }
 
+/// Returns the desktop app's description, `None` outside the app.
+pub fn desktop_info() -> RwSignal<Option<DesktopInfo>> {
+    expect_context::<Desktop>().0
+}
+
+/// In the desktop app, the first page is the project page rather than
+/// every job.
+#[component]
+fn DesktopHome() -> impl IntoView {
+    // Renders nothing; it only redirects.
+    let desktop = desktop_info();
+    let location = use_location();
+    let navigate = use_navigate();
+    let redirected = StoredValue::new(false);
+    Effect::new(move |_| {
+        if desktop.get().is_none() || redirected.get_value() {
+            return;
+        }
+        redirected.set_value(true);
+        if location.pathname.get_untracked() == "/" && location.search.get_untracked().is_empty() {
+            navigate("/project", Default::default());
+        }
+    });
+    ()
+}
+
 #[component]
 fn Header(changes: Changes) -> impl IntoView {
     let connected = changes.connected;
     let closed = changes.closed;
+    let desktop = desktop_info();
     view! {
         <header class="topbar">
             <A href="/" attr:class="brand">
@@ -50,8 +98,14 @@ fn Header(changes: Changes) -> impl IntoView {
                 "Danube"
             </A>
             <nav aria-label="Main">
+                <Show when=move || desktop.get().is_some()>
+                    <A href="/project" attr:data-testid="nav-project">"Project"</A>
+                </Show>
                 <A href="/" exact=true>"Jobs"</A>
-                <A href="/run">"Run a project"</A>
+                <Show when=move || desktop.get().is_none()>
+                    <A href="/run">"Run a project"</A>
+                </Show>
+                <A href="/secrets" attr:data-testid="nav-secrets">"Secrets"</A>
             </nav>
             <span class="spacer"></span>
             <span

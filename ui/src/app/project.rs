@@ -1,0 +1,402 @@
+//! The desktop app's project page: open a folder (native dialog, typed
+//! path or a recent one), pick the pipeline and the target, run it, and
+//! see the project's run history.
+//!
+//! The open project lives in the address (`/project?path=`), so the app's
+//! back button and links work as elsewhere.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::components::A;
+use leptos_router::hooks::{use_navigate, use_query_map};
+use serde::Serialize;
+
+use super::client::{self, ApiFailure};
+use super::jobs::ProjectJobs;
+use super::{Failure, desktop_info, set_title};
+use crate::api::{
+    Job, Picked, PipelineSummary, Project, ProjectList, ProjectPipelines, Target, TargetList,
+};
+
+#[derive(Serialize)]
+struct OpenProject<'a> {
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CreateJob {
+    project: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+/// The address of `path`'s project page.
+pub fn project_href(path: &str) -> String {
+    format!("/project?path={}", client::query_value(path))
+}
+
+#[component]
+pub fn ProjectPage() -> impl IntoView {
+    set_title("Project");
+    let query = use_query_map();
+    let desktop = desktop_info();
+    // Without `?path=`, the project given with `--project`.
+    let path = Memo::new(move |_| {
+        query
+            .read()
+            .get("path")
+            .filter(|path| !path.is_empty())
+            .or_else(|| {
+                desktop
+                    .get()
+                    .and_then(|info| info.project)
+                    .map(|project| project.path)
+            })
+    });
+
+    view! {
+        <section class="page project-page" data-testid="project-page">
+            <ProjectPicker />
+            {move || match path.get() {
+                Some(path) => view! { <OpenedProject path /> }.into_any(),
+                None => view! {
+                    <section class="empty">
+                        <h2>"Open a project"</h2>
+                        <p>"Pick a folder that contains a "<code>"danubefile.py"</code>"."</p>
+                    </section>
+                }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// The "Open folder" button, a field for a typed path, and the recent
+/// projects.
+#[component]
+fn ProjectPicker() -> impl IntoView {
+    let recent = RwSignal::new(Vec::<Project>::new());
+    let typed = RwSignal::new(String::new());
+    let failure = RwSignal::new(None::<ApiFailure>);
+    let busy = RwSignal::new(false);
+    let navigate = use_navigate();
+
+    spawn_local(async move {
+        match client::get::<ProjectList>("/api/v1/desktop/projects").await {
+            Ok(list) => recent.set(list.projects),
+            Err(err) => failure.set(Some(err)),
+        }
+    });
+
+    let pick = {
+        let navigate = navigate.clone();
+        move |_| {
+            if busy.get_untracked() {
+                return;
+            }
+            busy.set(true);
+            failure.set(None);
+            let navigate = navigate.clone();
+            spawn_local(async move {
+                match client::post::<_, Picked>("/api/v1/desktop/projects/pick", &Empty {}).await {
+                    Ok(Picked {
+                        project: Some(project),
+                    }) => navigate(&project_href(&project.path), Default::default()),
+                    Ok(Picked { project: None }) => {}
+                    Err(err) => failure.set(Some(err)),
+                }
+                busy.set(false);
+            });
+        }
+    };
+
+    let open_typed = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let wanted = typed.get_untracked().trim().to_owned();
+        if wanted.is_empty() {
+            return;
+        }
+        failure.set(None);
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            let body = OpenProject {
+                path: &wanted,
+                pipeline: None,
+            };
+            match client::post::<_, Project>("/api/v1/desktop/projects", &body).await {
+                Ok(project) => navigate(&project_href(&project.path), Default::default()),
+                Err(err) => failure.set(Some(err)),
+            }
+        });
+    };
+
+    view! {
+        <div class="page-head project-picker">
+            <button class="button primary" on:click=pick disabled=move || busy.get() data-testid="open-folder">
+                {move || if busy.get() { "Choosing…" } else { "Open folder…" }}
+            </button>
+            <form class="filters" on:submit=open_typed>
+                <label>
+                    "or a path "
+                    <input
+                        type="text"
+                        placeholder="/home/me/src/app"
+                        data-testid="project-path"
+                        bind:value=typed
+                    />
+                </label>
+                <button type="submit" class="button" data-testid="open-path">"Open"</button>
+            </form>
+            <Show when=move || !recent.with(Vec::is_empty)>
+                <nav class="recent" aria-label="Recent projects">
+                    <span class="muted">"Recent: "</span>
+                    <For
+                        each=move || recent.get()
+                        key=|project| project.path.clone()
+                        children=|project| {
+                            let href = project_href(&project.path);
+                            let class = if project.available { "chip" } else { "chip unavailable" };
+                            view! {
+                                <A
+                                    href=href
+                                    attr:class=class
+                                    attr:title=project.path.clone()
+                                    attr:data-testid="recent-project"
+                                >
+                                    {project.name.clone()}
+                                </A>
+                            }
+                        }
+                    />
+                </nav>
+            </Show>
+        </div>
+        {move || failure.get().map(|failure| view! { <Failure failure /> })}
+    }
+}
+
+/// One open project: its pipelines, the target, Run, and its history.
+#[component]
+fn OpenedProject(path: String) -> impl IntoView {
+    let project = RwSignal::new(None::<Project>);
+    let pipelines = RwSignal::new(None::<Result<Vec<PipelineSummary>, ApiFailure>>);
+    let targets = RwSignal::new(None::<TargetList>);
+    let pipeline = RwSignal::new(String::new());
+    let target = RwSignal::new("local".to_owned());
+    let failure = RwSignal::new(None::<ApiFailure>);
+    let busy = RwSignal::new(false);
+    let navigate = use_navigate();
+
+    // Opening records the project among the recent ones and checks it.
+    let opened = path.clone();
+    spawn_local(async move {
+        let body = OpenProject {
+            path: &opened,
+            pipeline: None,
+        };
+        match client::post::<_, Project>("/api/v1/desktop/projects", &body).await {
+            Ok(found) => {
+                set_title(&found.name);
+                if let Some(chosen) = &found.pipeline {
+                    pipeline.set(chosen.clone());
+                }
+                project.set(Some(found));
+            }
+            Err(err) => failure.set(Some(err)),
+        }
+        let listed = client::get::<ProjectPipelines>(&format!(
+            "/api/v1/projects/pipelines?project={}",
+            client::query_value(&opened)
+        ))
+        .await
+        .map(|answer| answer.pipelines);
+        if let Ok(list) = &listed {
+            let remembered = pipeline.get_untracked();
+            if !list.iter().any(|summary| summary.name == remembered)
+                && let Some(first) = list.first()
+            {
+                pipeline.set(first.name.clone());
+            }
+        }
+        pipelines.set(Some(listed));
+    });
+    spawn_local(async move {
+        match client::get::<TargetList>("/api/v1/desktop/targets").await {
+            Ok(list) => targets.set(Some(list)),
+            Err(err) => failure.set(Some(err)),
+        }
+    });
+
+    let run_path = path.clone();
+    let run = move |_| {
+        if busy.get_untracked() {
+            return;
+        }
+        let chosen = pipeline.get_untracked();
+        let several =
+            pipelines.with_untracked(|list| matches!(list, Some(Ok(list)) if list.len() > 1));
+        let body = CreateJob {
+            project: run_path.clone(),
+            pipeline: (several && !chosen.is_empty()).then_some(chosen.clone()),
+        };
+        busy.set(true);
+        failure.set(None);
+        let navigate = navigate.clone();
+        let remember_path = run_path.clone();
+        spawn_local(async move {
+            if several {
+                // Preselects this pipeline the next time the project opens.
+                let remember = OpenProject {
+                    path: &remember_path,
+                    pipeline: Some(&chosen),
+                };
+                let _ = client::post::<_, Project>("/api/v1/desktop/projects", &remember).await;
+            }
+            match client::post::<_, Job>("/api/v1/jobs", &body).await {
+                Ok(job) => navigate(&format!("/jobs/{}", job.id), Default::default()),
+                Err(err) => failure.set(Some(err)),
+            }
+            busy.set(false);
+        });
+    };
+
+    let chosen_target = move || {
+        targets.with(|list| {
+            list.as_ref()
+                .and_then(|list| list.targets.iter().find(|t| t.id == target.get()).cloned())
+        })
+    };
+    let can_run = move || {
+        !busy.get()
+            && matches!(pipelines.get(), Some(Ok(list)) if !list.is_empty())
+            && chosen_target().is_some_and(|target| target.available)
+    };
+    let history_path = Signal::derive({
+        let path = path.clone();
+        move || path.clone()
+    });
+
+    view! {
+        <header class="project-head">
+            <h1 data-testid="project-name">
+                {move || project.get().map(|p| p.name).unwrap_or_default()}
+            </h1>
+            <p class="muted mono" data-testid="project-location">{path.clone()}</p>
+        </header>
+        <form class="run-form project-run" on:submit=|event| event.prevent_default()>
+            <label>
+                "Pipeline "
+                <PipelineChoice pipelines pipeline />
+            </label>
+            <label>
+                "Target "
+                <TargetChoice targets target />
+            </label>
+            <button
+                type="button"
+                class="button primary"
+                on:click=run
+                disabled=move || !can_run()
+                data-testid="run-project"
+            >
+                {move || if busy.get() { "Starting…" } else { "Run" }}
+            </button>
+        </form>
+        {move || chosen_target().and_then(|target| target.note).map(|note| view! {
+            <p class="notice" role="status" data-testid="target-note">{note}</p>
+        })}
+        {move || targets.get().and_then(|list| list.error).map(|error| view! {
+            <p class="reason" data-testid="kubeconfig-error">{error}</p>
+        })}
+        {move || match pipelines.get() {
+            Some(Err(failure)) => Some(view! { <Failure failure /> }.into_any()),
+            _ => None,
+        }}
+        {move || failure.get().map(|failure| view! { <Failure failure /> })}
+        <h2>"Run history"</h2>
+        <div data-testid="history">
+            <ProjectJobs project=history_path />
+        </div>
+    }
+}
+
+/// The pipelines of the file; a choice only when there are several.
+#[component]
+fn PipelineChoice(
+    pipelines: RwSignal<Option<Result<Vec<PipelineSummary>, ApiFailure>>>,
+    pipeline: RwSignal<String>,
+) -> impl IntoView {
+    let on_change = move |event: leptos::ev::Event| pipeline.set(event_target_value(&event));
+    view! {
+        <select
+            data-testid="pipeline-select"
+            on:change=on_change
+            prop:value=move || pipeline.get()
+            disabled=move || !matches!(pipelines.get(), Some(Ok(list)) if list.len() > 1)
+        >
+            {move || match pipelines.get() {
+                None => view! { <option value="">"reading danubefile.py…"</option> }.into_any(),
+                Some(Err(_)) => view! { <option value="">"the file does not load"</option> }.into_any(),
+                Some(Ok(list)) => list
+                    .into_iter()
+                    .map(|summary| {
+                        let label = pipeline_label(&summary);
+                        view! { <option value=summary.name.clone()>{label}</option> }
+                    })
+                    .collect_view()
+                    .into_any(),
+            }}
+        </select>
+    }
+}
+
+fn pipeline_label(summary: &PipelineSummary) -> String {
+    match &summary.error {
+        Some(error) => format!("{} (invalid: {error})", summary.name),
+        None => {
+            let count = summary.tasks.len();
+            let noun = if count == 1 { "task" } else { "tasks" };
+            format!("{} ({count} {noun})", summary.name)
+        }
+    }
+}
+
+/// Local processes and the kubeconfig's contexts; unavailable ones are
+/// shown but cannot be chosen.
+#[component]
+fn TargetChoice(targets: RwSignal<Option<TargetList>>, target: RwSignal<String>) -> impl IntoView {
+    let on_change = move |event: leptos::ev::Event| target.set(event_target_value(&event));
+    view! {
+        <select data-testid="target-select" on:change=on_change prop:value=move || target.get()>
+            {move || {
+                targets
+                    .get()
+                    .map(|list| list.targets)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|option: Target| {
+                        let label = target_label(&option);
+                        view! {
+                            <option value=option.id.clone() disabled=!option.available>{label}</option>
+                        }
+                    })
+                    .collect_view()
+            }}
+        </select>
+    }
+}
+
+fn target_label(target: &Target) -> String {
+    let mut label = target.name.clone();
+    if target.current {
+        label.push_str(" (current context)");
+    }
+    if !target.available {
+        label.push_str(" — not available yet");
+    }
+    label
+}
