@@ -279,7 +279,7 @@ pub struct Server {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub base: String,
-    /// The local token from the printed address.
+    /// The local token, read from the data directory.
     pub token: String,
     /// Where the server's stderr goes.
     pub log: PathBuf,
@@ -307,7 +307,7 @@ impl Sandbox {
             .expect("start danube serve");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let url = loop {
+        let base = loop {
             let Some(Ok(line)) = lines.next() else {
                 let _ = child.kill();
                 panic!(
@@ -315,19 +315,23 @@ impl Sandbox {
                     fs::read_to_string(&log).unwrap_or_default()
                 );
             };
-            if let Some(url) = line.strip_prefix("Open this address to log in: ") {
-                break url.to_owned();
+            if let Some(url) = line.strip_prefix("Danube is serving on ") {
+                break url.trim_end_matches('/').to_owned();
             }
         };
         // Keep reading, so the server never writes to a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let (base, token) = url
-            .split_once("/?token=")
-            .expect("the address carries the token");
+        // The server prints the login address only to a terminal, so the
+        // token comes from its file, written before the address is printed.
+        let token_path = self.data_dir().join("keys").join("local-token");
+        let token = fs::read_to_string(&token_path)
+            .unwrap_or_else(|err| panic!("read {}: {err}", token_path.display()))
+            .trim()
+            .to_owned();
         Server {
             child,
-            base: base.to_owned(),
-            token: token.to_owned(),
+            base,
+            token,
             log,
         }
     }

@@ -80,11 +80,21 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
             token_path.display()
         );
     }
-    let _ = writeln!(
-        stdout,
-        "Open this address to log in: {}",
-        server.login_url()
-    );
+    // The login address holds the token. Printed to a pipe it would end up
+    // in log files and, for the engine in a cluster, in the pod's log that
+    // anyone with `pods/log` can read.
+    if std::io::IsTerminal::is_terminal(&stdout) {
+        let _ = writeln!(
+            stdout,
+            "Open this address to log in: {}",
+            server.login_url()
+        );
+    } else {
+        let _ = writeln!(
+            stdout,
+            "To log in, open http://{local}/?token=TOKEN with the token from the file above"
+        );
+    }
     // Tests and scripts read the address from a pipe, which is block-buffered.
     let _ = stdout.flush();
     drop(stdout);
