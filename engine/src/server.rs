@@ -269,8 +269,8 @@ pub async fn start_engine(
     .map_err(ServerError::StartEngine)
 }
 
-/// Tasks that may run at once in a job when nothing says otherwise: the
-/// number of CPUs, at least 4.
+/// Tasks that may run at once in a job when no option sets it: the number
+/// of CPUs, at least 4.
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)

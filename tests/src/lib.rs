@@ -11,6 +11,8 @@ use serde_json::Value;
 
 pub mod browser;
 pub mod desktop;
+pub mod engine;
+pub mod http;
 pub mod kube;
 
 /// The workspace root (the folder with the top-level `Cargo.toml`).

@@ -7,44 +7,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use danube_tests::http::{assert_error, client, get, json_of, post};
 use danube_tests::{Sandbox, Server, process_alive};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn get(server: &Server, path: &str) -> RequestBuilder {
-    client().get(server.url(path)).bearer_auth(&server.token)
-}
-
-fn post(server: &Server, path: &str, body: Value) -> RequestBuilder {
-    client()
-        .post(server.url(path))
-        .bearer_auth(&server.token)
-        .json(&body)
-}
-
-fn json_of(response: Response) -> Value {
-    response.json().expect("the body is JSON")
-}
-
-/// Asserts the status and the error shape, and returns the error code.
-fn assert_error(response: Response, status: StatusCode) -> String {
-    assert_eq!(response.status(), status);
-    let body = json_of(response);
-    let message = body["error"]["message"].as_str().unwrap_or("");
-    assert!(!message.is_empty(), "no message in {body}");
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {body}"))
-        .to_owned()
-}
 
 fn start_job(server: &Server, sandbox: &Sandbox) -> String {
     let project = sandbox.project();

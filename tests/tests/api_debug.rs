@@ -5,9 +5,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use danube_tests::http::{assert_error, get, json_of, post};
 use danube_tests::{Sandbox, Server};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::Response;
 use serde_json::{Value, json};
 
 const SECRET: &str = "hunter2-Debug-77xq";
@@ -25,39 +26,6 @@ def test():
 
 pipeline(name="fixable", tasks=[test])
 "#;
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn get(server: &Server, path: &str) -> RequestBuilder {
-    client().get(server.url(path)).bearer_auth(&server.token)
-}
-
-fn post(server: &Server, path: &str, body: Value) -> RequestBuilder {
-    client()
-        .post(server.url(path))
-        .bearer_auth(&server.token)
-        .json(&body)
-}
-
-fn json_of(response: Response) -> Value {
-    response.json().expect("the body is JSON")
-}
-
-/// Asserts the status and the error shape, and returns the error code.
-fn assert_error(response: Response, status: StatusCode) -> String {
-    assert_eq!(response.status(), status);
-    let body = json_of(response);
-    assert!(
-        !body["error"]["message"].as_str().unwrap_or("").is_empty(),
-        "no message in {body}"
-    );
-    body["error"]["code"].as_str().unwrap().to_owned()
-}
 
 fn set_secret(sandbox: &Sandbox, key: &str, value: &str) {
     let mut child = sandbox
@@ -432,6 +400,24 @@ fn rerun_and_create_take_breakpoints() {
 }
 
 #[test]
+fn unknown_resume_action_names_the_valid_ones() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+
+    let response = post(&server, "/api/v1/jobs/0123/debug/pause", json!({}))
+        .send()
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let message = json_of(response)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("`pause`"), "{message}");
+    assert!(message.contains("`continue`"), "{message}");
+}
+
+#[test]
 fn openapi_documents_debug_routes() {
     let sandbox = Sandbox::new();
     let server = sandbox.serve();
@@ -443,9 +429,7 @@ fn openapi_documents_debug_routes() {
         ("/api/v1/jobs/{id}/debug", "get"),
         ("/api/v1/jobs/{id}/debug/exec", "post"),
         ("/api/v1/jobs/{id}/debug/files", "get"),
-        ("/api/v1/jobs/{id}/debug/continue", "post"),
-        ("/api/v1/jobs/{id}/debug/retry", "post"),
-        ("/api/v1/jobs/{id}/debug/abort", "post"),
+        ("/api/v1/jobs/{id}/debug/{action}", "post"),
     ] {
         assert!(
             paths[path][method].is_object(),
@@ -454,5 +438,17 @@ fn openapi_documents_debug_routes() {
     }
     let schemas = &openapi["components"]["schemas"];
     assert!(schemas["DebugPause"].is_object());
+    let action = paths["/api/v1/jobs/{id}/debug/{action}"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == "action")
+        .expect("the action parameter is documented")
+        .clone();
+    assert_eq!(
+        schemas["ResumeAction"]["enum"],
+        json!(["continue", "retry", "abort"]),
+        "{action}"
+    );
     assert!(schemas["CreateJob"]["properties"]["break_on_failure"].is_object());
 }

@@ -4,17 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use danube_tests::http::client;
 use danube_tests::{Sandbox, Server};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::{Value, json};
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 fn request(server: &Server, method: reqwest::Method, path: &str) -> RequestBuilder {
     client()

@@ -2,41 +2,22 @@
 //! backend: breakpoints, ad-hoc commands, the workspace's files, continue,
 //! retry and abort.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use danube::backend::local::LocalBackend;
 use danube::backend::{BackendError, WorkspaceEntry};
 use danube::config::DataDir;
 use danube::logs::{LogKey, read_log};
 use danube::model::{JobState, RunState};
 use danube::orchestrator::debug::{DebugError, Decision, Pause, PauseReason};
-use danube::orchestrator::{Breakpoints, Engine, EngineParts, JobEvent, JobHandle, JobRequest};
+use danube::orchestrator::{Breakpoints, JobEvent, JobHandle, JobRequest};
 use danube::secrets::{Scope, SecretVault};
-use danube::store::Store;
-use danube_tests::{Sandbox, process_alive, shared_venv};
+use danube_tests::engine::local_engine;
+use danube_tests::{Sandbox, process_alive};
 use std::path::Path;
 
 /// Upper bound for waiting on a pause or a job's end, so that a broken
 /// engine fails the test instead of hanging it.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
-
-async fn engine(sandbox: &Sandbox) -> Engine {
-    let data = DataDir::open(&sandbox.data_dir()).unwrap();
-    let store = Store::open(&data.database_path()).await.unwrap();
-    // SAFETY: set before any thread of this test reads the environment.
-    unsafe { std::env::set_var("DANUBE_PYTHON_VENV", shared_venv()) };
-    let python = danube::python::ensure_env(&data, &|_| {}).await.unwrap();
-    Engine::start(EngineParts {
-        backend: Arc::new(LocalBackend::new(data.workspaces_dir())),
-        data,
-        store,
-        python,
-        max_artifact_bytes: 1 << 20,
-    })
-    .await
-    .unwrap()
-}
 
 fn request(sandbox: &Sandbox, breakpoints: Breakpoints) -> JobRequest {
     JobRequest {
@@ -114,7 +95,7 @@ def build():
 pipeline(name="app", tasks=[build])
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, before("build/compile")))
         .await
@@ -163,7 +144,7 @@ def build():
 pipeline(name="app", tasks=[build])
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, before("build")))
         .await
@@ -191,7 +172,7 @@ def test():
 pipeline(name="app", tasks=[test])
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, on_failure()))
         .await
@@ -256,7 +237,7 @@ def test():
 pipeline(name="app", tasks=[test])
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, on_failure()))
         .await
@@ -290,7 +271,7 @@ def deploy():
 pipeline(name="app", tasks=[deploy])
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let data = DataDir::open(&sandbox.data_dir()).unwrap();
     let vault = SecretVault::open(engine.store().clone(), &data.encryption_key_path())
         .await
@@ -359,7 +340,7 @@ pipeline(name="app", tasks=[build])
 "#,
             outside = outside.display()
         ));
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, before("inspect")))
         .await
@@ -421,7 +402,7 @@ pipeline(name="app", tasks=[serve])
 "#,
         pids = pids.display()
     ));
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, before("check")))
         .await
@@ -496,7 +477,7 @@ def short():
     step.run("true", name="quick")
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let mut handle = engine
         .submit(request(&sandbox, before("quick")))
         .await
@@ -512,8 +493,9 @@ def short():
     assert_eq!(outcome.state, JobState::Success, "{outcome:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn breakpoint_on_unknown_task_fails_at_plan() {
+/// Runs a one-step pipeline (`build/compile`) with a breakpoint before
+/// `breakpoint` to its end.
+async fn run_build_with_breakpoint(breakpoint: &str) -> danube::orchestrator::JobOutcome {
     let sandbox = Sandbox::new();
     sandbox.pipeline(
         r#"
@@ -526,13 +508,17 @@ def build():
 pipeline(name="app", tasks=[build])
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let handle = engine
-        .submit(request(&sandbox, before("deploy/push")))
+        .submit(request(&sandbox, before(breakpoint)))
         .await
         .unwrap();
+    finish(handle).await
+}
 
-    let outcome = finish(handle).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn breakpoint_on_unknown_task_fails_at_plan() {
+    let outcome = run_build_with_breakpoint("deploy/push").await;
 
     assert_eq!(outcome.state, JobState::Failure);
     assert!(outcome.load_error);
@@ -543,25 +529,7 @@ pipeline(name="app", tasks=[build])
 
 #[tokio::test(flavor = "multi_thread")]
 async fn breakpoint_matching_no_step_fails_job() {
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
-        r#"
-from danube import pipeline, step, task
-
-@task()
-def build():
-    step.run("true", name="compile")
-
-pipeline(name="app", tasks=[build])
-"#,
-    );
-    let engine = engine(&sandbox).await;
-    let handle = engine
-        .submit(request(&sandbox, before("compil")))
-        .await
-        .unwrap();
-
-    let outcome = finish(handle).await;
+    let outcome = run_build_with_breakpoint("compil").await;
 
     assert_eq!(outcome.state, JobState::Failure);
     let reason = outcome.reason.unwrap();
@@ -573,7 +541,7 @@ pipeline(name="app", tasks=[build])
 async fn malformed_breakpoint_is_rejected_before_start() {
     let sandbox = Sandbox::new();
     sandbox.pipeline("from danube import pipeline\n");
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
 
     let error = engine
         .submit(request(&sandbox, before("build/")))
@@ -596,7 +564,7 @@ def plain():
     step.run("sleep 1", name="wait")
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let handle = engine
         .submit(request(&sandbox, Breakpoints::default()))
         .await

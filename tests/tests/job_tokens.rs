@@ -1,34 +1,14 @@
 //! A job's token works only while the job runs, and a job stops at its
 //! `max_duration`, through the engine library itself.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use danube::backend::local::LocalBackend;
-use danube::config::DataDir;
 use danube::model::JobState;
-use danube::orchestrator::{Engine, EngineParts, JobRequest};
+use danube::orchestrator::JobRequest;
 use danube::proto::GetSecretRequest;
 use danube::proto::job_service_client::JobServiceClient;
-use danube::store::Store;
-use danube_tests::{Sandbox, shared_venv};
-
-async fn engine(sandbox: &Sandbox) -> Engine {
-    let data = DataDir::open(&sandbox.data_dir()).unwrap();
-    let store = Store::open(&data.database_path()).await.unwrap();
-    // SAFETY: set before any thread of this test reads the environment.
-    unsafe { std::env::set_var("DANUBE_PYTHON_VENV", shared_venv()) };
-    let python = danube::python::ensure_env(&data, &|_| {}).await.unwrap();
-    Engine::start(EngineParts {
-        backend: Arc::new(LocalBackend::new(data.workspaces_dir())),
-        data,
-        store,
-        python,
-        max_artifact_bytes: 1 << 20,
-    })
-    .await
-    .unwrap()
-}
+use danube_tests::Sandbox;
+use danube_tests::engine::local_engine;
 
 fn request(sandbox: &Sandbox) -> JobRequest {
     JobRequest {
@@ -59,7 +39,7 @@ def leak():
     step.run("true")
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let handle = engine.submit(request(&sandbox)).await.unwrap();
     let outcome = handle.wait().await;
     assert_eq!(outcome.state, JobState::Success, "{outcome:?}");
@@ -88,7 +68,7 @@ def slow():
     step.run("sleep 60", name="sleep")
 "#,
     );
-    let engine = engine(&sandbox).await;
+    let engine = local_engine(&sandbox).await;
     let handle = engine.submit(request(&sandbox)).await.unwrap();
     let id = handle.id.clone();
     let outcome = tokio::time::timeout(Duration::from_secs(30), handle.wait())

@@ -7,16 +7,13 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use danube::backend::local::LocalBackend;
-use danube::config::DataDir;
 use danube::model::{JobId, JobState, TriggerType};
-use danube::orchestrator::{Engine, EngineParts, JobOutcome, JobRequest};
-use danube::store::Store;
+use danube::orchestrator::{Engine, JobOutcome, JobRequest};
 use danube::watch::{RunFollower, WatchRequest, WatchRun, WatchSession};
-use danube_tests::{Sandbox, process_alive, shared_venv};
+use danube_tests::engine::local_engine;
+use danube_tests::{Sandbox, process_alive};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -38,23 +35,6 @@ from danube import pipeline, step
 def quick():
     step.run("true", name="check")
 "#;
-
-async fn engine(sandbox: &Sandbox) -> Engine {
-    let data = DataDir::open(&sandbox.data_dir()).unwrap();
-    let store = Store::open(&data.database_path()).await.unwrap();
-    // SAFETY: every test sets the same value before it starts an engine.
-    unsafe { std::env::set_var("DANUBE_PYTHON_VENV", shared_venv()) };
-    let python = danube::python::ensure_env(&data, &|_| {}).await.unwrap();
-    Engine::start(EngineParts {
-        backend: Arc::new(LocalBackend::new(data.workspaces_dir())),
-        data,
-        store,
-        python,
-        max_artifact_bytes: 1 << 20,
-    })
-    .await
-    .unwrap()
-}
 
 /// What the session did, in order.
 #[derive(Debug)]
@@ -96,7 +76,7 @@ struct Watching {
 
 impl Watching {
     async fn start(sandbox: &Sandbox) -> Watching {
-        let engine = engine(sandbox).await;
+        let engine = local_engine(sandbox).await;
         let request = WatchRequest {
             job: JobRequest {
                 project: sandbox.project(),

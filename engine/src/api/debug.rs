@@ -226,62 +226,50 @@ pub async fn files(
     Ok(Json(files_body(entry)))
 }
 
-/// Continue a paused job: run the step, or let its failure stand
+/// What ends a pause, as the last segment of the route names it.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeAction {
+    Continue,
+    Retry,
+    Abort,
+}
+
+impl From<ResumeAction> for Decision {
+    fn from(action: ResumeAction) -> Decision {
+        match action {
+            ResumeAction::Continue => Decision::Continue,
+            ResumeAction::Retry => Decision::Retry,
+            ResumeAction::Abort => Decision::Abort,
+        }
+    }
+}
+
+/// End a pause: continue, retry the step, or abort the job
+///
+/// `continue` runs the step when the job paused before it, or lets its
+/// failure stand. `retry` runs the paused step again as a new attempt.
+/// `abort` ends the job `cancelled` and stops every process of it.
 #[utoipa::path(
     post,
-    path = "/api/v1/jobs/{id}/debug/continue",
-    params(("id" = String, Path, description = "Job id or a unique prefix")),
+    path = "/api/v1/jobs/{id}/debug/{action}",
+    params(
+        ("id" = String, Path, description = "Job id or a unique prefix"),
+        ("action" = ResumeAction, Path, description = "`continue`, `retry` or `abort`"),
+    ),
     responses(
         (status = 200, body = Resumed),
+        (status = 400, description = "The action is not `continue`, `retry` or `abort`", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not paused, ended, or another process runs it", body = ErrorBody),
     )
 )]
-pub async fn resume_continue(
+pub async fn resume(
     State(state): State<Arc<AppState>>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath((id, action)): ApiPath<(String, ResumeAction)>,
 ) -> Result<Json<Resumed>, ApiError> {
-    resume(&state, &id, Decision::Continue).await
-}
-
-/// Retry the paused step as a new attempt
-#[utoipa::path(
-    post,
-    path = "/api/v1/jobs/{id}/debug/retry",
-    params(("id" = String, Path, description = "Job id or a unique prefix")),
-    responses(
-        (status = 200, body = Resumed),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The job is not paused, ended, or another process runs it", body = ErrorBody),
-    )
-)]
-pub async fn resume_retry(
-    State(state): State<Arc<AppState>>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<Resumed>, ApiError> {
-    resume(&state, &id, Decision::Retry).await
-}
-
-/// Abort a paused job: it ends `cancelled` and its processes are stopped
-#[utoipa::path(
-    post,
-    path = "/api/v1/jobs/{id}/debug/abort",
-    params(("id" = String, Path, description = "Job id or a unique prefix")),
-    responses(
-        (status = 200, body = Resumed),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The job is not paused, ended, or another process runs it", body = ErrorBody),
-    )
-)]
-pub async fn resume_abort(
-    State(state): State<Arc<AppState>>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<Resumed>, ApiError> {
-    resume(&state, &id, Decision::Abort).await
-}
-
-async fn resume(state: &AppState, id: &str, decision: Decision) -> Result<Json<Resumed>, ApiError> {
-    let debugger = debugger(state, id).await?;
+    let decision = Decision::from(action);
+    let debugger = debugger(&state, &id).await?;
     let pause = debugger.resume(decision).map_err(debug_error)?;
     Ok(Json(Resumed {
         decision: decision.as_str(),

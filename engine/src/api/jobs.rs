@@ -180,17 +180,32 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<Response, ApiError> {
-    let project = PathBuf::from(&body.project);
-    if !project.is_absolute() {
-        return Err(ApiError::bad_request(format!(
-            "project `{}` is not an absolute path; pass the absolute path of the folder that contains {PIPELINE_FILE}",
-            body.project
-        )));
-    }
+    let project = absolute_project(&body.project)?;
     check_project(&project).map_err(|err| ApiError::unprocessable(err.to_string()))?;
     let pipeline = body.pipeline.filter(|name| !name.is_empty());
     let breakpoints = breakpoints(body.break_before, body.break_on_failure);
     submit(&state, project, pipeline, breakpoints).await
+}
+
+/// Reads the `project` of a request, which must be an absolute path.
+pub(super) fn absolute_project(raw: &str) -> Result<PathBuf, ApiError> {
+    let project = PathBuf::from(raw);
+    if !project.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "project `{raw}` is not an absolute path; pass the absolute path of the folder that contains {PIPELINE_FILE}"
+        )));
+    }
+    Ok(project)
+}
+
+/// The error for a request that would start a `what` while the server
+/// stops.
+pub(super) fn stopping(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("the server is stopping; start the {what} again once it runs"),
+    )
 }
 
 async fn submit(
@@ -200,11 +215,7 @@ async fn submit(
     breakpoints: Breakpoints,
 ) -> Result<Response, ApiError> {
     if state.stopping.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the server is stopping; start the job again once it runs",
-        ));
+        return Err(stopping("job"));
     }
     let handle = state
         .engine

@@ -153,9 +153,7 @@ impl AppState {
         debug::show,
         debug::exec,
         debug::files,
-        debug::resume_continue,
-        debug::resume_retry,
-        debug::resume_abort,
+        debug::resume,
         logs::read,
         logs::stream,
         logs::stream_all,
@@ -175,6 +173,8 @@ impl AppState {
         metrics::render,
         openapi,
     ),
+    // Path parameters of an enum type are referenced, not collected.
+    components(schemas(debug::ResumeAction)),
     modifiers(&TokenSecurity, &CheckResponses),
     security(("bearer_token" = []), ("token_cookie" = []))
 )]
@@ -215,9 +215,7 @@ pub fn router(state: Arc<AppState>, extra_api: Router<Arc<AppState>>) -> Router 
         .route("/jobs/{id}/debug", get(debug::show))
         .route("/jobs/{id}/debug/exec", post(debug::exec))
         .route("/jobs/{id}/debug/files", get(debug::files))
-        .route("/jobs/{id}/debug/continue", post(debug::resume_continue))
-        .route("/jobs/{id}/debug/retry", post(debug::resume_retry))
-        .route("/jobs/{id}/debug/abort", post(debug::resume_abort))
+        .route("/jobs/{id}/debug/{action}", post(debug::resume))
         .route("/jobs/{id}/logs", get(logs::read))
         .route("/jobs/{id}/logs/stream", get(logs::stream))
         .route("/jobs/{id}/logs/stream/all", get(logs::stream_all))

@@ -3,7 +3,6 @@
 //! changes; the jobs it starts appear in `/api/v1/jobs` and
 //! `/api/v1/events` like any other.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -13,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::{AppState, jobs};
 use crate::model::TriggerType;
-use crate::orchestrator::{JobRequest, PIPELINE_FILE};
+use crate::orchestrator::JobRequest;
 use crate::watch::{DEFAULT_DEBOUNCE, WatchError, WatchInfo, WatchRequest};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -70,15 +69,9 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<CreateWatch>,
 ) -> Result<Response, ApiError> {
-    let project = PathBuf::from(&body.project);
-    if !project.is_absolute() {
-        return Err(ApiError::bad_request(format!(
-            "project `{}` is not an absolute path; pass the absolute path of the folder that contains {PIPELINE_FILE}",
-            body.project
-        )));
-    }
+    let project = jobs::absolute_project(&body.project)?;
     if state.stopping.is_cancelled() {
-        return Err(stopping());
+        return Err(jobs::stopping("watch"));
     }
 
     let request = WatchRequest {
@@ -155,19 +148,11 @@ fn watch_body(info: WatchInfo) -> Watch {
     }
 }
 
-fn stopping() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the server is stopping; start the watch again once it runs",
-    )
-}
-
 fn watch_error(err: WatchError) -> ApiError {
     match err {
         WatchError::Project(_) => ApiError::unprocessable(err.to_string()),
         WatchError::Submit(err) => err.into(),
-        WatchError::Stopped => stopping(),
+        WatchError::Stopped => jobs::stopping("watch"),
         err @ (WatchError::Debounce(_) | WatchError::Watch { .. }) => {
             ApiError::internal("watch the project", &err)
         }

@@ -80,9 +80,9 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
             token_path.display()
         );
     }
-    // The login address holds the token. Printed to a pipe it would end up
-    // in log files and, for the engine in a cluster, in the pod's log that
-    // anyone with `pods/log` can read.
+    // The login address contains the token. Printed to a pipe, it would end
+    // up in log files and, for an engine in a cluster, in the pod's log,
+    // which anyone with `pods/log` can read.
     if std::io::IsTerminal::is_terminal(&stdout) {
         let _ = writeln!(
             stdout,

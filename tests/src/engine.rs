@@ -1,0 +1,35 @@
+//! An engine on the local backend inside the test process, for tests that
+//! drive the library rather than the `danube` binary.
+
+use std::sync::Arc;
+
+use danube::backend::local::LocalBackend;
+use danube::config::DataDir;
+use danube::orchestrator::{Engine, EngineParts};
+use danube::store::Store;
+
+use crate::{Sandbox, shared_venv};
+
+/// Starts an engine on the local backend over the sandbox's data
+/// directory, with the shared Python environment and a 1 MiB artifact cap.
+pub async fn local_engine(sandbox: &Sandbox) -> Engine {
+    let data = DataDir::open(&sandbox.data_dir()).expect("open the data directory");
+    let store = Store::open(&data.database_path())
+        .await
+        .expect("open the database");
+    // SAFETY: every test sets the same value before it starts an engine, so
+    // a concurrent read of the environment gets that value either way.
+    unsafe { std::env::set_var("DANUBE_PYTHON_VENV", shared_venv()) };
+    let python = danube::python::ensure_env(&data, &|_| {})
+        .await
+        .expect("set up the Python environment");
+    Engine::start(EngineParts {
+        backend: Arc::new(LocalBackend::new(data.workspaces_dir())),
+        data,
+        store,
+        python,
+        max_artifact_bytes: 1 << 20,
+    })
+    .await
+    .expect("start the engine")
+}
