@@ -12,7 +12,7 @@
 //! The data directory is fresh per repeat, with the SDK's packages from the
 //! shared test venv (`DANUBE_PYTHON_VENV`), so no repeat installs them.
 //!
-//! Run it with `cargo build --release --bin danube --bin danube-desktop &&
+//! Run it with `cargo build --release -p danube -p danube-desktop --bins &&
 //! DANUBE_DESKTOP_BIN=target/release/danube-desktop cargo bench -p
 //! danube-tests --bench desktop -- --repeats 5`. `cargo test
 //! --all-targets` runs this binary without `--bench`, and it then only
