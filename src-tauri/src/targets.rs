@@ -266,7 +266,10 @@ users:
         let variable = std::env::join_paths([listed.clone(), dir.path().join("missing")]).unwrap();
 
         assert_eq!(kubeconfig_paths(Some(&variable), Some(&home)), [listed]);
-        assert_eq!(kubeconfig_paths(None, Some(&home)), [home_config.clone()]);
+        assert_eq!(
+            kubeconfig_paths(None, Some(&home)),
+            std::slice::from_ref(&home_config)
+        );
         assert_eq!(
             kubeconfig_paths(Some(std::ffi::OsStr::new("")), Some(&home)),
             [home_config]

@@ -3,9 +3,10 @@
 //! fresh data directory, a copy of `examples/dag` and a project whose one
 //! step fails until a file is fixed.
 //!
-//! Stages: run the DAG to success; watch the project and see a change to a
-//! file start a new run by itself; break on the failing step, run commands
-//! in its environment, fix the file there, retry and see the job succeed.
+//! The stages: run the DAG to success. Watch the project and see a change
+//! to a file start a new run by itself. Break on the failing step, run
+//! commands in its environment, fix the file there, retry and see the job
+//! succeed.
 //!
 //! Each stage saves a screenshot under `target/screenshots/desktop/`. In CI
 //! (or with `DANUBE_DESKTOP_E2E` set) missing programs fail the test; a
@@ -37,7 +38,7 @@ fn copy_dag_example(into: &Path) -> std::path::PathBuf {
     project
 }
 
-/// A project whose step fails until `status.txt` says `fixed`.
+/// A project whose step fails until `status.txt` contains `fixed`.
 fn write_fixme_project(into: &Path) -> std::path::PathBuf {
     let project = into.join("fixme");
     std::fs::create_dir_all(&project).expect("create the fixme project");

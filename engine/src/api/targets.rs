@@ -17,7 +17,7 @@ use crate::orchestrator::{JobBackend, error_chain};
 ///
 /// 422 for a malformed target, or for any target on a server that runs
 /// every job on its own backend; 502 `target_unreachable` when the context
-/// cannot be read or its cluster does not answer, with the context and the
+/// cannot be read or its cluster does not respond, with the context and the
 /// cause in the message.
 pub(crate) async fn job_backend(
     state: &AppState,

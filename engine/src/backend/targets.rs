@@ -109,7 +109,7 @@ pub async fn pod_settings(
 ///
 /// As [`pod_settings`], plus [`ConnectError::Client`] for a configuration
 /// the client rejects and [`ConnectError::Reach`] when the cluster does not
-/// answer.
+/// respond.
 pub async fn connect(
     target: &Target,
     settings: &TargetSettings,

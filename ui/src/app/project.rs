@@ -1,7 +1,7 @@
 //! The desktop app's project page: open a folder (native dialog, typed
-//! path or a recent one), pick the pipeline and the target, run it (with
-//! breakpoints if asked), watch it to rerun on every change, and see the
-//! project's run history.
+//! path or a recent one), pick the pipeline and the target, and run it,
+//! with breakpoints if set. The Watch toggle reruns it on every change, and
+//! the project's run history is below.
 //!
 //! The open project lives in the address (`/project?path=`), so the app's
 //! back button and links work as elsewhere.
