@@ -208,8 +208,8 @@ fn app_memory() -> (u64, usize) {
     tree_memory(&table, roots)
 }
 
-/// Sums `VmRSS` of `roots` and their descendants; returns it with the
-/// number of processes.
+/// Sums `VmRSS` of `roots` and their descendants, printing each process's
+/// share; returns the sum with the number of processes.
 fn tree_memory(table: &[Process], roots: Vec<i32>) -> (u64, usize) {
     let mut members = roots;
     let mut at = 0;
@@ -223,7 +223,16 @@ fn tree_memory(table: &[Process], roots: Vec<i32>) -> (u64, usize) {
         );
         at += 1;
     }
-    let total = members.iter().filter_map(|pid| rss_kib(*pid)).sum();
+    let mut total = 0;
+    for pid in &members {
+        let rss = rss_kib(*pid).unwrap_or(0);
+        let name = table
+            .iter()
+            .find(|process| process.pid == *pid)
+            .map_or("?", |process| process.name.as_str());
+        println!("  {name} ({pid}): {:.1} MiB", rss as f64 / 1024.0);
+        total += rss;
+    }
     (total, members.len())
 }
 
