@@ -99,6 +99,7 @@ async fn bench(saves: usize) -> anyhow::Result<()> {
                 max_parallel: 4,
                 trigger: TriggerType::Local,
                 trigger_ref: None,
+                backend: None,
                 breakpoints: Default::default(),
             },
             debounce: DEFAULT_DEBOUNCE,

@@ -19,6 +19,11 @@ pub struct Args {
     #[arg(long, env = "DANUBE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Kubeconfig file whose contexts are the cluster targets [default:
+    /// the files in $KUBECONFIG, else ~/.kube/config]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// Print the app's own log (-v for info, -vv for debug); DANUBE_LOG
     /// takes a full tracing filter instead
     #[arg(short, long, action = clap::ArgAction::Count)]

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
+use danube::backend::targets::{TargetBackends, TargetSettings};
 use danube::server::{Server, ServerConfig, TokenSource};
 use tokio::sync::oneshot;
 
@@ -28,6 +29,8 @@ pub struct EngineOptions {
     pub project: Option<PathBuf>,
     /// Opens the native folder dialog for `POST /api/v1/desktop/projects/pick`.
     pub picker: Arc<dyn FolderPicker>,
+    /// How jobs reach the kubeconfig's contexts.
+    pub targets: TargetSettings,
 }
 
 /// A running engine. Dropping it stops the server, which cancels the
@@ -154,7 +157,17 @@ fn serve_on_this_thread(
             }
         };
 
-        let desktop = DesktopState::new(options.picker, options.project.clone());
+        // The engine's own backend runs local processes; a job that names
+        // a cluster context gets that context's backend, made on first use
+        // and kept while the app runs. One engine thus keeps every job in
+        // one history, debugger and event stream, whatever its target.
+        let state = server.state();
+        let kubeconfig = options.targets.kubeconfig.clone();
+        let backends =
+            TargetBackends::new(options.targets, state.data.clone(), state.store.clone());
+        state.set_target_backends(Arc::new(backends));
+
+        let desktop = DesktopState::new(options.picker, options.project.clone(), kubeconfig);
         if let Err(err) = desktop.remember_initial(server.state()).await {
             let _ = ready.send(Err(
                 anyhow::Error::new(err).context("failed to record the --project folder")

@@ -28,13 +28,20 @@ pub struct DesktopState {
     picker: Arc<dyn FolderPicker>,
     /// The project given with `--project`, canonical.
     initial_project: Option<PathBuf>,
+    /// The kubeconfig given with `--kubeconfig`.
+    kubeconfig: Option<PathBuf>,
 }
 
 impl DesktopState {
-    pub fn new(picker: Arc<dyn FolderPicker>, initial_project: Option<PathBuf>) -> DesktopState {
+    pub fn new(
+        picker: Arc<dyn FolderPicker>,
+        initial_project: Option<PathBuf>,
+        kubeconfig: Option<PathBuf>,
+    ) -> DesktopState {
         DesktopState {
             picker,
             initial_project,
+            kubeconfig,
         }
     }
 
@@ -205,8 +212,8 @@ async fn forget(
 
 /// Reads the kubeconfig on every call, so contexts added while the app
 /// runs show up.
-async fn list_targets() -> Json<TargetList> {
-    Json(targets::list())
+async fn list_targets(Extension(desktop): Extension<Arc<DesktopState>>) -> Json<TargetList> {
+    Json(targets::list(desktop.kubeconfig.as_deref()))
 }
 
 /// Records `project` (canonical) as opened now and returns it as listed.

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use danube::backend::targets::TargetSettings;
 use danube::config::DataDir;
 use tauri::{AppHandle, Manager, RunEvent, Runtime, WebviewUrl, WebviewWindowBuilder};
 
@@ -40,6 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let data_root = DataDir::resolve(args.data_dir.clone());
+    let targets = TargetSettings {
+        kubeconfig: args.kubeconfig.clone(),
+        ..TargetSettings::default()
+    };
     let engine: EngineSlot = Arc::new(Mutex::new(None));
 
     let app = tauri::Builder::default()
@@ -48,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let engine = engine.clone();
             move |app| {
                 open_window(app.handle())?;
-                start_engine(app.handle().clone(), data_root, project, engine);
+                start_engine(app.handle().clone(), data_root, project, targets, engine);
                 Ok(())
             }
         })
@@ -83,6 +88,7 @@ fn start_engine<R: Runtime>(
     app: AppHandle<R>,
     data_root: PathBuf,
     project: Option<PathBuf>,
+    targets: TargetSettings,
     slot: EngineSlot,
 ) {
     let progress_app = app.clone();
@@ -94,6 +100,7 @@ fn start_engine<R: Runtime>(
         data_root,
         project,
         picker: Arc::new(DialogPicker::new(app.clone())),
+        targets,
     };
 
     let spawned = std::thread::Builder::new()

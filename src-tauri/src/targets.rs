@@ -2,11 +2,11 @@
 //! kubeconfig.
 //!
 //! The kubeconfig is found as kubectl finds it: the files listed in
-//! `KUBECONFIG`, merged, or `~/.kube/config`. Contexts are listed by name
-//! (kind-*, k3d-* and remote ones alike) with the cluster they point at.
-//! The Kubernetes backend is not built yet, so cluster targets are listed
-//! as unavailable with that reason, and a job can only start on local
-//! processes.
+//! `KUBECONFIG`, merged, or `~/.kube/config`, unless `--kubeconfig` names
+//! one. Contexts are listed by name (kind-*, k3d-* and remote ones alike)
+//! with the cluster they point at. Listing reads the file only; whether a
+//! cluster answers shows when a job starts there
+//! ([`danube::backend::targets::TargetBackends`]).
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +15,6 @@ use serde::Serialize;
 
 /// The id of the local target.
 pub const LOCAL: &str = "local";
-
-/// Why a cluster target cannot be chosen yet.
-pub const KUBERNETES_NOT_BUILT: &str =
-    "The Kubernetes backend is not built yet: jobs run as local processes only.";
 
 /// One place a job can run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -77,10 +73,16 @@ pub fn kubeconfig_paths(
         .collect()
 }
 
-/// Lists the targets of this process's environment.
-pub fn list() -> TargetList {
-    let home = std::env::home_dir();
-    let paths = kubeconfig_paths(std::env::var_os("KUBECONFIG").as_deref(), home.as_deref());
+/// Lists the targets of `kubeconfig` (`--kubeconfig`), else those of this
+/// process's environment.
+pub fn list(kubeconfig: Option<&Path>) -> TargetList {
+    let paths = match kubeconfig {
+        Some(path) => vec![path.to_owned()],
+        None => {
+            let home = std::env::home_dir();
+            kubeconfig_paths(std::env::var_os("KUBECONFIG").as_deref(), home.as_deref())
+        }
+    };
     list_from(&paths)
 }
 
@@ -133,8 +135,8 @@ pub fn list_from(paths: &[PathBuf]) -> TargetList {
                 .as_ref()
                 .map(|context| context.cluster.clone()),
             current: current == Some(named.name.as_str()),
-            available: false,
-            note: Some(KUBERNETES_NOT_BUILT.to_owned()),
+            available: true,
+            note: None,
         }
     }));
     TargetList {
@@ -209,7 +211,7 @@ users:
     }
 
     #[test]
-    fn contexts_listed_and_unavailable() {
+    fn contexts_listed_and_available() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "config", KIND_AND_REMOTE);
 
@@ -220,8 +222,8 @@ users:
         assert_eq!(kind.id, "kube:kind-dev");
         assert_eq!(kind.cluster.as_deref(), Some("kind-dev"));
         assert!(kind.current);
-        assert!(!kind.available);
-        assert_eq!(kind.note.as_deref(), Some(KUBERNETES_NOT_BUILT));
+        assert!(kind.available);
+        assert_eq!(kind.note, None);
         assert!(!list.targets[2].current);
     }
 
@@ -264,7 +266,10 @@ users:
         let variable = std::env::join_paths([listed.clone(), dir.path().join("missing")]).unwrap();
 
         assert_eq!(kubeconfig_paths(Some(&variable), Some(&home)), [listed]);
-        assert_eq!(kubeconfig_paths(None, Some(&home)), [home_config.clone()]);
+        assert_eq!(
+            kubeconfig_paths(None, Some(&home)),
+            std::slice::from_ref(&home_config)
+        );
         assert_eq!(
             kubeconfig_paths(Some(std::ffi::OsStr::new("")), Some(&home)),
             [home_config]

@@ -12,6 +12,11 @@
 //! The data directory is fresh per repeat, with the SDK's packages from the
 //! shared test venv (`DANUBE_PYTHON_VENV`), so no repeat installs them.
 //!
+//! As the reference, each repeat also starts `danube serve` (the binary of
+//! `DANUBE_BIN`, else the one next to this bench) on a fresh data directory
+//! and reads its `VmRSS` after the same 10 s idle: the engine and HTTP
+//! server without the window.
+//!
 //! Run it with `cargo build --release -p danube -p danube-desktop --bins &&
 //! DANUBE_DESKTOP_BIN=target/release/danube-desktop cargo bench -p
 //! danube-tests --bench desktop -- --repeats 5`. `cargo test
@@ -24,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use danube_tests::desktop::{DesktopApp, DesktopLaunch};
-use danube_tests::{shared_venv, workspace_root};
+use danube_tests::{danube_bin, shared_venv, workspace_root};
 
 /// How long the app idles before its memory is read.
 const IDLE: Duration = Duration::from_secs(10);
@@ -61,6 +66,7 @@ struct Sample {
     usable: Duration,
     idle_rss_kib: u64,
     processes: usize,
+    serve_rss_kib: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -72,12 +78,14 @@ async fn main() {
     let venv = shared_venv();
     let mut samples = Vec::new();
     for repeat in 1..=args.repeats {
-        let sample = measure(&venv).await;
+        let mut sample = measure(&venv).await;
+        sample.serve_rss_kib = serve_idle_rss(&venv).await;
         println!(
-            "repeat {repeat}: usable after {:.2} s, idle RSS {:.1} MiB in {} processes, load {}",
+            "repeat {repeat}: usable after {:.2} s, idle RSS {:.1} MiB in {} processes, danube serve {:.1} MiB, load {}",
             sample.usable.as_secs_f64(),
             sample.idle_rss_kib as f64 / 1024.0,
             sample.processes,
+            sample.serve_rss_kib as f64 / 1024.0,
             load_average(),
         );
         samples.push(sample);
@@ -92,7 +100,12 @@ async fn main() {
     println!("| measure | median | min | max |");
     println!("|---|---|---|---|");
     print_row("launch to usable window (s)", &mut usable);
+    let mut serve: Vec<f64> = samples
+        .iter()
+        .map(|s| s.serve_rss_kib as f64 / 1024.0)
+        .collect();
     print_row("idle RSS after 10 s (MiB)", &mut rss);
+    print_row("`danube serve` idle RSS after 10 s (MiB)", &mut serve);
 }
 
 fn print_row(name: &str, values: &mut [f64]) {
@@ -141,7 +154,46 @@ async fn measure(venv: &Path) -> Sample {
         usable,
         idle_rss_kib,
         processes,
+        serve_rss_kib: 0,
     }
+}
+
+/// Starts `danube serve` on a fresh data directory and returns the
+/// `VmRSS` of it and its children after [`IDLE`] from the moment its token
+/// file exists, which it writes just before it listens.
+async fn serve_idle_rss(venv: &Path) -> u64 {
+    let sandbox = tempfile::Builder::new()
+        .prefix("danube-serve-bench-")
+        .tempdir()
+        .expect("create a temp dir");
+    let data = sandbox.path().join("data");
+    let mut serve = Command::new(danube_bin())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("DANUBE_DATA_DIR", &data)
+        .env("DANUBE_PYTHON_VENV", venv)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start danube serve");
+
+    let token = data.join("keys").join("local-token");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !token.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "danube serve wrote no token file within 120 s"
+        );
+        if let Ok(Some(status)) = serve.try_wait() {
+            panic!("danube serve exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(IDLE).await;
+
+    let (rss, _) = tree_memory(&process_table(), vec![serve.id() as i32]);
+    let _ = serve.kill();
+    let _ = serve.wait();
+    rss
 }
 
 /// Sums `VmRSS` of every `danube-desktop` process and its descendants.
@@ -153,7 +205,13 @@ fn app_memory() -> (u64, usize) {
         .map(|process| process.pid)
         .collect();
     assert!(!roots.is_empty(), "no danube-desktop process is running");
-    let mut members = roots.clone();
+    tree_memory(&table, roots)
+}
+
+/// Sums `VmRSS` of `roots` and their descendants, printing each process's
+/// share; returns the sum with the number of processes.
+fn tree_memory(table: &[Process], roots: Vec<i32>) -> (u64, usize) {
+    let mut members = roots;
     let mut at = 0;
     while at < members.len() {
         let parent = members[at];
@@ -165,7 +223,16 @@ fn app_memory() -> (u64, usize) {
         );
         at += 1;
     }
-    let total = members.iter().filter_map(|pid| rss_kib(*pid)).sum();
+    let mut total = 0;
+    for pid in &members {
+        let rss = rss_kib(*pid).unwrap_or(0);
+        let name = table
+            .iter()
+            .find(|process| process.pid == *pid)
+            .map_or("?", |process| process.name.as_str());
+        println!("  {name} ({pid}): {:.1} MiB", rss as f64 / 1024.0);
+        total += rss;
+    }
     (total, members.len())
 }
 

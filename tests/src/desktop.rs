@@ -206,14 +206,37 @@ impl DesktopApp {
         .await
     }
 
-    /// Clicks the first element matching the CSS `selector`.
+    /// Clicks the first element matching the CSS `selector`, after
+    /// scrolling it to the middle of the window: WebDriver scrolls it only
+    /// to the top edge, where the sticky header would take the click.
     pub async fn click(&self, selector: &str) {
         let element = command(
             &format!("find `{selector}`"),
             self.client().find(Locator::Css(selector)),
         )
         .await;
+        let argument = serde_json::to_value(&element).expect("an element serialises");
+        command(
+            &format!("scroll to `{selector}`"),
+            self.client().execute(
+                "arguments[0].scrollIntoView({block: 'center'}); return true;",
+                vec![argument],
+            ),
+        )
+        .await;
         command(&format!("click `{selector}`"), element.click()).await;
+    }
+
+    /// Replaces the text of the input matching the CSS `selector` with
+    /// `text`, as typing would.
+    pub async fn type_text(&self, selector: &str, text: &str) {
+        let element = command(
+            &format!("find `{selector}`"),
+            self.client().find(Locator::Css(selector)),
+        )
+        .await;
+        command(&format!("clear `{selector}`"), element.clear()).await;
+        command(&format!("type into `{selector}`"), element.send_keys(text)).await;
     }
 
     /// Returns the window's current address.

@@ -27,6 +27,7 @@ fn request(sandbox: &Sandbox, breakpoints: Breakpoints) -> JobRequest {
         max_parallel: 4,
         trigger: danube::model::TriggerType::Local,
         trigger_ref: None,
+        backend: None,
         breakpoints,
     }
 }

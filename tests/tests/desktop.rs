@@ -1,6 +1,12 @@
 //! The desktop app end to end: the real `danube-desktop` window under Xvfb,
 //! driven by WebDriver through `tauri-driver` and WebKitWebDriver, on a
-//! fresh data directory and a copy of `examples/dag`.
+//! fresh data directory, a copy of `examples/dag` and a project whose one
+//! step fails until a file is fixed.
+//!
+//! The stages: run the DAG to success. Watch the project and see a change
+//! to a file start a new run by itself. Break on the failing step, run
+//! commands in its environment, fix the file there, retry and see the job
+//! succeed.
 //!
 //! Each stage saves a screenshot under `target/screenshots/desktop/`. In CI
 //! (or with `DANUBE_DESKTOP_E2E` set) missing programs fail the test; a
@@ -32,6 +38,22 @@ fn copy_dag_example(into: &Path) -> std::path::PathBuf {
     project
 }
 
+/// A project whose step fails until `status.txt` contains `fixed`.
+fn write_fixme_project(into: &Path) -> std::path::PathBuf {
+    let project = into.join("fixme");
+    std::fs::create_dir_all(&project).expect("create the fixme project");
+    std::fs::write(
+        project.join("danubefile.py"),
+        "from danube import pipeline, step\n\n\n\
+         @pipeline(name=\"fixme\")\n\
+         def fixme() -> None:\n    \
+         step.run(\"grep -q fixed status.txt\", name=\"check\")\n",
+    )
+    .expect("write danubefile.py");
+    std::fs::write(project.join("status.txt"), "broken\n").expect("write status.txt");
+    project
+}
+
 /// Returns whether the test can run; panics in CI when it cannot.
 fn programs_present() -> bool {
     match desktop_programs() {
@@ -49,7 +71,7 @@ fn programs_present() -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn desktop_runs_dag_project_to_success() {
+async fn desktop_runs_watches_and_debugs() {
     if !programs_present() {
         return;
     }
@@ -140,5 +162,135 @@ async fn desktop_runs_dag_project_to_success() {
         "the job was recorded in DANUBE_DATA_DIR"
     );
 
+    watch_reruns_after_change(&app, &project).await;
+    break_retry_succeeds(&app, sandbox.path()).await;
+
     app.close().await;
+}
+
+/// Stage 2: with the Watch toggle on, a change to a file of the project
+/// starts a new run by itself, which the history labels with the file.
+async fn watch_reruns_after_change(app: &DesktopApp, project: &Path) {
+    app.click("[data-testid=watch-toggle]").await;
+    app.wait_for(
+        "the watch session to start and its first run to succeed",
+        JOB_TIMEOUT,
+        "const on = document.querySelector('[data-testid=watch-status]') !== null;
+         const rows = [...document.querySelectorAll('[data-testid=history] [data-testid=job-row]')];
+         const states = rows.map(row => row.getAttribute('data-state'));
+         return on && rows.length === 2 && states.every(state => state === 'success')
+             ? true : `watching: ${on}, runs: ${states.join(',')}`;",
+    )
+    .await;
+
+    std::fs::write(
+        project.join("calc").join("notes.txt"),
+        "changed by the test\n",
+    )
+    .expect("change a file of the project");
+    app.wait_for(
+        "a run triggered by calc/notes.txt to succeed",
+        JOB_TIMEOUT,
+        "const rows = [...document.querySelectorAll('[data-testid=history] [data-testid=job-row]')];
+         const rerun = rows.find(row =>
+             (row.querySelector('[data-testid=job-trigger]')?.textContent ?? '')
+                 .includes('rerun after a change to calc/notes.txt'));
+         if (!rerun) {
+             return 'no rerun yet: ' + rows.map(row => row.getAttribute('data-state')).join(',');
+         }
+         return rerun.getAttribute('data-state') === 'success'
+             ? true : 'rerun is ' + rerun.getAttribute('data-state');",
+    )
+    .await;
+    app.screenshot("4-watch-rerun").await;
+
+    app.click("[data-testid=watch-toggle]").await;
+    app.wait_for(
+        "the watch session to stop",
+        PAGE_TIMEOUT,
+        "const toggle = document.querySelector('[data-testid=watch-toggle]');
+         return document.querySelector('[data-testid=watch-status]') === null
+             && !toggle.checked && !toggle.disabled;",
+    )
+    .await;
+}
+
+/// Stage 3: a run that breaks on its failing step; commands in the step's
+/// environment show the file that makes it fail and fix it there (the job
+/// runs in a copy of the project); retrying the step makes the job
+/// succeed.
+async fn break_retry_succeeds(app: &DesktopApp, sandbox: &Path) {
+    let project = write_fixme_project(sandbox);
+    app.type_text("[data-testid=project-path]", &project.display().to_string())
+        .await;
+    app.click("[data-testid=open-path]").await;
+    app.wait_for(
+        "the fixme project page with Run enabled",
+        PAGE_TIMEOUT,
+        "const run = document.querySelector('[data-testid=run-project]');
+         const name = document.querySelector('[data-testid=project-name]')?.textContent;
+         return run !== null && !run.disabled && name === 'fixme' ? true : `project: ${name}`;",
+    )
+    .await;
+    app.click("[data-testid=break-options] summary").await;
+    app.click("[data-testid=project-break-on-failure]").await;
+    app.click("[data-testid=run-project]").await;
+
+    app.wait_for(
+        "the job to pause on its failing step",
+        JOB_TIMEOUT,
+        "return document.querySelector('[data-testid=debug-panel]') !== null
+             && document.querySelector('[data-testid=debug-command]') !== null;",
+    )
+    .await;
+    run_debug_command(app, "cat status.txt", "broken").await;
+    app.screenshot("5-paused-on-failure").await;
+
+    run_debug_command(app, "echo fixed > status.txt && cat status.txt", "fixed").await;
+    app.click("[data-testid=debug-retry]").await;
+    app.wait_for(
+        "the job to succeed after the retry",
+        JOB_TIMEOUT,
+        "return document.querySelector('.job-title .state-success') !== null
+             && document.querySelector('[data-testid=debug-panel]') === null;",
+    )
+    .await;
+    let states = app
+        .eval(
+            "return [...document.querySelectorAll('[data-testid=dag-node]')]
+                 .map(node => node.getAttribute('data-state'));",
+        )
+        .await;
+    assert_eq!(
+        states,
+        serde_json::json!(["success"]),
+        "the one task succeeded on the retry"
+    );
+    app.wait_for(
+        "the step's log to say it is the second attempt",
+        PAGE_TIMEOUT,
+        "return document.body.textContent.includes('attempt 2 of this step');",
+    )
+    .await;
+    app.screenshot("6-retried-success").await;
+}
+
+/// Runs `command` from the debug panel and waits for `expected` in its
+/// output, which ends with `[exit 0]`.
+async fn run_debug_command(app: &DesktopApp, command: &str, expected: &str) {
+    app.type_text("[data-testid=debug-command]", command).await;
+    app.click("[data-testid=debug-run]").await;
+    let script = format!(
+        "const output = document.querySelector('[data-testid=debug-output]')?.textContent ?? '';
+         return output.includes({command}) && output.includes({expected}) && output.includes('[exit 0]')
+             ? true : output;",
+        command = serde_json::json!(format!("$ {command}")),
+        expected = serde_json::json!(expected),
+    );
+    app.wait_for(
+        &format!("the output of `{command}` to show `{expected}`"),
+        PAGE_TIMEOUT,
+        &script,
+    )
+    .await;
 }

@@ -19,6 +19,7 @@ fn request(sandbox: &Sandbox) -> JobRequest {
         trigger: danube::model::TriggerType::Local,
         breakpoints: Default::default(),
         trigger_ref: None,
+        backend: None,
     }
 }
 

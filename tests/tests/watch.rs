@@ -85,6 +85,7 @@ impl Watching {
                 max_parallel: 4,
                 trigger: TriggerType::Local,
                 trigger_ref: None,
+                backend: None,
                 breakpoints: Default::default(),
             },
             debounce: DEBOUNCE,

@@ -464,6 +464,24 @@ pub struct PipelineSummary {
     pub error: Option<String>,
 }
 
+/// A watch session: `POST /api/v1/watches` and each entry of `GET
+/// /api/v1/watches`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Watch {
+    pub id: String,
+    /// The project folder, canonical.
+    pub project: String,
+    pub pipeline: Option<String>,
+    /// The session's latest job.
+    pub current_job: Option<String>,
+}
+
+/// `GET /api/v1/watches`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct WatchList {
+    pub watches: Vec<Watch>,
+}
+
 /// `GET /api/v1/desktop/targets`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct TargetList {

@@ -24,8 +24,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable: `bad_request`, `invalid_body`, `unauthorized`,
     /// `forbidden`, `not_found`, `not_paused`, `method_not_allowed`, `conflict`,
-    /// `unsupported_media_type`, `unprocessable`, `internal` or
-    /// `unavailable`.
+    /// `unsupported_media_type`, `unprocessable`, `internal`,
+    /// `target_unreachable` or `unavailable`.
     pub code: &'static str,
     /// What the client did wrong and how to fix it; never internal details.
     pub message: String,

@@ -17,7 +17,7 @@ use super::artifacts::{Artifact, artifact_body};
 use super::debug::DebugPause;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{JobId, JobState, RunState};
-use crate::orchestrator::{Breakpoints, JobRequest, PIPELINE_FILE, check_project};
+use crate::orchestrator::{Breakpoints, JobBackend, JobRequest, PIPELINE_FILE, check_project};
 use crate::store::{JobFilter, JobRecord, StepRecord, TaskRecord};
 
 /// Jobs per page when the request gives no `limit`.
@@ -132,6 +132,10 @@ pub struct CreateJob {
     /// Pause after a failing step, before its task is marked failed.
     #[serde(default)]
     pub break_on_failure: bool,
+    /// Where the job runs: `local`, `kube` (the kubeconfig's current
+    /// context) or `kube:CONTEXT`. Only servers that let each job choose
+    /// accept it, as the desktop app does; absent, the server's own target.
+    pub target: Option<String>,
 }
 
 /// The optional body of a rerun: breakpoints for the new job, as in
@@ -143,6 +147,8 @@ pub struct RerunJob {
     pub break_before: Vec<String>,
     #[serde(default)]
     pub break_on_failure: bool,
+    /// As in [`CreateJob`].
+    pub target: Option<String>,
 }
 
 fn breakpoints(before: Vec<String>, on_failure: bool) -> Breakpoints {
@@ -172,7 +178,8 @@ pub struct ListQuery {
     responses(
         (status = 201, description = "The job was recorded and started", body = Job),
         (status = 400, description = "The project path is not absolute", body = ErrorBody),
-        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py; or a breakpoint is malformed", body = ErrorBody),
+        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py; or a breakpoint or the target is malformed", body = ErrorBody),
+        (status = 502, description = "The target's cluster cannot be reached", body = ErrorBody),
         (status = 503, description = "The server is stopping", body = ErrorBody),
     )
 )]
@@ -184,7 +191,8 @@ pub async fn create(
     check_project(&project).map_err(|err| ApiError::unprocessable(err.to_string()))?;
     let pipeline = body.pipeline.filter(|name| !name.is_empty());
     let breakpoints = breakpoints(body.break_before, body.break_on_failure);
-    submit(&state, project, pipeline, breakpoints).await
+    let backend = super::targets::job_backend(&state, body.target.as_deref()).await?;
+    submit(&state, project, pipeline, breakpoints, backend).await
 }
 
 /// Reads the `project` of a request, which must be an absolute path.
@@ -213,6 +221,7 @@ async fn submit(
     project: PathBuf,
     pipeline: Option<String>,
     breakpoints: Breakpoints,
+    backend: Option<JobBackend>,
 ) -> Result<Response, ApiError> {
     if state.stopping.is_cancelled() {
         return Err(stopping("job"));
@@ -227,6 +236,7 @@ async fn submit(
             trigger: crate::model::TriggerType::Manual,
             breakpoints,
             trigger_ref: None,
+            backend,
         })
         .await?;
     let id = handle.id.clone();
@@ -411,11 +421,15 @@ pub async fn rerun(
     };
     let record = state.store.find_job(&id).await?;
     let pipeline = Some(record.pipeline).filter(|name| !name.is_empty());
+    // TODO: a rerun should run where the original job ran, but jobs do not
+    // record their target yet; without `target` it runs on the server's own.
+    let backend = super::targets::job_backend(&state, body.target.as_deref()).await?;
     submit(
         &state,
         PathBuf::from(record.project_dir),
         pipeline,
         breakpoints(body.break_before, body.break_on_failure),
+        backend,
     )
     .await
 }

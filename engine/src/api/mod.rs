@@ -20,12 +20,13 @@ mod logs;
 mod metrics;
 mod projects;
 mod secrets;
+mod targets;
 mod ui;
 mod watches;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -41,6 +42,7 @@ use utoipa::OpenApi;
 
 use self::doc::CheckResponses;
 use crate::artifacts::{ArtifactStore, DEFAULT_MAX_ARTIFACT_BYTES};
+use crate::backend::targets::TargetBackends;
 use crate::config::DataDir;
 use crate::orchestrator::{Engine, JobHandle};
 use crate::store::Store;
@@ -77,6 +79,9 @@ pub struct AppState {
     max_parallel: usize,
     /// Watch sessions started over the API.
     watches: Watches,
+    /// Backends of the targets a request may name; unset, every job runs
+    /// on the engine's own backend.
+    targets: OnceLock<Arc<TargetBackends>>,
 }
 
 /// How to build an [`AppState`].
@@ -112,7 +117,15 @@ impl AppState {
             header_read_timeout: parts.header_read_timeout,
             max_connections: parts.max_connections,
             watches: Watches::default(),
+            targets: OnceLock::new(),
         })
+    }
+
+    /// Lets requests choose each job's target (`target` in `POST
+    /// /api/v1/jobs` and `POST /api/v1/watches`) among `backends`. Returns
+    /// `false` when targets were set before; the first set stays.
+    pub fn set_target_backends(&self, backends: Arc<TargetBackends>) -> bool {
+        self.targets.set(backends).is_ok()
     }
 
     /// The token API clients send; it must never be logged.

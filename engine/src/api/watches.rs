@@ -26,6 +26,8 @@ pub struct CreateWatch {
     pub project: String,
     /// The pipeline to run when the file defines several.
     pub pipeline: Option<String>,
+    /// Where the session's jobs run, as in `POST /api/v1/jobs`.
+    pub target: Option<String>,
 }
 
 /// A watch session.
@@ -61,7 +63,8 @@ pub struct WatchList {
     responses(
         (status = 201, description = "The session was started and its first job recorded", body = Watch),
         (status = 400, description = "The project path is not absolute", body = ErrorBody),
-        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py, or the pipeline name is invalid", body = ErrorBody),
+        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py, or the pipeline name or the target is invalid", body = ErrorBody),
+        (status = 502, description = "The target's cluster cannot be reached", body = ErrorBody),
         (status = 503, description = "The server is stopping", body = ErrorBody),
     )
 )]
@@ -73,6 +76,7 @@ pub async fn create(
     if state.stopping.is_cancelled() {
         return Err(jobs::stopping("watch"));
     }
+    let backend = super::targets::job_backend(&state, body.target.as_deref()).await?;
 
     let request = WatchRequest {
         job: JobRequest {
@@ -83,6 +87,7 @@ pub async fn create(
             trigger: TriggerType::Manual,
             trigger_ref: None,
             breakpoints: Default::default(),
+            backend,
         },
         debounce: DEFAULT_DEBOUNCE,
     };

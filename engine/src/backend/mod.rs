@@ -3,6 +3,7 @@
 
 pub mod kubernetes;
 pub mod local;
+pub mod targets;
 
 use std::collections::BTreeMap;
 use std::fmt;

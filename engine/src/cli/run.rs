@@ -103,6 +103,7 @@ impl ProjectArgs {
                 .unwrap_or_else(default_parallelism),
             trigger,
             trigger_ref: None,
+            backend: None,
             breakpoints: Breakpoints {
                 before: self.break_before.clone(),
                 on_failure: self.break_on_failure,

@@ -8,13 +8,10 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::backend::Backend;
-use crate::backend::kubernetes::{
-    self, ClusterOptions, JobPod, KubeSettings, KubernetesBackend, PodSettings, Target,
-};
-use crate::backend::local::LocalBackend;
+use crate::backend::kubernetes::{self, JobPod, Target};
+use crate::backend::targets::{self, TargetSettings};
 use crate::config::DataDir;
 use crate::model::JobId;
-use crate::orchestrator::ownership;
 use crate::store::Store;
 
 #[derive(Clone, Debug, Args)]
@@ -70,74 +67,33 @@ impl TargetArgs {
         matches!(self.target, Target::Kube { .. })
     }
 
-    fn cluster_options(&self) -> ClusterOptions {
-        let context = match &self.target {
+    fn context(&self) -> Option<String> {
+        match &self.target {
             Target::Kube { context } => context.clone(),
             Target::Local => None,
-        };
-        ClusterOptions {
-            context,
-            kubeconfig: self.kubeconfig.clone(),
-            namespace: self.namespace.clone(),
         }
     }
 
-    /// Reads the kubeconfig (without contacting the cluster) and returns the
-    /// pod settings of this engine.
-    async fn pod_settings(
-        &self,
-        data: &DataDir,
-    ) -> anyhow::Result<(kubernetes::Cluster, PodSettings)> {
-        let cluster = self.cluster_options().resolve().await?;
-        let engine_id = kubernetes::load_engine_id(&data.root().join(kubernetes::ENGINE_ID_FILE))
-            .context("failed to read this engine's id")?;
-        let mut settings = PodSettings::new(cluster.namespace.clone(), engine_id);
-        if let Some(image) = &self.worker_image {
-            settings.worker_image = image.clone();
+    fn settings(&self) -> TargetSettings {
+        TargetSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.namespace.clone(),
+            worker_image: self.worker_image.clone(),
+            tools_image: self.tools_image.clone(),
         }
-        if let Some(image) = &self.tools_image {
-            settings.tools_image = image.clone();
-        }
-        Ok((cluster, settings))
     }
 
     /// Makes the backend of this target. For a kube target it also deletes
     /// pods this engine left behind (see [`kubernetes::orphans`]).
     pub async fn backend(&self, data: &DataDir, store: &Store) -> anyhow::Result<Arc<dyn Backend>> {
-        if !self.is_kube() {
-            return Ok(Arc::new(LocalBackend::new(data.workspaces_dir())));
-        }
-        let (cluster, pod) = self.pod_settings(data).await?;
-        let described = format!(
-            "context `{}`, namespace `{}`",
-            cluster.context.as_deref().unwrap_or("in-cluster"),
-            cluster.namespace
-        );
-        let backend = KubernetesBackend::connect(
-            cluster,
-            KubeSettings {
-                pod,
-                workspaces_root: data.workspaces_dir(),
-                pod_start_limit: kubernetes::POD_START_LIMIT,
-            },
-        )?;
-
-        let orphans = kubernetes::orphans::clean_orphans(
-            backend.api(),
-            &backend.settings().pod.engine_id,
-            store,
-            |job| ownership::is_owned(&data.job_logs_dir(job)),
-        )
-        .await
-        .with_context(|| format!("failed to reach the cluster ({described})"))?;
-        if !orphans.is_empty() {
+        let connected = targets::connect(&self.target, &self.settings(), data, store).await?;
+        if connected.deleted_orphans > 0 {
             eprintln!(
                 "note: deleted {} pod(s) of jobs whose danube process stopped before they finished",
-                orphans.len()
+                connected.deleted_orphans
             );
         }
-        tracing::info!(target = %self.target, cluster = %described, "kubernetes backend ready");
-        Ok(Arc::new(backend))
+        Ok(connected.backend)
     }
 
     /// Prints the pod a job would get as YAML, without contacting the cluster.
@@ -146,7 +102,7 @@ impl TargetArgs {
         data: &DataDir,
         pipeline: Option<&str>,
     ) -> anyhow::Result<()> {
-        let (_, settings) = self.pod_settings(data).await?;
+        let (_, settings) = targets::pod_settings(self.context(), &self.settings(), data).await?;
         let job_id = JobId::new();
         let pod = kubernetes::pod::build_pod(
             &settings,

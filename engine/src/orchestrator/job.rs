@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use zeroize::Zeroizing;
 
-use crate::backend::{OutputChunk, Workspace};
+use crate::backend::{Backend, OutputChunk, Workspace};
 use crate::logs::JobLogs;
 use crate::model::{JobId, JobState, RunState, Stream};
 use crate::proto::{DeclarePlanRequest, ScheduleEvent};
@@ -58,6 +58,8 @@ pub(crate) struct Shared {
 /// Everything the RPC handlers and the run loop share about one job.
 pub struct JobRuntime {
     pub(crate) context: Arc<EngineContext>,
+    /// The request's backend, else the engine's.
+    pub(crate) backend: Arc<dyn Backend>,
     pub(crate) record: NewJob,
     pub(crate) request: JobRequest,
     project: PathBuf,
@@ -95,8 +97,13 @@ impl JobRuntime {
     ) -> Arc<JobRuntime> {
         let (events, _) = broadcast::channel(4096);
         let debug = DebugState::new(request.breakpoints.clone());
+        let backend = match &request.backend {
+            Some(chosen) => chosen.backend.clone(),
+            None => context.backend.clone(),
+        };
         Arc::new(JobRuntime {
             context,
+            backend,
             record,
             request,
             project,
@@ -558,7 +565,7 @@ pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
 
     // Processes that left their step's process group (`setsid`, daemons)
     // still carry the job id in their environment.
-    let leftovers = runtime.context.backend.kill_leftovers(&id);
+    let leftovers = runtime.backend.kill_leftovers(&id);
     if leftovers > 0 {
         tracing::info!(job_id = %id, leftovers, "killed processes that outlived their steps");
         runtime.emit(JobEvent::Notice {
@@ -568,7 +575,7 @@ pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
         });
     }
     if let Some(workspace) = runtime.workspace.get()
-        && let Err(err) = runtime.context.backend.remove_workspace(workspace).await
+        && let Err(err) = runtime.backend.remove_workspace(workspace).await
     {
         tracing::warn!(job_id = %id, error = %err, "failed to remove the workspace");
     }
@@ -614,7 +621,7 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
         reason: None,
     });
 
-    let workspace = match context
+    let workspace = match runtime
         .backend
         .prepare_workspace(
             &id,

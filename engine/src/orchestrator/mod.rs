@@ -112,6 +112,41 @@ pub struct JobRequest {
     /// The trigger's detail, stored as the job's `trigger_ref`: for `Watch`,
     /// the changed file relative to the project. `None` stores the branch.
     pub trigger_ref: Option<String>,
+    /// Where this job runs instead of the engine's own backend; `None` for
+    /// the engine's backend.
+    pub backend: Option<JobBackend>,
+}
+
+/// A backend chosen for one job, with the target it was made for.
+///
+/// One engine serves every target this way: the desktop app runs some jobs
+/// as local processes and others on a cluster context while the jobs list,
+/// the debugger and the event stream stay those of one engine. The backend
+/// is fixed when the job is submitted and used for all of its steps, its
+/// debug commands and its clean-up.
+#[derive(Clone)]
+pub struct JobBackend {
+    /// The target as the user chose it, such as `kube:kind-dev`.
+    pub target: String,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for JobBackend {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("JobBackend")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The target a job runs on, for the log: `engine` for the engine's own
+/// backend.
+fn request_target(request: &JobRequest) -> &str {
+    request
+        .backend
+        .as_ref()
+        .map_or("engine", |chosen| chosen.target.as_str())
 }
 
 /// Shared by every job of one engine.
@@ -296,7 +331,8 @@ impl Engine {
         // Subscribe before the job starts so that no event is missed.
         let events = runtime.subscribe_events();
         let log_chunks = runtime.logs().subscribe();
-        tracing::info!(job_id = %id, project = %runtime.project().display(), "job submitted");
+        let target = request_target(&runtime.request);
+        tracing::info!(job_id = %id, project = %runtime.project().display(), target, "job submitted");
         self.active().insert(id.clone(), runtime.clone());
         let _ = self.context.events.send(EngineEvent {
             job_id: id.clone(),

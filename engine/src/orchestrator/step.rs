@@ -247,7 +247,7 @@ async fn execute(
     mut writer: Option<&mut LogWriter>,
 ) -> Result<StepOutcome, BackendError> {
     let (output, mut chunks) = mpsc::channel::<OutputChunk>(OUTPUT_BUFFER);
-    let backend = runtime.context.backend.clone();
+    let backend = runtime.backend.clone();
     let cancel = runtime.cancel.child_token();
     let attempt = spec.clone();
     let execution = tokio::spawn(async move { backend.run_step(attempt, output, cancel).await });

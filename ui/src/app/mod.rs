@@ -83,7 +83,6 @@ fn DesktopHome() -> impl IntoView {
             navigate("/project", Default::default());
         }
     });
-    ()
 }
 
 #[component]

@@ -1,6 +1,7 @@
 //! The desktop app's project page: open a folder (native dialog, typed
-//! path or a recent one), pick the pipeline and the target, run it, and
-//! see the project's run history.
+//! path or a recent one), pick the pipeline and the target, and run it,
+//! with breakpoints if set. The Watch toggle reruns it on every change, and
+//! the project's run history is below.
 //!
 //! The open project lives in the address (`/project?path=`), so the app's
 //! back button and links work as elsewhere.
@@ -13,9 +14,11 @@ use serde::Serialize;
 
 use super::client::{self, ApiFailure};
 use super::jobs::ProjectJobs;
+use super::run::step_names;
 use super::{Failure, desktop_info, set_title};
 use crate::api::{
     Job, Picked, PipelineSummary, Project, ProjectList, ProjectPipelines, Target, TargetList,
+    Watch, WatchList,
 };
 
 #[derive(Serialize)]
@@ -30,6 +33,17 @@ struct CreateJob {
     project: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pipeline: Option<String>,
+    target: String,
+    break_before: Vec<String>,
+    break_on_failure: bool,
+}
+
+#[derive(Serialize)]
+struct CreateWatch {
+    project: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline: Option<String>,
+    target: String,
 }
 
 #[derive(Serialize)]
@@ -187,6 +201,8 @@ fn OpenedProject(path: String) -> impl IntoView {
     let targets = RwSignal::new(None::<TargetList>);
     let pipeline = RwSignal::new(String::new());
     let target = RwSignal::new("local".to_owned());
+    let break_before = RwSignal::new(String::new());
+    let break_on_failure = RwSignal::new(false);
     let failure = RwSignal::new(None::<ApiFailure>);
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
@@ -237,11 +253,13 @@ fn OpenedProject(path: String) -> impl IntoView {
             return;
         }
         let chosen = pipeline.get_untracked();
-        let several =
-            pipelines.with_untracked(|list| matches!(list, Some(Ok(list)) if list.len() > 1));
+        let several = several_pipelines(pipelines);
         let body = CreateJob {
             project: run_path.clone(),
             pipeline: (several && !chosen.is_empty()).then_some(chosen.clone()),
+            target: target.get_untracked(),
+            break_before: step_names(&break_before.get_untracked()),
+            break_on_failure: break_on_failure.get_untracked(),
         };
         busy.set(true);
         failure.set(None);
@@ -279,6 +297,17 @@ fn OpenedProject(path: String) -> impl IntoView {
         let path = path.clone();
         move || path.clone()
     });
+    let task_names = move || {
+        pipelines.with(|list| match list {
+            Some(Ok(list)) => list
+                .iter()
+                .find(|summary| summary.name == pipeline.get())
+                .map(|summary| summary.tasks.clone())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        })
+    };
+    let watch_path = path.clone();
 
     view! {
         <header class="project-head">
@@ -306,6 +335,30 @@ fn OpenedProject(path: String) -> impl IntoView {
                 {move || if busy.get() { "Starting…" } else { "Run" }}
             </button>
         </form>
+        <details class="break-options" data-testid="break-options">
+            <summary>"Debugging"</summary>
+            <div class="run-form">
+                <label for="project-break-before">
+                    "Pause before steps " <span class="muted">"(task/step, step or task names, comma-separated)"</span>
+                </label>
+                <input
+                    id="project-break-before"
+                    type="text"
+                    list="project-tasks"
+                    placeholder="test/unit"
+                    data-testid="project-break-before"
+                    bind:value=break_before
+                />
+                <datalist id="project-tasks">
+                    {move || task_names().into_iter().map(|name| view! { <option value=name /> }).collect_view()}
+                </datalist>
+                <label class="checkbox">
+                    <input type="checkbox" data-testid="project-break-on-failure" bind:checked=break_on_failure />
+                    " Pause after a failing step"
+                </label>
+            </div>
+        </details>
+        <WatchToggle path=watch_path pipelines pipeline target />
         {move || chosen_target().and_then(|target| target.note).map(|note| view! {
             <p class="notice" role="status" data-testid="target-note">{note}</p>
         })}
@@ -320,6 +373,100 @@ fn OpenedProject(path: String) -> impl IntoView {
         <h2>"Run history"</h2>
         <div data-testid="history">
             <ProjectJobs project=history_path />
+        </div>
+    }
+}
+
+/// Whether the file defines more than one pipeline, so that a request
+/// must name one.
+fn several_pipelines(
+    pipelines: RwSignal<Option<Result<Vec<PipelineSummary>, ApiFailure>>>,
+) -> bool {
+    pipelines.with_untracked(|list| matches!(list, Some(Ok(list)) if list.len() > 1))
+}
+
+/// Starts and stops the watch session of this project: while it is on,
+/// every change to a file of the project cancels the run in flight and
+/// starts a new one, which the history labels with the changed file.
+#[component]
+fn WatchToggle(
+    path: String,
+    pipelines: RwSignal<Option<Result<Vec<PipelineSummary>, ApiFailure>>>,
+    pipeline: RwSignal<String>,
+    target: RwSignal<String>,
+) -> impl IntoView {
+    let watch = RwSignal::new(None::<Watch>);
+    let busy = RwSignal::new(false);
+    let failure = RwSignal::new(None::<ApiFailure>);
+
+    // A session started before this page opened (by an earlier visit)
+    // shows as on.
+    let listed_path = path.clone();
+    spawn_local(async move {
+        match client::get::<WatchList>("/api/v1/watches").await {
+            Ok(list) => watch.set(
+                list.watches
+                    .into_iter()
+                    .find(|session| session.project == listed_path),
+            ),
+            Err(err) => failure.set(Some(err)),
+        }
+    });
+
+    let toggle = move |_| {
+        if busy.get_untracked() {
+            return;
+        }
+        busy.set(true);
+        failure.set(None);
+        let running = watch.get_untracked();
+        let chosen = pipeline.get_untracked();
+        let body = CreateWatch {
+            project: path.clone(),
+            pipeline: (several_pipelines(pipelines) && !chosen.is_empty()).then_some(chosen),
+            target: target.get_untracked(),
+        };
+        spawn_local(async move {
+            let previous = running.clone();
+            let outcome = match running {
+                Some(session) => client::delete(&format!("/api/v1/watches/{}", session.id))
+                    .await
+                    .map(|()| None),
+                None => client::post::<_, Watch>("/api/v1/watches", &body)
+                    .await
+                    .map(Some),
+            };
+            match outcome {
+                Ok(session) => watch.set(session),
+                Err(err) => {
+                    // Setting the unchanged value puts the checkbox back.
+                    watch.set(previous);
+                    failure.set(Some(err));
+                }
+            }
+            busy.set(false);
+        });
+    };
+
+    view! {
+        <div class="watch-toggle">
+            <label class="checkbox">
+                <input
+                    type="checkbox"
+                    data-testid="watch-toggle"
+                    prop:checked=move || watch.with(Option::is_some)
+                    disabled=move || busy.get()
+                    on:change=toggle
+                />
+                " Watch: rerun after every change to a file of the project"
+            </label>
+            <Show when=move || watch.with(Option::is_some)>
+                <p class="notice" role="status" data-testid="watch-status">
+                    "Watching. A change cancels the run in flight and starts a new one; "
+                    "the history names the file that changed."
+                </p>
+            </Show>
+            {move || failure.get().map(|failure| view! { <Failure failure /> })}
         </div>
     }
 }
@@ -396,7 +543,7 @@ fn target_label(target: &Target) -> String {
         label.push_str(" (current context)");
     }
     if !target.available {
-        label.push_str(" — not available yet");
+        label.push_str(" (unavailable)");
     }
     label
 }

@@ -20,8 +20,8 @@ struct CreateJob {
     break_on_failure: bool,
 }
 
-/// Splits the "break before" field at commas into step names.
-fn step_names(text: &str) -> Vec<String> {
+/// Splits a "break before" field at commas into step names.
+pub(super) fn step_names(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|name| !name.is_empty())

@@ -361,7 +361,6 @@ impl Debugger {
     pub fn shell(&self) -> Result<std::process::Command, DebugError> {
         let spec = self.paused_spec().ok_or_else(|| self.not_paused())?;
         self.runtime
-            .context
             .backend
             .debug_shell(&spec)
             .map_err(|source| DebugError::RunCommand {
@@ -401,7 +400,7 @@ impl Debugger {
         let step = format!("{} › {}", spec.task, spec.step);
 
         let (output, chunks) = mpsc::channel(16);
-        let backend = self.runtime.context.backend.clone();
+        let backend = self.runtime.backend.clone();
         let running =
             tokio::spawn(async move { backend.run_debug_command(spec, output, cancel).await });
         let collected = collect(chunks).await;
@@ -471,7 +470,6 @@ impl Debugger {
             .ok_or_else(|| self.not_paused())?;
         let entry = self
             .runtime
-            .context
             .backend
             .browse_workspace(workspace, path, MAX_FILE_BYTES)
             .await
