@@ -2,6 +2,7 @@
 //! can reattach after a dropped exec connection:
 //!
 //! ```text
+//! <state dir>/<step id>/started  empty; its ctime is when the step began
 //! <state dir>/<step id>/stdout   everything the step wrote to stdout
 //! <state dir>/<step id>/stderr   everything the step wrote to stderr
 //! <state dir>/<step id>/pgid     the step's process group id, once started
@@ -58,13 +59,14 @@ impl StepDir {
         })
     }
 
-    /// Creates the directory; fails if the step id was used before, so
-    /// that two runs never mix their output.
+    /// Creates the directory and its `started` marker; fails if the step
+    /// id was used before, so that two runs never mix their output.
     pub fn create(&self) -> io::Result<()> {
         if let Some(parent) = self.path.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::create_dir(&self.path)
+        fs::create_dir(&self.path)?;
+        fs::write(self.path.join("started"), b"")
     }
 
     pub fn exists(&self) -> bool {

@@ -100,6 +100,16 @@ fn example(name: &str) -> PathBuf {
     workspace_root().join("examples").join(name)
 }
 
+/// A step log with the job id, date-times (as `zipfile -l` prints them)
+/// and durations (as `unittest` prints them) replaced by placeholders.
+fn comparable_log(log: &str, job_id: &str) -> String {
+    let date_time = regex::Regex::new(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d").unwrap();
+    let duration = regex::Regex::new(r"\b\d+\.\d+s\b").unwrap();
+    let log = log.replace(job_id, "JOB");
+    let log = date_time.replace_all(&log, "DATE");
+    duration.replace_all(&log, "DURATION").into_owned()
+}
+
 /// Steps as `(task, step, state, exit code)`, sorted.
 fn step_states(job: &Value) -> Vec<(String, String, String, String)> {
     let mut steps: Vec<(String, String, String, String)> = job["steps"]
@@ -134,17 +144,27 @@ fn quickstart_runs_in_a_pod() {
     assert!(cluster.pods().is_empty(), "the pod outlived the job");
 }
 
-// TODO: this must pass. Artifacts that steps write in the pod must reach
-// the coordinator's local copy before `artifacts.upload` reads them (dag and
-// release upload such files), and step logs that print the environment
-// (`python --version` on the emulator's PATH) need comparing with care.
+/// `PATH` of the steps on both backends when they are compared: system
+/// folders only, because the pod's user (65532) cannot enter a folder such
+/// as `/root/.pyenv`, and steps on both sides must find the same programs.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 #[test]
-#[ignore = "artifacts written in the pod do not reach the coordinator's copy yet"]
 fn examples_end_the_same_as_on_the_local_backend() {
-    let cluster = Cluster::emulated();
+    let cluster = Cluster::start(EmulatorOptions {
+        path: SYSTEM_PATH.into(),
+        ..EmulatorOptions::default()
+    });
     for name in ["quickstart", "dag", "release"] {
         let local = Sandbox::new();
-        let local_run = local.danube(&["run", example(name).to_str().unwrap()]);
+        let local_run = Run::from_output(
+            local
+                .command()
+                .env("PATH", SYSTEM_PATH)
+                .args(["run", example(name).to_str().unwrap()])
+                .output()
+                .unwrap(),
+        );
         let kube = Sandbox::new();
         let kube_run = cluster.run(&kube, &example(name), &[]);
 
@@ -164,13 +184,11 @@ fn examples_end_the_same_as_on_the_local_backend() {
             if step_name == "list workspace" {
                 continue;
             }
-            // Job ids differ between the two runs; nothing else may.
+            // Job ids and the times files were written differ between the
+            // two runs; nothing else may.
             assert_eq!(
-                kube.step_log(kube_id, &task_name, &step_name)
-                    .replace(kube_id, "JOB"),
-                local
-                    .step_log(local_id, &task_name, &step_name)
-                    .replace(local_id, "JOB"),
+                comparable_log(&kube.step_log(kube_id, &task_name, &step_name), kube_id),
+                comparable_log(&local.step_log(local_id, &task_name, &step_name), local_id),
                 "{name}: log of {task_name} › {step_name}"
             );
         }
@@ -188,6 +206,43 @@ fn examples_end_the_same_as_on_the_local_backend() {
             "{name}: artifacts"
         );
     }
+}
+
+#[test]
+fn files_steps_change_reach_the_pipeline_script() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.file("gone.txt", "deleted by a step\n");
+    sandbox.file("kept.txt", "left alone\n");
+    sandbox.pipeline(
+        r#"
+import os
+from danube import artifacts, pipeline, step
+
+@pipeline(name="sync")
+def main():
+    step.run("echo made > made.txt && rm gone.txt && mkdir -p out/deep && echo x > out/deep/x.txt && ln -s made.txt link", name="change")
+    assert open("made.txt").read() == "made\n"
+    assert not os.path.exists("gone.txt"), "a deleted file is still in the local copy"
+    assert open("kept.txt").read() == "left alone\n"
+    assert os.readlink("link") == "made.txt"
+    artifacts.upload("out")
+    step.run("rm -r out", name="remove")
+    assert not os.path.exists("out")
+"#,
+    );
+
+    let run = cluster.run(&sandbox, &sandbox.project(), &[]);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let job = sandbox.last_job();
+    let names: Vec<&str> = job["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|artifact| artifact["name"].as_str())
+        .collect();
+    assert_eq!(names, ["out"]);
 }
 
 #[test]

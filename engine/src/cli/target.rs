@@ -119,6 +119,7 @@ impl TargetArgs {
                 pod,
                 workspaces_root: data.workspaces_dir(),
                 pod_start_limit: kubernetes::POD_START_LIMIT,
+                max_download_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
             },
         )?;
 

@@ -35,6 +35,7 @@ use super::error::KubeError;
 use super::lifecycle::{self, Observed};
 use super::pod::SUPERVISOR_PATH;
 use super::retry;
+use crate::backend::local::step::format_duration;
 use crate::backend::{OutputChunk, StepOutcome};
 use crate::model::Stream;
 
@@ -170,9 +171,22 @@ pub async fn run_step(
                         });
                     }
                 }
+                // The same notes as the local backend's, so that logs match.
                 return Ok(match stop {
-                    Some(StopRequest::TimedOut) => StepOutcome::TimedOut,
-                    Some(StopRequest::Cancelled) => StepOutcome::Cancelled,
+                    Some(StopRequest::TimedOut) => {
+                        let after =
+                            format_duration(run.timeout.expect("a timeout fired, so one was set"));
+                        let note = format!(
+                            "danube: step timed out after {after}; killed its process group"
+                        );
+                        send_note(&output, &note).await;
+                        StepOutcome::TimedOut
+                    }
+                    Some(StopRequest::Cancelled) => {
+                        send_note(&output, "danube: step cancelled; killed its process group")
+                            .await;
+                        StepOutcome::Cancelled
+                    }
                     None => StepOutcome::Exited(code),
                 });
             }

@@ -22,6 +22,7 @@
 //! All API calls go through one client whose request rate is bounded by
 //! [`REQUESTS_PER_SECOND`].
 
+pub mod download;
 pub mod error;
 pub mod exec;
 pub mod images;
@@ -115,6 +116,9 @@ pub struct KubeSettings {
     /// Local copies of the project, for the coordinator: `<data_dir>/workspaces`.
     pub workspaces_root: PathBuf,
     pub pod_start_limit: Duration,
+    /// Upper bound on the file data one step's changes copy back from the
+    /// pod to the local copy ([`download`]).
+    pub max_download_bytes: u64,
 }
 
 /// Runs each job in a pod.
@@ -272,6 +276,51 @@ impl KubernetesBackend {
         }
     }
 
+    /// Copies what the step of `spec` changed in the pod to the local copy,
+    /// noting in its output the files too large to copy.
+    async fn download_changes(
+        &self,
+        handle: &JobPodHandle,
+        spec: &StepSpec,
+        output: &mpsc::Sender<OutputChunk>,
+    ) -> Result<(), KubeError> {
+        let target = ExecTarget {
+            api: self.api.clone(),
+            pod: handle.name.clone(),
+            container: pod::WORKER_CONTAINER.into(),
+        };
+        let downloaded = download::download_changes(
+            &target,
+            &spec.step_id.to_string(),
+            &handle.local_workspace,
+            self.settings.max_download_bytes,
+        )
+        .await
+        .map_err(|reason| KubeError::DownloadChanges {
+            step: spec.step.clone(),
+            pod: handle.name.clone(),
+            reason,
+        })?;
+        tracing::debug!(
+            job_id = %spec.job_id,
+            step_id = spec.step_id,
+            unpacked = downloaded.unpacked,
+            removed = downloaded.removed,
+            "step's changes copied to the local copy"
+        );
+
+        for note in downloaded.notes {
+            let chunk = OutputChunk {
+                stream: crate::model::Stream::Engine,
+                data: bytes::Bytes::from(format!(
+                    "danube: {note}; it stays in the pod, so the pipeline script cannot read or upload it\n"
+                )),
+            };
+            output.send(chunk).await.ok();
+        }
+        Ok(())
+    }
+
     /// The container that runs `spec`: the worker, or the image's own.
     async fn container_for(
         &self,
@@ -360,7 +409,13 @@ impl Backend for KubernetesBackend {
                 pod_state: handle.watch.subscribe(),
                 on_started: Box::new(move || SpawnHook::notify(&hook_spec)),
             };
-            Ok(exec::run_step(run, output, cancel).await?)
+            let outcome = exec::run_step(run, output.clone(), cancel).await?;
+
+            // A cancelled job is over, so nobody reads its copy any more.
+            if outcome != StepOutcome::Cancelled {
+                self.download_changes(&handle, &spec, &output).await?;
+            }
+            Ok(outcome)
         }
         .instrument(span)
         .await

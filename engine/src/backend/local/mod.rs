@@ -9,7 +9,7 @@ mod browse;
 pub mod container;
 pub mod output;
 pub mod process;
-mod step;
+pub(crate) mod step;
 pub mod workspace;
 
 use std::collections::HashMap;
