@@ -24,7 +24,8 @@ usage: danube-supervisor COMMAND
                                run the step whose JSON request is the first line of stdin
   attach ID --stdout-offset N --stderr-offset M [--state-dir DIR]
                                resume a step's output from those offsets and exit with its code
-  status ID [--state-dir DIR]  print running, exited N, missing or lost
+  status ID [--state-dir DIR]  print running, exited N, missing or lost, then
+                               `output N M`: the bytes of stdout and stderr so far
   untar DIR                    unpack a tar stream from stdin into DIR
   pack DIR [--newer-than PATH] [--max-bytes N]
                                write a tar stream of DIR (entries changed since PATH) to stdout";
@@ -92,6 +93,9 @@ fn dispatch(arguments: &[String]) -> Result<i32, String> {
             match attach::status(&state_dir, &id) {
                 Ok(status) => {
                     println!("{status}");
+                    if let Some((stdout, stderr)) = attach::output_sizes(&state_dir, &id) {
+                        println!("output {stdout} {stderr}");
+                    }
                     Ok(0)
                 }
                 Err(message) => {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use danube_tests::kube::{Emulator, EmulatorOptions, JOBS_NAMESPACE};
+use danube_tests::kube::{Emulator, EmulatorOptions, ExecFault, JOBS_NAMESPACE};
 use danube_tests::{Run, Sandbox, danube_bin, step, task, workspace_root};
 use serde_json::Value;
 
@@ -495,25 +495,26 @@ fn eviction_and_lost_node_fail_the_job() {
     }
 }
 
-// TODO: this must pass; it needs the emulator to close the TCP connection
-// of a dropped exec, as a restarting API server does.
-#[test]
-#[ignore = "the emulator keeps a dropped exec's TCP connection open, so the engine never sees the drop"]
-fn dropped_exec_connection_is_reattached() {
-    let cluster = Cluster::emulated();
-    let Some(emulator) = cluster.emulator("dropped_exec_connection_is_reattached") else {
-        return;
-    };
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
+/// Runs a step that prints `before`, waits until `release` exists, prints
+/// `after` and exits with 5; ends its exec connections with `fault` while it
+/// waits, then calls `then` and creates `release`. Returns the finished run.
+fn run_with_exec_fault(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    fault: ExecFault,
+    then: impl FnOnce(&Emulator),
+) -> Run {
+    let release = sandbox.path().join("release");
+    sandbox.pipeline(&format!(
         r#"
 from danube import pipeline, step
 
 @pipeline(name="drop")
 def main():
-    step.run("echo before; sleep 2; echo after; exit 5", name="long", check=False)
+    step.run("echo before; while [ ! -e {} ]; do sleep 0.05; done; echo after; exit 5", name="long", check=False)
 "#,
-    );
+        release.display()
+    ));
     let mut command = sandbox.command();
     command
         .arg("run")
@@ -524,11 +525,44 @@ def main():
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
 
-    wait_for_running_step(&cluster);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(emulator.drop_exec_connections() > 0, "no exec was open");
-    let run = Run::from_output(child.wait_with_output().unwrap());
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let pod = wait_for_running_step(cluster);
+    let stdout = emulator
+        .volume_dir(JOBS_NAMESPACE, &pod, "workspace")
+        .unwrap()
+        .join(".danube/steps");
+    wait_for_output(&stdout, "before");
+    assert!(
+        emulator.fail_exec_connections(fault) > 0,
+        "no exec was open"
+    );
+    then(emulator);
+    std::fs::write(&release, "").unwrap();
+    Run::from_output(child.wait_with_output().unwrap())
+}
 
+/// Waits until a step's recorded stdout under `steps` contains `text`.
+fn wait_for_output(steps: &Path, text: &str) {
+    for _ in 0..600 {
+        let found = std::fs::read_dir(steps)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                std::fs::read_to_string(entry.path().join("stdout"))
+                    .is_ok_and(|stdout| stdout.contains(text))
+            });
+        if found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no step printed `{text}` within 30 seconds");
+}
+
+/// Asserts that the step `long` of `run_with_exec_fault` ended with its own
+/// exit code and each line once, after a reattach.
+fn assert_reattached(run: &Run, sandbox: &Sandbox, how: &str) {
     assert_eq!(run.code, 0, "{}", run.text());
     let job = sandbox.last_job();
     let id = job["job"]["id"].as_str().unwrap().to_owned();
@@ -536,7 +570,66 @@ def main():
     let log = sandbox.step_log(&id, "main", "long");
     assert_eq!(log.matches("before").count(), 1, "{log}");
     assert_eq!(log.matches("after").count(), 1, "{log}");
-    assert!(log.contains("reattaching"), "{log}");
+    let note = format!("the connection to this step {how}; reattaching");
+    assert!(log.contains(&note), "{log}");
+}
+
+#[test]
+fn dropped_exec_connection_is_reattached() {
+    for fault in [ExecFault::Reset, ExecFault::Close] {
+        let cluster = Cluster::emulated();
+        if cluster
+            .emulator("dropped_exec_connection_is_reattached")
+            .is_none()
+        {
+            return;
+        }
+        let sandbox = Sandbox::new();
+
+        let run = run_with_exec_fault(&cluster, &sandbox, fault, |_| {});
+
+        assert_reattached(&run, &sandbox, "dropped");
+    }
+}
+
+#[test]
+fn stalled_exec_connection_is_reattached() {
+    let cluster = Cluster::emulated();
+    if cluster
+        .emulator("stalled_exec_connection_is_reattached")
+        .is_none()
+    {
+        return;
+    }
+    let sandbox = Sandbox::new();
+
+    let run = run_with_exec_fault(&cluster, &sandbox, ExecFault::Stall, |_| {});
+
+    assert_reattached(&run, &sandbox, "stalled");
+}
+
+#[test]
+fn unreachable_supervisor_fails_the_step() {
+    let cluster = Cluster::emulated();
+    if cluster
+        .emulator("unreachable_supervisor_fails_the_step")
+        .is_none()
+    {
+        return;
+    }
+    let sandbox = Sandbox::new();
+
+    let run = run_with_exec_fault(&cluster, &sandbox, ExecFault::Reset, |emulator| {
+        emulator.refuse_execs(true);
+    });
+
+    assert_eq!(run.code, 1, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "failure");
+    assert_eq!(step(&job, "main", "long")["state"], "failure");
+    let reason = job["job"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("lost"), "{reason}");
+    assert!(reason.contains("connection refused"), "{reason}");
 }
 
 #[test]
