@@ -79,7 +79,7 @@ pub fn output_sizes(state_dir: &Path, id: &str) -> Option<(u64, u64)> {
         .then(|| (size(step.stdout()), size(step.stderr())))
 }
 
-/// True while the step's process group exists. A step whose group was never
+/// Returns true while the step's process group exists. A step whose group was never
 /// recorded counts as alive only until its supervisor wrote the pgid, which
 /// happens right after the start; a directory without one is treated as lost.
 fn step_is_alive(step: &StepDir) -> bool {

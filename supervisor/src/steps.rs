@@ -36,7 +36,7 @@ pub struct ExitRecord {
 }
 
 impl StepDir {
-    /// The directory of step `id` under `state_dir`.
+    /// Returns the directory of step `id` under `state_dir`.
     ///
     /// # Errors
     ///
@@ -93,7 +93,7 @@ impl StepDir {
         write_atomically(&self.pgid_path(), &format!("{pgid}\n"))
     }
 
-    /// The step's process group, once it started.
+    /// Returns the step's process group, once it started.
     pub fn read_pgid(&self) -> Option<libc::pid_t> {
         let text = fs::read_to_string(self.pgid_path()).ok()?;
         text.trim().parse().ok()
@@ -103,7 +103,7 @@ impl StepDir {
         write_atomically(&self.exit_path(), &format!("exited {}\n", record.code))
     }
 
-    /// The recorded end of the step; `None` while it runs.
+    /// Returns the recorded end of the step; `None` while it runs.
     pub fn read_exit(&self) -> Option<ExitRecord> {
         let text = fs::read_to_string(self.exit_path()).ok()?;
         let code = text.trim().strip_prefix("exited ")?.parse().ok()?;

@@ -100,8 +100,8 @@ fn example(name: &str) -> PathBuf {
     workspace_root().join("examples").join(name)
 }
 
-/// A step log with the job id, date-times (as `zipfile -l` prints them)
-/// and durations (as `unittest` prints them) replaced by placeholders.
+/// Replaces the job id, date-times (as `zipfile -l` prints them) and
+/// durations (as `unittest` prints them) in a step log with placeholders.
 fn comparable_log(log: &str, job_id: &str) -> String {
     let date_time = regex::Regex::new(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d").unwrap();
     let duration = regex::Regex::new(r"\b\d+\.\d+s\b").unwrap();
@@ -185,7 +185,7 @@ fn examples_end_the_same_as_on_the_local_backend() {
                 continue;
             }
             // Job ids and the times files were written differ between the
-            // two runs; nothing else may.
+            // two runs, and nothing else may.
             assert_eq!(
                 comparable_log(&kube.step_log(kube_id, &task_name, &step_name), kube_id),
                 comparable_log(&local.step_log(local_id, &task_name, &step_name), local_id),
@@ -496,8 +496,8 @@ fn eviction_and_lost_node_fail_the_job() {
 }
 
 /// Runs a step that prints `before`, waits until `release` exists, prints
-/// `after` and exits with 5; ends its exec connections with `fault` while it
-/// waits, then calls `then` and creates `release`. Returns the finished run.
+/// `after` and exits with 5. While it waits, ends its exec connections with
+/// `fault`, calls `then` and creates `release`. Returns the finished run.
 fn run_with_exec_fault(
     cluster: &Cluster,
     sandbox: &Sandbox,

@@ -362,22 +362,22 @@ impl Emulator {
         })
     }
 
-    /// The kubeconfig file with the `danube-emulator` context.
+    /// Returns the kubeconfig file with the `danube-emulator` context.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// Returns the server's URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
 
-    /// The bearer token the kubeconfig carries.
+    /// Returns the bearer token the kubeconfig carries.
     pub fn token(&self) -> &str {
         &self.shared.token
     }
 
-    /// A kube-rs client built from the kubeconfig file.
+    /// Returns a kube-rs client built from the kubeconfig file.
     ///
     /// # Panics
     ///
@@ -391,7 +391,7 @@ impl Emulator {
         kube::Client::try_from(config).expect("a client for plain HTTP builds")
     }
 
-    /// The host folder backing volume `volume` of a running pod.
+    /// Returns the host folder backing volume `volume` of a running pod.
     pub fn volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> Option<PathBuf> {
         let runtime = self.pod_runtime(namespace, pod).ok()?;
         Some(runtime.dir.join("volumes").join(volume))
@@ -528,7 +528,7 @@ impl Emulator {
         self.shared.store.compact();
     }
 
-    /// How many requests were served, by `(verb, resource)`: verbs as RBAC
+    /// Returns how many requests were served, by `(verb, resource)`: verbs as RBAC
     /// names them (`get`, `list`, `watch`, `create`, `update`, `patch`,
     /// `delete`), resources with their subresource (`pods`, `pods/exec`,
     /// `pods/log`, `pods/ephemeralcontainers`), and paths such as `/api`
@@ -541,7 +541,7 @@ impl Emulator {
             .clone()
     }
 
-    /// The count of one `(verb, resource)` pair.
+    /// Returns the count of one `(verb, resource)` pair.
     pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
         self.request_counts()
             .get(&(verb.to_owned(), resource.to_owned()))

@@ -101,8 +101,8 @@ pub async fn download_changes(
     let (chunks, receiver) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
     let root = local.to_owned();
     let unpacker = tokio::task::spawn_blocking(move || unpack(ChannelReader::new(receiver), &root));
-    // Once the unpacking stopped (on an error), the rest is read and
-    // dropped, so that the supervisor is never blocked writing it.
+    // Once the unpacking stopped on an error, the rest is read and dropped,
+    // so that the supervisor does not block writing it.
     let forward = async move {
         let mut buffer = vec![0; 64 * 1024];
         let mut unpacking = true;

@@ -54,13 +54,13 @@ const STOP_LIMIT: Duration = Duration::from_secs(15);
 /// Kubernetes reason is more useful than the bare exit code.
 const POD_REPORT_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a step's connection may deliver nothing before the engine asks
-/// the supervisor, over another exec, whether output or an exit is waiting.
+/// How long a step's connection may deliver nothing before the engine
+/// queries the supervisor, over another exec, for output or an exit.
 /// The wait doubles while the step is merely silent, up to
 /// [`MAX_PROBE_INTERVAL`], so a long quiet step costs few requests.
 const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
 
-/// Longest wait between two probes of a silent step.
+/// Maximum wait between two probes of a silent step.
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long output or an exit that the supervisor recorded may take to
@@ -514,12 +514,12 @@ fn pump(
     })
 }
 
-/// True when the exec status channel reports success.
+/// Returns true when the exec status channel reports success.
 pub fn is_success(status: &Status) -> bool {
     status.status.as_deref() == Some("Success")
 }
 
-/// The exit code in a status from the exec status channel; `Err` with the
+/// Returns the exit code in a status from the exec status channel; `Err` with the
 /// reason when the command did not run at all.
 fn exit_code(status: &Status) -> Result<i32, String> {
     if is_success(status) {
@@ -557,8 +557,8 @@ enum SupervisorStatus {
     Lost,
 }
 
-/// The supervisor's answer to `status`: the state, and the bytes its
-/// output files hold once the step started.
+/// The output of the supervisor's `status`: the state, and the bytes its
+/// output files contain once the step started.
 #[derive(Debug, PartialEq, Eq)]
 struct StatusReport {
     status: SupervisorStatus,
@@ -632,7 +632,7 @@ async fn query_status(run: &StepRun) -> Result<StatusReport, String> {
     }
 }
 
-/// The exit code the supervisor recorded, when the step has ended.
+/// Returns the exit code the supervisor recorded, when the step has ended.
 async fn recorded_exit(run: &StepRun) -> Option<i32> {
     match query_status(run).await {
         Ok(StatusReport {

@@ -338,7 +338,7 @@ impl KubernetesBackend {
         Ok(())
     }
 
-    /// The container that runs `spec`: the worker, or the image's own.
+    /// Returns the container that runs `spec`: the worker, or the image's own.
     async fn container_for(
         &self,
         handle: &JobPodHandle,
@@ -444,8 +444,8 @@ impl Backend for KubernetesBackend {
 
     fn debug_shell(&self, spec: &StepSpec) -> Result<std::process::Command, BackendError> {
         // TODO: open a terminal in the pod through an exec with a TTY whose
-        // first stdin line carries the step's environment; until then the
-        // debugger's ad-hoc commands are the way in.
+        // first stdin line carries the step's environment. Until then the
+        // debugger's ad-hoc commands run in the pod instead.
         let _ = spec;
         Err(BackendError::Unsupported {
             backend: "kubernetes",
@@ -453,8 +453,8 @@ impl Backend for KubernetesBackend {
         })
     }
 
-    /// Browses the local copy, which holds what the pod's workspace held
-    /// after the last step or debug command, except files past
+    /// Browses the local copy, which contains what the pod's workspace
+    /// contained after the last step or debug command, except files past
     /// [`KubeSettings::max_download_bytes`].
     async fn browse_workspace(
         &self,
@@ -504,7 +504,7 @@ impl KubernetesBackend {
             };
             let outcome = exec::run_step(run, output.clone(), cancel).await?;
 
-            // A cancelled job is over, so nobody reads its copy any more.
+            // A cancelled job is over, so its copy is not read any more.
             if outcome != StepOutcome::Cancelled {
                 self.download_changes(&handle, &spec, &id, &output).await?;
             }
@@ -515,8 +515,8 @@ impl KubernetesBackend {
     }
 }
 
-/// The supervisor's request for `spec` under supervisor id `id`, with local
-/// workspace paths mapped to the pod's `/workspace`.
+/// Builds the supervisor's request for `spec` under supervisor id `id`,
+/// with local workspace paths mapped to the pod's `/workspace`.
 fn step_request(spec: &StepSpec, id: &str, local_workspace: &Path) -> Zeroizing<Vec<u8>> {
     let to_pod = |path: &Path| -> String {
         match path.strip_prefix(local_workspace) {
