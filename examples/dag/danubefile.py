@@ -20,14 +20,16 @@ def lint() -> None:
     step.run("python3 tools/check_style.py calc", name="style")
 
 
+# `-B` keeps these imports from writing bytecode, so the `.pyc` files in the
+# package come from `lint` alone and do not depend on which task ran first.
 @task(needs=[prepare])
 def unit_tests() -> None:
-    step.run("python3 -m unittest discover -s calc/tests -t . -v", name="unittest")
+    step.run("python3 -B -m unittest discover -s calc/tests -t . -v", name="unittest")
 
 
 @task(needs=[prepare])
 def docs() -> None:
-    step.run("python3 -m pydoc -w calc.arith && mv calc.arith.html build/", name="pydoc")
+    step.run("python3 -B -m pydoc -w calc.arith && mv calc.arith.html build/", name="pydoc")
 
 
 @task(needs=[lint, unit_tests, docs])

@@ -8,7 +8,10 @@
 //!
 //! `status ID` prints one line: `running`, `exited N`, `missing` (the step
 //! never started here) or `lost` (its supervisor is gone without recording
-//! an exit code, for example after the container restarted).
+//! an exit code, for example after the container restarted). For a step
+//! that started, a second line `output N M` gives the bytes its stdout and
+//! stderr files hold, which the engine compares with what it received to
+//! find a stalled connection.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -67,7 +70,16 @@ pub fn status(state_dir: &Path, id: &str) -> Result<StepStatus, String> {
     })
 }
 
-/// True while the step's process group exists. A step whose group was never
+/// Returns the bytes step `id` has written to its stdout and stderr files
+/// so far, or `None` when it has no state directory.
+pub fn output_sizes(state_dir: &Path, id: &str) -> Option<(u64, u64)> {
+    let step = StepDir::new(state_dir, id).ok()?;
+    let size = |path: std::path::PathBuf| std::fs::metadata(path).map_or(0, |meta| meta.len());
+    step.exists()
+        .then(|| (size(step.stdout()), size(step.stderr())))
+}
+
+/// Returns true while the step's process group exists. A step whose group was never
 /// recorded counts as alive only until its supervisor wrote the pgid, which
 /// happens right after the start; a directory without one is treated as lost.
 fn step_is_alive(step: &StepDir) -> bool {

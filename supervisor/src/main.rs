@@ -5,6 +5,7 @@ mod attach;
 mod idle;
 mod install;
 mod json;
+mod pack;
 mod request;
 mod run;
 mod signals;
@@ -23,8 +24,11 @@ usage: danube-supervisor COMMAND
                                run the step whose JSON request is the first line of stdin
   attach ID --stdout-offset N --stderr-offset M [--state-dir DIR]
                                resume a step's output from those offsets and exit with its code
-  status ID [--state-dir DIR]  print running, exited N, missing or lost
-  untar DIR                    unpack a tar stream from stdin into DIR";
+  status ID [--state-dir DIR]  print running, exited N, missing or lost, then
+                               `output N M`: the bytes of stdout and stderr so far
+  untar DIR                    unpack a tar stream from stdin into DIR
+  pack DIR [--newer-than PATH] [--max-bytes N]
+                               write a tar stream of DIR (entries changed since PATH) to stdout";
 
 /// Exit code for a command line that cannot be understood.
 const USAGE_ERROR: u8 = 2;
@@ -89,6 +93,9 @@ fn dispatch(arguments: &[String]) -> Result<i32, String> {
             match attach::status(&state_dir, &id) {
                 Ok(status) => {
                     println!("{status}");
+                    if let Some((stdout, stderr)) = attach::output_sizes(&state_dir, &id) {
+                        println!("output {stdout} {stderr}");
+                    }
                     Ok(0)
                 }
                 Err(message) => {
@@ -103,6 +110,29 @@ fn dispatch(arguments: &[String]) -> Result<i32, String> {
             match untar::untar(&mut std::io::stdin().lock(), &PathBuf::from(dir)) {
                 Ok(count) => {
                     println!("unpacked {count} entries");
+                    Ok(0)
+                }
+                Err(message) => {
+                    eprintln!("danube-supervisor: {message}");
+                    Ok(run::SUPERVISOR_FAILED)
+                }
+            }
+        }
+        "pack" => {
+            let pack_options = pack::PackOptions {
+                root: PathBuf::from(options.single_positional("DIR")?),
+                newer_than: options.take("--newer-than").map(PathBuf::from),
+                max_bytes: options.optional_count("--max-bytes")?,
+            };
+            options.finish()?;
+            let raw_stdout = run::raw_stdout();
+            let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, &*raw_stdout);
+            match pack::pack(&pack_options, &mut stdout) {
+                Ok(summary) => {
+                    eprintln!(
+                        "packed {} of {} entries, {} over the size limit",
+                        summary.packed, summary.listed, summary.skipped_over_limit
+                    );
                     Ok(0)
                 }
                 Err(message) => {
@@ -155,11 +185,17 @@ impl Options {
     }
 
     fn offset(&mut self, name: &str) -> Result<u64, String> {
-        let value = self
-            .take(name)
-            .ok_or_else(|| format!("option `{name}` is missing"))?;
+        self.optional_count(name)?
+            .ok_or_else(|| format!("option `{name}` is missing"))
+    }
+
+    fn optional_count(&mut self, name: &str) -> Result<Option<u64>, String> {
+        let Some(value) = self.take(name) else {
+            return Ok(None);
+        };
         value
             .parse()
+            .map(Some)
             .map_err(|_| format!("option `{name}` must be a byte count, got `{value}`"))
     }
 

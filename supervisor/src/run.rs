@@ -286,7 +286,7 @@ fn watch_stdin(mut stdin: BufReader<io::Stdin>, pgid: libc::pid_t) {
     }
 }
 
-/// SIGTERM to the group, then SIGKILL to whatever outlives [`KILL_GRACE`].
+/// Sends SIGTERM to the group, then SIGKILL to whatever outlives [`KILL_GRACE`].
 pub fn terminate_group(pgid: libc::pid_t) {
     signals::kill_group(pgid, libc::SIGTERM);
     let deadline = Instant::now() + KILL_GRACE;
@@ -296,7 +296,7 @@ pub fn terminate_group(pgid: libc::pid_t) {
     signals::kill_group(pgid, libc::SIGKILL);
 }
 
-/// The process's stdout as an unbuffered file, since `io::stdout()` buffers
+/// Returns the process's stdout as an unbuffered file, since `io::stdout()` buffers
 /// by line and would hold back output without a newline.
 pub fn raw_stdout() -> ManuallyDrop<File> {
     // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop
@@ -304,7 +304,7 @@ pub fn raw_stdout() -> ManuallyDrop<File> {
     ManuallyDrop::new(unsafe { File::from_raw_fd(1) })
 }
 
-/// The process's stderr as an unbuffered file, as [`raw_stdout`].
+/// Returns the process's stderr as an unbuffered file, as [`raw_stdout`].
 pub fn raw_stderr() -> ManuallyDrop<File> {
     // SAFETY: as in raw_stdout, for fd 2.
     ManuallyDrop::new(unsafe { File::from_raw_fd(2) })

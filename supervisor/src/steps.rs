@@ -2,6 +2,7 @@
 //! can reattach after a dropped exec connection:
 //!
 //! ```text
+//! <state dir>/<step id>/started  empty; its ctime is when the step began
 //! <state dir>/<step id>/stdout   everything the step wrote to stdout
 //! <state dir>/<step id>/stderr   everything the step wrote to stderr
 //! <state dir>/<step id>/pgid     the step's process group id, once started
@@ -35,7 +36,7 @@ pub struct ExitRecord {
 }
 
 impl StepDir {
-    /// The directory of step `id` under `state_dir`.
+    /// Returns the directory of step `id` under `state_dir`.
     ///
     /// # Errors
     ///
@@ -58,13 +59,14 @@ impl StepDir {
         })
     }
 
-    /// Creates the directory; fails if the step id was used before, so
-    /// that two runs never mix their output.
+    /// Creates the directory and its `started` marker; fails if the step
+    /// id was used before, so that two runs never mix their output.
     pub fn create(&self) -> io::Result<()> {
         if let Some(parent) = self.path.parent() {
             fs::create_dir_all(parent)?;
         }
-        fs::create_dir(&self.path)
+        fs::create_dir(&self.path)?;
+        fs::write(self.path.join("started"), b"")
     }
 
     pub fn exists(&self) -> bool {
@@ -91,7 +93,7 @@ impl StepDir {
         write_atomically(&self.pgid_path(), &format!("{pgid}\n"))
     }
 
-    /// The step's process group, once it started.
+    /// Returns the step's process group, once it started.
     pub fn read_pgid(&self) -> Option<libc::pid_t> {
         let text = fs::read_to_string(self.pgid_path()).ok()?;
         text.trim().parse().ok()
@@ -101,7 +103,7 @@ impl StepDir {
         write_atomically(&self.exit_path(), &format!("exited {}\n", record.code))
     }
 
-    /// The recorded end of the step; `None` while it runs.
+    /// Returns the recorded end of the step; `None` while it runs.
     pub fn read_exit(&self) -> Option<ExitRecord> {
         let text = fs::read_to_string(self.exit_path()).ok()?;
         let code = text.trim().strip_prefix("exited ")?.parse().ok()?;

@@ -226,7 +226,7 @@ fn safe_relative(name: &[u8]) -> Result<PathBuf, String> {
     Ok(relative)
 }
 
-/// The bytes of a NUL-terminated header field.
+/// Returns the bytes of a NUL-terminated header field.
 fn field(bytes: &[u8]) -> &[u8] {
     let end = bytes
         .iter()
@@ -235,7 +235,7 @@ fn field(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
-/// The entry name, with the ustar prefix when the header has one.
+/// Returns the entry name, with the ustar prefix when the header has one.
 fn header_name(header: &[u8; BLOCK]) -> Vec<u8> {
     let name = field(&header[0..100]);
     let is_ustar = &header[257..263] == b"ustar\0";

@@ -139,7 +139,7 @@ fn double_quoted(
     }
 }
 
-/// True for `NAME=...` where NAME is a valid shell variable name.
+/// Returns true for `NAME=...` where NAME is a valid shell variable name.
 fn is_assignment(word: &str) -> bool {
     let Some((name, _)) = word.split_once('=') else {
         return false;

@@ -202,7 +202,8 @@ fn closed_stdin_leaves_the_step_running_and_attach_resumes_it() {
         .arg(&state)
         .output()
         .unwrap();
-    assert_eq!(text(&status.stdout), "running\n");
+    let running = text(&status.stdout);
+    assert!(running.starts_with("running\noutput 4 "), "{running}");
 
     std::fs::write(&marker, "").unwrap();
     let attached = supervisor()
@@ -232,7 +233,7 @@ fn closed_stdin_leaves_the_step_running_and_attach_resumes_it() {
         .arg(&state)
         .output()
         .unwrap();
-    assert_eq!(text(&status.stdout), "exited 4\n");
+    assert_eq!(text(&status.stdout), "exited 4\noutput 8 5\n");
 }
 
 #[test]

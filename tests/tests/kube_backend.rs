@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use danube_tests::kube::{Emulator, EmulatorOptions, JOBS_NAMESPACE};
+use danube_tests::kube::{Emulator, EmulatorOptions, ExecFault, JOBS_NAMESPACE};
 use danube_tests::{Run, Sandbox, danube_bin, step, task, workspace_root};
 use serde_json::Value;
 
@@ -100,6 +100,16 @@ fn example(name: &str) -> PathBuf {
     workspace_root().join("examples").join(name)
 }
 
+/// Replaces the job id, date-times (as `zipfile -l` prints them) and
+/// durations (as `unittest` prints them) in a step log with placeholders.
+fn comparable_log(log: &str, job_id: &str) -> String {
+    let date_time = regex::Regex::new(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d").unwrap();
+    let duration = regex::Regex::new(r"\b\d+\.\d+s\b").unwrap();
+    let log = log.replace(job_id, "JOB");
+    let log = date_time.replace_all(&log, "DATE");
+    duration.replace_all(&log, "DURATION").into_owned()
+}
+
 /// Steps as `(task, step, state, exit code)`, sorted.
 fn step_states(job: &Value) -> Vec<(String, String, String, String)> {
     let mut steps: Vec<(String, String, String, String)> = job["steps"]
@@ -134,17 +144,27 @@ fn quickstart_runs_in_a_pod() {
     assert!(cluster.pods().is_empty(), "the pod outlived the job");
 }
 
-// TODO: this must pass. Artifacts that steps write in the pod must reach
-// the coordinator's local copy before `artifacts.upload` reads them (dag and
-// release upload such files), and step logs that print the environment
-// (`python --version` on the emulator's PATH) need comparing with care.
+/// `PATH` of the steps on both backends when they are compared: system
+/// folders only, because the pod's user (65532) cannot enter a folder such
+/// as `/root/.pyenv`, and steps on both sides must find the same programs.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 #[test]
-#[ignore = "artifacts written in the pod do not reach the coordinator's copy yet"]
 fn examples_end_the_same_as_on_the_local_backend() {
-    let cluster = Cluster::emulated();
+    let cluster = Cluster::start(EmulatorOptions {
+        path: SYSTEM_PATH.into(),
+        ..EmulatorOptions::default()
+    });
     for name in ["quickstart", "dag", "release"] {
         let local = Sandbox::new();
-        let local_run = local.danube(&["run", example(name).to_str().unwrap()]);
+        let local_run = Run::from_output(
+            local
+                .command()
+                .env("PATH", SYSTEM_PATH)
+                .args(["run", example(name).to_str().unwrap()])
+                .output()
+                .unwrap(),
+        );
         let kube = Sandbox::new();
         let kube_run = cluster.run(&kube, &example(name), &[]);
 
@@ -164,13 +184,11 @@ fn examples_end_the_same_as_on_the_local_backend() {
             if step_name == "list workspace" {
                 continue;
             }
-            // Job ids differ between the two runs; nothing else may.
+            // Job ids and the times files were written differ between the
+            // two runs, and nothing else may.
             assert_eq!(
-                kube.step_log(kube_id, &task_name, &step_name)
-                    .replace(kube_id, "JOB"),
-                local
-                    .step_log(local_id, &task_name, &step_name)
-                    .replace(local_id, "JOB"),
+                comparable_log(&kube.step_log(kube_id, &task_name, &step_name), kube_id),
+                comparable_log(&local.step_log(local_id, &task_name, &step_name), local_id),
                 "{name}: log of {task_name} › {step_name}"
             );
         }
@@ -188,6 +206,43 @@ fn examples_end_the_same_as_on_the_local_backend() {
             "{name}: artifacts"
         );
     }
+}
+
+#[test]
+fn files_steps_change_reach_the_pipeline_script() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.file("gone.txt", "deleted by a step\n");
+    sandbox.file("kept.txt", "left alone\n");
+    sandbox.pipeline(
+        r#"
+import os
+from danube import artifacts, pipeline, step
+
+@pipeline(name="sync")
+def main():
+    step.run("echo made > made.txt && rm gone.txt && mkdir -p out/deep && echo x > out/deep/x.txt && ln -s made.txt link", name="change")
+    assert open("made.txt").read() == "made\n"
+    assert not os.path.exists("gone.txt"), "a deleted file is still in the local copy"
+    assert open("kept.txt").read() == "left alone\n"
+    assert os.readlink("link") == "made.txt"
+    artifacts.upload("out")
+    step.run("rm -r out", name="remove")
+    assert not os.path.exists("out")
+"#,
+    );
+
+    let run = cluster.run(&sandbox, &sandbox.project(), &[]);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let job = sandbox.last_job();
+    let names: Vec<&str> = job["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|artifact| artifact["name"].as_str())
+        .collect();
+    assert_eq!(names, ["out"]);
 }
 
 #[test]
@@ -440,25 +495,26 @@ fn eviction_and_lost_node_fail_the_job() {
     }
 }
 
-// TODO: this must pass; it needs the emulator to close the TCP connection
-// of a dropped exec, as a restarting API server does.
-#[test]
-#[ignore = "the emulator keeps a dropped exec's TCP connection open, so the engine never sees the drop"]
-fn dropped_exec_connection_is_reattached() {
-    let cluster = Cluster::emulated();
-    let Some(emulator) = cluster.emulator("dropped_exec_connection_is_reattached") else {
-        return;
-    };
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
+/// Runs a step that prints `before`, waits until `release` exists, prints
+/// `after` and exits with 5. While it waits, ends its exec connections with
+/// `fault`, calls `then` and creates `release`. Returns the finished run.
+fn run_with_exec_fault(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    fault: ExecFault,
+    then: impl FnOnce(&Emulator),
+) -> Run {
+    let release = sandbox.path().join("release");
+    sandbox.pipeline(&format!(
         r#"
 from danube import pipeline, step
 
 @pipeline(name="drop")
 def main():
-    step.run("echo before; sleep 2; echo after; exit 5", name="long", check=False)
+    step.run("echo before; while [ ! -e {} ]; do sleep 0.05; done; echo after; exit 5", name="long", check=False)
 "#,
-    );
+        release.display()
+    ));
     let mut command = sandbox.command();
     command
         .arg("run")
@@ -469,11 +525,44 @@ def main():
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
 
-    wait_for_running_step(&cluster);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(emulator.drop_exec_connections() > 0, "no exec was open");
-    let run = Run::from_output(child.wait_with_output().unwrap());
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let pod = wait_for_running_step(cluster);
+    let stdout = emulator
+        .volume_dir(JOBS_NAMESPACE, &pod, "workspace")
+        .unwrap()
+        .join(".danube/steps");
+    wait_for_output(&stdout, "before");
+    assert!(
+        emulator.fail_exec_connections(fault) > 0,
+        "no exec was open"
+    );
+    then(emulator);
+    std::fs::write(&release, "").unwrap();
+    Run::from_output(child.wait_with_output().unwrap())
+}
 
+/// Waits until a step's recorded stdout under `steps` contains `text`.
+fn wait_for_output(steps: &Path, text: &str) {
+    for _ in 0..600 {
+        let found = std::fs::read_dir(steps)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                std::fs::read_to_string(entry.path().join("stdout"))
+                    .is_ok_and(|stdout| stdout.contains(text))
+            });
+        if found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no step printed `{text}` within 30 seconds");
+}
+
+/// Asserts that the step `long` of `run_with_exec_fault` ended with its own
+/// exit code and each line once, after a reattach.
+fn assert_reattached(run: &Run, sandbox: &Sandbox, how: &str) {
     assert_eq!(run.code, 0, "{}", run.text());
     let job = sandbox.last_job();
     let id = job["job"]["id"].as_str().unwrap().to_owned();
@@ -481,7 +570,66 @@ def main():
     let log = sandbox.step_log(&id, "main", "long");
     assert_eq!(log.matches("before").count(), 1, "{log}");
     assert_eq!(log.matches("after").count(), 1, "{log}");
-    assert!(log.contains("reattaching"), "{log}");
+    let note = format!("the connection to this step {how}; reattaching");
+    assert!(log.contains(&note), "{log}");
+}
+
+#[test]
+fn dropped_exec_connection_is_reattached() {
+    for fault in [ExecFault::Reset, ExecFault::Close] {
+        let cluster = Cluster::emulated();
+        if cluster
+            .emulator("dropped_exec_connection_is_reattached")
+            .is_none()
+        {
+            return;
+        }
+        let sandbox = Sandbox::new();
+
+        let run = run_with_exec_fault(&cluster, &sandbox, fault, |_| {});
+
+        assert_reattached(&run, &sandbox, "dropped");
+    }
+}
+
+#[test]
+fn stalled_exec_connection_is_reattached() {
+    let cluster = Cluster::emulated();
+    if cluster
+        .emulator("stalled_exec_connection_is_reattached")
+        .is_none()
+    {
+        return;
+    }
+    let sandbox = Sandbox::new();
+
+    let run = run_with_exec_fault(&cluster, &sandbox, ExecFault::Stall, |_| {});
+
+    assert_reattached(&run, &sandbox, "stalled");
+}
+
+#[test]
+fn unreachable_supervisor_fails_the_step() {
+    let cluster = Cluster::emulated();
+    if cluster
+        .emulator("unreachable_supervisor_fails_the_step")
+        .is_none()
+    {
+        return;
+    }
+    let sandbox = Sandbox::new();
+
+    let run = run_with_exec_fault(&cluster, &sandbox, ExecFault::Reset, |emulator| {
+        emulator.refuse_execs(true);
+    });
+
+    assert_eq!(run.code, 1, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "failure");
+    assert_eq!(step(&job, "main", "long")["state"], "failure");
+    let reason = job["job"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("lost"), "{reason}");
+    assert!(reason.contains("connection refused"), "{reason}");
 }
 
 #[test]

@@ -139,6 +139,7 @@ pub async fn connect(
             pod,
             workspaces_root: data.workspaces_dir(),
             pod_start_limit: kubernetes::POD_START_LIMIT,
+            max_download_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
         },
     )
     .map_err(ConnectError::Client)?;

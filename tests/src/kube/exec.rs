@@ -41,7 +41,7 @@ use super::query::Query;
 use super::runtime::{self, Namespaces, Process, ProcessSpec};
 use super::server::AppState;
 use super::status::ApiError;
-use super::{ExecProtocol, Shared, pod_state};
+use super::{ExecFault, ExecProtocol, Shared, pod_state};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -87,6 +87,12 @@ fn start(
         return Err(ApiError::bad_request(format!(
             "cannot exec into a container in a completed pod; current phase is {}",
             pod_state::phase(&pod)
+        )));
+    }
+    if shared.refuse_execs.load(Ordering::SeqCst) {
+        return Err(ApiError::internal(format!(
+            "error dialing backend: dial tcp {}:10250: connect: connection refused",
+            super::NODE_NAME
         )));
     }
     if shared.node_lost() {
@@ -399,6 +405,26 @@ where
 
     if dropped {
         abandon(&session.label, outputs, exit);
+        let fault = *shared.exec_fault.lock().unwrap_or_else(|p| p.into_inner());
+        match fault {
+            ExecFault::Reset => {}
+            ExecFault::Close => {
+                let close = CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "the server is shutting down".into(),
+                };
+                let _ = sink.send(Message::Close(Some(close))).await;
+            }
+            ExecFault::Stall => {
+                // Held, unread and unwritten, until the next fault bumps
+                // the counter again or the emulator stops.
+                let mut drops = shared.exec_drops.subscribe();
+                tokio::spawn(async move {
+                    let _ = drops.changed().await;
+                    drop((sink, source));
+                });
+            }
+        }
         return;
     }
     let code = exit_code.unwrap_or(137);

@@ -280,7 +280,7 @@ async fn evict(shared: &Shared, pod: &PodRuntime, message: String) {
     record_stopped(shared, pod, &running, Some("Error")).await;
 }
 
-/// The group and image of the container `name` in the pod's spec.
+/// Returns the group and image of the container `name` in the pod's spec.
 fn find_container(pod: &Pod, name: &str) -> (Group, String) {
     let spec = pod.spec.as_ref();
     let image = |c: Option<&Container>| c.and_then(|c| c.image.clone());

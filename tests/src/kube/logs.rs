@@ -31,7 +31,8 @@ pub(crate) struct ContainerLog {
 }
 
 impl ContainerLog {
-    /// A log fed by two streams, stdout and stderr, through [`Self::pump`].
+    /// Creates a log fed by two streams, stdout and stderr, through
+    /// [`Self::pump`].
     pub fn new() -> Arc<ContainerLog> {
         Arc::new(ContainerLog {
             inner: Mutex::new(Inner {
@@ -92,7 +93,7 @@ impl ContainerLog {
         (lines, inner.closed)
     }
 
-    /// A receiver that changes whenever a line arrives or the log closes.
+    /// Returns a receiver that changes whenever a line arrives or the log closes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }

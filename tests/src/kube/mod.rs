@@ -114,6 +114,22 @@ impl ExecProtocol {
     }
 }
 
+/// How [`Emulator::fail_exec_connections`] ends the open exec connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecFault {
+    /// The TCP connection closes without a WebSocket close frame, as when
+    /// the API server process dies.
+    Reset,
+    /// A close frame with code 1001 (going away), then the TCP close, as an
+    /// API server that shuts down or a load balancer that ends an idle
+    /// connection sends.
+    Close,
+    /// The connection stays open, but nothing more is sent on it or read
+    /// from it, as behind a load balancer that lost its backend. It is
+    /// closed at the next fault or when the emulator stops.
+    Stall,
+}
+
 /// How to start an [`Emulator`].
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
@@ -230,8 +246,12 @@ pub(crate) struct Shared {
     pub shell_mask: runtime::ShellMask,
     node: Mutex<node::NodeFlags>,
     counters: Mutex<BTreeMap<(String, String), u64>>,
-    /// Bumped to drop every exec connection.
+    /// Bumped to end every exec connection the way `exec_fault` says.
     pub exec_drops: tokio::sync::watch::Sender<u64>,
+    pub exec_fault: Mutex<ExecFault>,
+    /// Set while new exec requests fail, as when the kubelet cannot be
+    /// dialled.
+    pub refuse_execs: std::sync::atomic::AtomicBool,
     /// Exec connections open now.
     pub exec_open: AtomicUsize,
 }
@@ -302,6 +322,8 @@ impl Emulator {
             node: Mutex::default(),
             counters: Mutex::default(),
             exec_drops: tokio::sync::watch::channel(0).0,
+            exec_fault: Mutex::new(ExecFault::Reset),
+            refuse_execs: std::sync::atomic::AtomicBool::new(false),
             exec_open: AtomicUsize::new(0),
         });
         for name in &shared.options.namespaces {
@@ -340,22 +362,22 @@ impl Emulator {
         })
     }
 
-    /// The kubeconfig file with the `danube-emulator` context.
+    /// Returns the kubeconfig file with the `danube-emulator` context.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// Returns the server's URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
 
-    /// The bearer token the kubeconfig carries.
+    /// Returns the bearer token the kubeconfig carries.
     pub fn token(&self) -> &str {
         &self.shared.token
     }
 
-    /// A kube-rs client built from the kubeconfig file.
+    /// Returns a kube-rs client built from the kubeconfig file.
     ///
     /// # Panics
     ///
@@ -369,7 +391,7 @@ impl Emulator {
         kube::Client::try_from(config).expect("a client for plain HTTP builds")
     }
 
-    /// The host folder backing volume `volume` of a running pod.
+    /// Returns the host folder backing volume `volume` of a running pod.
     pub fn volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> Option<PathBuf> {
         let runtime = self.pod_runtime(namespace, pod).ok()?;
         Some(runtime.dir.join("volumes").join(volume))
@@ -471,13 +493,33 @@ impl Emulator {
     }
 
     /// Closes every open exec connection at once without a close frame or
-    /// a status, as an API server restart does. The exec'd processes keep
-    /// running, their output discarded. Returns how many were open.
+    /// a status, as an API server that crashes does. The exec'd processes
+    /// keep running, their output discarded. Returns how many were open.
     pub fn drop_exec_connections(&self) -> usize {
+        self.fail_exec_connections(ExecFault::Reset)
+    }
+
+    /// Ends every open exec connection at once as `fault` says. The exec'd
+    /// processes keep running, their output discarded. Returns how many
+    /// were open.
+    pub fn fail_exec_connections(&self, fault: ExecFault) -> usize {
         let open = self.shared.exec_open.load(Ordering::SeqCst);
-        info!(open, "dropping every exec connection");
+        info!(open, ?fault, "ending every exec connection");
+        *self
+            .shared
+            .exec_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = fault;
         self.shared.exec_drops.send_modify(|n| *n += 1);
         open
+    }
+
+    /// Makes new exec requests fail (`true`) with `500` and the message an
+    /// API server gives when it cannot dial the kubelet, until called with
+    /// `false`. Open connections are not touched.
+    pub fn refuse_execs(&self, refuse: bool) {
+        info!(refuse, "changing whether execs are refused");
+        self.shared.refuse_execs.store(refuse, Ordering::SeqCst);
     }
 
     /// Drops the watch history, as an etcd compaction does: a watch from
@@ -486,7 +528,7 @@ impl Emulator {
         self.shared.store.compact();
     }
 
-    /// How many requests were served, by `(verb, resource)`: verbs as RBAC
+    /// Returns how many requests were served, by `(verb, resource)`: verbs as RBAC
     /// names them (`get`, `list`, `watch`, `create`, `update`, `patch`,
     /// `delete`), resources with their subresource (`pods`, `pods/exec`,
     /// `pods/log`, `pods/ephemeralcontainers`), and paths such as `/api`
@@ -499,7 +541,7 @@ impl Emulator {
             .clone()
     }
 
-    /// The count of one `(verb, resource)` pair.
+    /// Returns the count of one `(verb, resource)` pair.
     pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
         self.request_counts()
             .get(&(verb.to_owned(), resource.to_owned()))

@@ -153,7 +153,7 @@ fn requests(resources: Option<&ResourceRequirements>) -> Resources {
     }
 }
 
-/// What a pod asks the scheduler for: the larger of the biggest init
+/// Computes what a pod requests from the scheduler: the larger of the biggest init
 /// container and the sum of the main containers, per resource.
 pub(crate) fn pod_requests(pod: &Pod) -> Resources {
     let Some(spec) = &pod.spec else {
@@ -173,7 +173,7 @@ pub(crate) fn pod_requests(pod: &Pod) -> Resources {
     main
 }
 
-/// Why the pod does not fit on the node, in the scheduler's words, or
+/// Returns why the pod does not fit on the node, in the scheduler's words, or
 /// `None` when it fits.
 fn unschedulable_reason(shared: &Shared, pod: &Pod) -> Option<String> {
     let flags = shared.node_flags();

@@ -46,7 +46,7 @@ pub(crate) enum State {
     },
 }
 
-/// The status entry of container `name`, created waiting when missing.
+/// Returns the status entry of container `name`, created waiting when missing.
 fn entry<'a>(pod: &'a mut Pod, group: Group, name: &str, image: &str) -> &'a mut ContainerStatus {
     let status = pod.status.get_or_insert_default();
     let list = group.statuses(status);
@@ -152,7 +152,7 @@ pub(crate) fn set_condition(
     condition.message = message;
 }
 
-/// Whether the pod has reached `Succeeded` or `Failed`.
+/// Checks whether the pod has reached `Succeeded` or `Failed`.
 pub(crate) fn is_terminal(pod: &Pod) -> bool {
     matches!(phase(pod), "Succeeded" | "Failed")
 }

@@ -263,7 +263,7 @@ pub(crate) async fn log(
     respond(container_log(&shared, &namespace, &name, &Query::parse(raw.as_deref())).await)
 }
 
-/// The container `query` names, or the pod's only container.
+/// Returns the container `query` names, or the pod's only container.
 ///
 /// # Errors
 ///

@@ -30,7 +30,7 @@ impl Query {
         Query { pairs }
     }
 
-    /// The first value of `key`.
+    /// Returns the first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs
             .iter()
@@ -38,7 +38,7 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Every value of `key`, in order.
+    /// Returns every value of `key`, in order.
     pub fn all(&self, key: &str) -> Vec<String> {
         self.pairs
             .iter()
@@ -47,7 +47,7 @@ impl Query {
             .collect()
     }
 
-    /// A boolean parameter: `true` or `1` are true, absence is false.
+    /// Returns a boolean parameter: `true` or `1` are true, absence is false.
     ///
     /// # Errors
     ///
@@ -62,7 +62,7 @@ impl Query {
         }
     }
 
-    /// A non-negative integer parameter.
+    /// Returns a non-negative integer parameter.
     ///
     /// # Errors
     ///

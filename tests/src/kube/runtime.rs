@@ -133,7 +133,7 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// The middle process's pid. Its `ns/mnt` and `ns/pid_for_children`
+    /// Returns the middle process's pid. Its `ns/mnt` and `ns/pid_for_children`
     /// are the container's namespaces.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -452,7 +452,7 @@ fn die_with_parent() -> io::Result<()> {
     }
 }
 
-/// The `PATH` containers get when neither the image nor the pod sets one.
+/// Returns the `PATH` containers get when neither the image nor the pod sets one.
 pub(crate) fn default_path() -> OsString {
     std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
 }

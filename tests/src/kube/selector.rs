@@ -45,7 +45,7 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
-    /// Whether the object's `metadata.labels` satisfy every requirement.
+    /// Checks whether the object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
         let label = |key: &str| labels.get(key).and_then(Value::as_str);
@@ -164,7 +164,7 @@ impl FieldSelector {
         Ok(FieldSelector { terms })
     }
 
-    /// Whether every term holds on the object. A missing field reads as the
+    /// Checks whether every term holds on the object. A missing field reads as the
     /// empty string, so `spec.nodeName=` matches unscheduled pods.
     pub fn matches(&self, object: &Value) -> bool {
         self.terms.iter().all(|(field, equal, value)| {

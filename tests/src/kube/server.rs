@@ -244,7 +244,7 @@ async fn api_resources() -> Response {
     .into_response()
 }
 
-/// The fields `fieldSelector` may name for each resource.
+/// Returns the fields `fieldSelector` may name for each resource.
 pub(crate) fn selectable_fields(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Pod => &[

@@ -162,7 +162,7 @@ impl ApiError {
         )
     }
 
-    /// The `metav1.Status` object.
+    /// Returns the `metav1.Status` object.
     pub fn to_status(&self) -> Value {
         let mut status = json!({
             "kind": "Status",

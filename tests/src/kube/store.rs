@@ -28,7 +28,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    /// The plural resource name used in URLs, errors and RBAC.
+    /// Returns the plural resource name used in URLs, errors and RBAC.
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Namespace => "namespaces",
@@ -132,7 +132,7 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The current resource version, for list responses.
+    /// Returns the current resource version, for list responses.
     pub fn revision(&self) -> u64 {
         self.lock().revision
     }
@@ -170,7 +170,7 @@ impl Store {
         })
     }
 
-    /// The objects of `kind` now, their version, and a receiver for every
+    /// Returns the objects of `kind` now, their version, and a receiver for every
     /// later event, taken at one instant.
     pub fn snapshot(&self, kind: Kind) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Event>>) {
         let state = self.lock();
@@ -289,7 +289,7 @@ impl Store {
             .cloned()
     }
 
-    /// Every pod, or the pods of one namespace, with the list's version.
+    /// Returns every pod, or the pods of one namespace, with the list's version.
     pub fn pods(&self, namespace: Option<&str>) -> (Vec<Pod>, u64) {
         let state = self.lock();
         let pods = state
@@ -424,7 +424,7 @@ fn fill_server_metadata(metadata: &mut ObjectMeta) {
     metadata.managed_fields = None;
 }
 
-/// The current time in the API's second precision.
+/// Returns the current time in the API's second precision.
 pub(crate) fn now() -> Time {
     let seconds = Timestamp::now().as_second();
     Time(Timestamp::from_second(seconds).expect("the current second is a valid timestamp"))

@@ -178,13 +178,13 @@ impl Causes {
     }
 }
 
-/// Whether `name` is a DNS-1123 label: lowercase alphanumerics and `-`, at
+/// Checks whether `name` is a DNS-1123 label: lowercase alphanumerics and `-`, at
 /// most 63 characters, starting and ending alphanumeric.
 pub(crate) fn is_dns_label(name: &str) -> bool {
     is_dns_part(name) && name.len() <= 63
 }
 
-/// Whether `name` is a DNS-1123 subdomain (labels joined by `.`, at most
+/// Checks whether `name` is a DNS-1123 subdomain (labels joined by `.`, at most
 /// 253 characters), the rule for pod and namespace names.
 pub(crate) fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(is_dns_part)

@@ -41,6 +41,15 @@ pub enum KubeError {
         reason: String,
     },
 
+    #[error(
+        "failed to copy the files step `{step}` changed in pod `{pod}` back to the local copy: {reason}"
+    )]
+    DownloadChanges {
+        step: String,
+        pod: String,
+        reason: String,
+    },
+
     #[error("failed to start step `{step}` in container `{container}` of pod `{pod}`")]
     StartStep {
         step: String,

@@ -35,6 +35,7 @@ use super::error::KubeError;
 use super::lifecycle::{self, Observed};
 use super::pod::SUPERVISOR_PATH;
 use super::retry;
+use crate::backend::local::step::format_duration;
 use crate::backend::{OutputChunk, StepOutcome};
 use crate::model::Stream;
 
@@ -52,6 +53,24 @@ const STOP_LIMIT: Duration = Duration::from_secs(15);
 /// whether the container itself was killed (an OOM kill, an eviction), whose
 /// Kubernetes reason is more useful than the bare exit code.
 const POD_REPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a step's connection may deliver nothing before the engine
+/// queries the supervisor, over another exec, for output or an exit.
+/// The wait doubles while the step is merely silent, up to
+/// [`MAX_PROBE_INTERVAL`], so a long quiet step costs few requests.
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// Maximum wait between two probes of a silent step.
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long output or an exit that the supervisor recorded may take to
+/// arrive before the connection counts as stalled.
+const STALL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the output pumps may take to finish after a connection closed
+/// without a status. kube-rs leaves their streams open when the WebSocket
+/// fails with an error, so waiting for their end could last forever.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Buffer of each exec stream; kube's default of 1 KiB makes large output slow.
 const STREAM_BUFFER: usize = 64 * 1024;
@@ -90,7 +109,13 @@ enum StopRequest {
 /// How one exec connection ended.
 enum Ending {
     Status(Box<Status>),
+    /// The connection closed without a status.
     Dropped,
+    /// The connection is open but delivers nothing, while the supervisor
+    /// recorded output or an exit that never arrived.
+    Stalled,
+    /// The connection went quiet and the supervisor could not be asked why.
+    Unreachable(String),
     PodFailed(String),
 }
 
@@ -127,7 +152,7 @@ pub async fn run_step(
     let mut attached = false;
     loop {
         let ending = session
-            .follow(&mut run.pod_state, deadline, &cancel, &mut stop)
+            .follow(&run, &offsets, deadline, &cancel, &mut stop)
             .await;
         match ending {
             Ending::PodFailed(reason) => {
@@ -170,25 +195,50 @@ pub async fn run_step(
                         });
                     }
                 }
+                // The same notes as the local backend's, so that logs match.
                 return Ok(match stop {
-                    Some(StopRequest::TimedOut) => StepOutcome::TimedOut,
-                    Some(StopRequest::Cancelled) => StepOutcome::Cancelled,
+                    Some(StopRequest::TimedOut) => {
+                        let after =
+                            format_duration(run.timeout.expect("a timeout fired, so one was set"));
+                        let note = format!(
+                            "danube: step timed out after {after}; killed its process group"
+                        );
+                        send_note(&output, &note).await;
+                        StepOutcome::TimedOut
+                    }
+                    Some(StopRequest::Cancelled) => {
+                        send_note(&output, "danube: step cancelled; killed its process group")
+                            .await;
+                        StepOutcome::Cancelled
+                    }
                     None => StepOutcome::Exited(code),
                 });
             }
-            Ending::Dropped => {
+            Ending::Unreachable(reason) => {
+                return Err(KubeError::StepLost {
+                    step: run.step.clone(),
+                    pod: run.target.pod.clone(),
+                    reason: format!(
+                        "its connection went quiet and its supervisor could not be reached: {reason}"
+                    ),
+                });
+            }
+            Ending::Dropped | Ending::Stalled => {
+                let how = if matches!(ending, Ending::Stalled) {
+                    "stalled"
+                } else {
+                    "dropped"
+                };
                 tracing::info!(
                     step_id = %run.id,
                     pod = %run.target.pod,
                     stdout_offset = offsets.stdout.load(Ordering::SeqCst),
                     stderr_offset = offsets.stderr.load(Ordering::SeqCst),
-                    "exec connection dropped; reattaching"
+                    connection = how,
+                    "exec connection lost; reattaching"
                 );
-                send_note(
-                    &output,
-                    "danube: the connection to this step dropped; reattaching",
-                )
-                .await;
+                let note = format!("danube: the connection to this step {how}; reattaching");
+                send_note(&output, &note).await;
                 session = reattach(&run, &offsets, &output, stop).await?;
                 attached = true;
             }
@@ -201,6 +251,89 @@ pub async fn run_step(
 struct Offsets {
     stdout: Arc<AtomicU64>,
     stderr: Arc<AtomicU64>,
+}
+
+impl Offsets {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.stdout.load(Ordering::SeqCst),
+            self.stderr.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// When the next liveness probe of a quiet connection is due.
+struct Liveness {
+    received: (u64, u64),
+    next_probe: Instant,
+    interval: Duration,
+    /// Set when the last probe found output or an exit not yet received;
+    /// a second such probe ends the connection as stalled.
+    suspect: bool,
+    failures: u32,
+}
+
+impl Liveness {
+    fn new(offsets: &Offsets) -> Liveness {
+        Liveness {
+            received: offsets.get(),
+            next_probe: Instant::now() + PROBE_AFTER_IDLE,
+            interval: PROBE_AFTER_IDLE,
+            suspect: false,
+            failures: 0,
+        }
+    }
+
+    /// Probes the supervisor unless output arrived since the last check,
+    /// and returns how the connection ended when it is stalled or the
+    /// supervisor cannot be reached.
+    async fn check(&mut self, run: &StepRun, offsets: &Offsets) -> Option<Ending> {
+        let received = offsets.get();
+        if received != self.received {
+            self.received = received;
+            self.reset();
+            return None;
+        }
+
+        match query_status(run).await {
+            Ok(report) => {
+                self.failures = 0;
+                let behind = report
+                    .output
+                    .is_some_and(|(stdout, stderr)| stdout > received.0 || stderr > received.1);
+                let ended = !matches!(report.status, SupervisorStatus::Running);
+                if !(behind || ended) {
+                    self.suspect = false;
+                    self.interval = (self.interval * 2).min(MAX_PROBE_INTERVAL);
+                    self.next_probe = Instant::now() + self.interval;
+                    return None;
+                }
+                if self.suspect {
+                    tracing::info!(step_id = %run.id, status = ?report.status, ?received, recorded = ?report.output, "exec connection stalled");
+                    return Some(Ending::Stalled);
+                }
+                self.suspect = true;
+                self.next_probe = Instant::now() + STALL_GRACE;
+                None
+            }
+            Err(reason) => {
+                tracing::debug!(step_id = %run.id, attempt = self.failures, error = %reason, "liveness probe failed; retrying");
+                self.failures += 1;
+                if self.failures >= REATTACH_ATTEMPTS {
+                    return Some(Ending::Unreachable(reason));
+                }
+                self.next_probe = Instant::now() + retry::delay(self.failures);
+                None
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.suspect = false;
+        self.failures = 0;
+        self.interval = PROBE_AFTER_IDLE;
+        self.next_probe = Instant::now() + PROBE_AFTER_IDLE;
+    }
 }
 
 /// One exec connection: its stdin and the tasks that pump its output.
@@ -270,10 +403,12 @@ impl Session {
     }
 
     /// Follows the connection until it ends, asking the step to stop once
-    /// its deadline passes or `cancel` fires.
+    /// its deadline passes or `cancel` fires, and probing the supervisor
+    /// when the connection stays quiet ([`Liveness`]).
     async fn follow(
         &mut self,
-        pod_state: &mut watch::Receiver<Observed>,
+        run: &StepRun,
+        offsets: &Offsets,
         deadline: Option<Instant>,
         cancel: &CancellationToken,
         stop: &mut Option<StopRequest>,
@@ -282,7 +417,8 @@ impl Session {
             return Ending::Dropped;
         };
         let mut status = std::pin::pin!(status.fuse());
-        let mut pod_failed = std::pin::pin!(lifecycle::failure(pod_state.clone()).fuse());
+        let mut pod_failed = std::pin::pin!(lifecycle::failure(run.pod_state.clone()).fuse());
+        let mut liveness = Liveness::new(offsets);
         let mut stop_deadline = stop.map(|_| Instant::now() + STOP_LIMIT);
         if stop.is_some() {
             // A reattached session of a step that was already asked to stop.
@@ -293,14 +429,28 @@ impl Session {
             tokio::select! {
                 status = &mut status => {
                     // The output that arrived before the status belongs to
-                    // the step; wait until it is all passed on.
-                    for pump in self.pumps.drain(..) {
-                        let _ = pump.await;
+                    // the step; wait until it is all passed on. Without a
+                    // status the streams may never end, so the wait is short,
+                    // and `attach` resends what the pumps did not count.
+                    let grace = if status.is_some() { STOP_LIMIT } else { DRAIN_GRACE };
+                    // A pump left running would keep the output channel,
+                    // and with it the step, open.
+                    for mut pump in self.pumps.drain(..) {
+                        if tokio::time::timeout(grace, &mut pump).await.is_err() {
+                            tracing::debug!(step_id = %run.id, "an output stream did not end after the exec closed");
+                            pump.abort();
+                        }
                     }
                     return match status {
                         Some(status) => Ending::Status(Box::new(status)),
                         None => Ending::Dropped,
                     };
+                }
+                () = tokio::time::sleep_until(liveness.next_probe) => {
+                    if let Some(ending) = liveness.check(run, offsets).await {
+                        self.process.abort();
+                        return ending;
+                    }
                 }
                 reason = &mut pod_failed => return Ending::PodFailed(reason),
                 () = sleep_until(deadline), if stop.is_none() && deadline.is_some() => {
@@ -364,12 +514,12 @@ fn pump(
     })
 }
 
-/// True when the exec status channel reports success.
+/// Returns true when the exec status channel reports success.
 pub fn is_success(status: &Status) -> bool {
     status.status.as_deref() == Some("Success")
 }
 
-/// The exit code in a status from the exec status channel; `Err` with the
+/// Returns the exit code in a status from the exec status channel; `Err` with the
 /// reason when the command did not run at all.
 fn exit_code(status: &Status) -> Result<i32, String> {
     if is_success(status) {
@@ -407,6 +557,26 @@ enum SupervisorStatus {
     Lost,
 }
 
+/// The output of the supervisor's `status`: the state, and the bytes its
+/// output files contain once the step started.
+#[derive(Debug, PartialEq, Eq)]
+struct StatusReport {
+    status: SupervisorStatus,
+    output: Option<(u64, u64)>,
+}
+
+fn parse_report(text: &str) -> Option<StatusReport> {
+    let mut lines = text.lines();
+    let status = parse_status(lines.next()?)?;
+    let output = lines.next().and_then(|line| {
+        let mut sizes = line.strip_prefix("output ")?.split(' ');
+        let stdout = sizes.next()?.parse().ok()?;
+        let stderr = sizes.next()?.parse().ok()?;
+        Some((stdout, stderr))
+    });
+    Some(StatusReport { status, output })
+}
+
 fn parse_status(text: &str) -> Option<SupervisorStatus> {
     match text.trim() {
         "missing" => Some(SupervisorStatus::Missing),
@@ -420,7 +590,7 @@ fn parse_status(text: &str) -> Option<SupervisorStatus> {
 }
 
 /// Asks the supervisor in the container for the step's state.
-async fn query_status(run: &StepRun) -> Result<SupervisorStatus, String> {
+async fn query_status(run: &StepRun) -> Result<StatusReport, String> {
     let params = AttachParams {
         container: Some(run.target.container.clone()),
         stdin: false,
@@ -452,7 +622,7 @@ async fn query_status(run: &StepRun) -> Result<SupervisorStatus, String> {
         None => None,
     };
     match status {
-        Some(status) if is_success(&status) => parse_status(&text)
+        Some(status) if is_success(&status) => parse_report(&text)
             .ok_or_else(|| format!("the supervisor reported an unknown state `{}`", text.trim())),
         Some(status) => Err(format!(
             "asking for the step's state failed: {}",
@@ -462,10 +632,13 @@ async fn query_status(run: &StepRun) -> Result<SupervisorStatus, String> {
     }
 }
 
-/// The exit code the supervisor recorded, when the step has ended.
+/// Returns the exit code the supervisor recorded, when the step has ended.
 async fn recorded_exit(run: &StepRun) -> Option<i32> {
     match query_status(run).await {
-        Ok(SupervisorStatus::Exited(code)) => Some(code),
+        Ok(StatusReport {
+            status: SupervisorStatus::Exited(code),
+            ..
+        }) => Some(code),
         _ => None,
     }
 }
@@ -492,7 +665,7 @@ async fn reattach(
             });
         }
 
-        match query_status(run).await {
+        match query_status(run).await.map(|report| report.status) {
             Ok(SupervisorStatus::Missing) => {
                 return Err(lost(
                     "the step never started (the connection dropped before the supervisor read its request)"
@@ -606,6 +779,26 @@ mod tests {
         assert_eq!(error, "container not found (\"image-1\") (InternalError)");
         assert!(exit_code(&non_zero("not a number")).is_err());
         assert!(exit_code(&Status::default()).is_err());
+    }
+
+    #[test]
+    fn status_reports_parse_with_output_sizes() {
+        assert_eq!(
+            parse_report("running\noutput 12 0\n"),
+            Some(StatusReport {
+                status: SupervisorStatus::Running,
+                output: Some((12, 0)),
+            })
+        );
+        assert_eq!(
+            parse_report("missing\n"),
+            Some(StatusReport {
+                status: SupervisorStatus::Missing,
+                output: None,
+            })
+        );
+        assert_eq!(parse_report("running\noutput x\n").unwrap().output, None);
+        assert_eq!(parse_report(""), None);
     }
 
     #[test]

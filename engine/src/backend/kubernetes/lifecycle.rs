@@ -122,7 +122,7 @@ pub fn classify(pod: Option<&Pod>) -> PodState {
     pending(&waiting_detail(pod).unwrap_or_else(|| format!("phase {phase}")))
 }
 
-/// The reason a container will not run (again), if it will not.
+/// Returns the reason a container will not run (again), if it will not.
 pub fn container_failure(container: &ContainerStatus) -> Option<String> {
     let state = container.state.as_ref()?;
     if let Some(waiting) = &state.waiting {
@@ -154,7 +154,7 @@ pub fn container_failure(container: &ContainerStatus) -> Option<String> {
     None
 }
 
-/// The first waiting reason of any container, for progress messages.
+/// Returns the first waiting reason of any container, for progress messages.
 fn waiting_detail(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
     let containers = status.init_container_statuses.iter().flatten();
@@ -242,12 +242,12 @@ impl PodWatch {
         PodWatch { receiver, task }
     }
 
-    /// A receiver of every state the watch reports from now on.
+    /// Returns a receiver of every state the watch reports from now on.
     pub fn subscribe(&self) -> watch::Receiver<Observed> {
         self.receiver.clone()
     }
 
-    /// The state last seen.
+    /// Returns the state last seen.
     pub fn current(&self) -> Observed {
         self.receiver.borrow().clone()
     }

@@ -22,6 +22,7 @@
 //! All API calls go through one client whose request rate is bounded by
 //! [`REQUESTS_PER_SECOND`].
 
+pub mod download;
 pub mod error;
 pub mod exec;
 pub mod images;
@@ -55,7 +56,9 @@ use self::exec::{ExecTarget, StepRun};
 use self::images::ImageContainers;
 use self::lifecycle::{PodState, PodWatch};
 use super::local::workspace;
-use super::{Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace};
+use super::{
+    Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace, WorkspaceEntry,
+};
 use crate::model::JobId;
 
 /// Maximum Kubernetes API requests per second from one engine, watches and
@@ -115,6 +118,9 @@ pub struct KubeSettings {
     /// Local copies of the project, for the coordinator: `<data_dir>/workspaces`.
     pub workspaces_root: PathBuf,
     pub pod_start_limit: Duration,
+    /// Upper bound on the file data one step's changes copy back from the
+    /// pod to the local copy ([`download`]).
+    pub max_download_bytes: u64,
 }
 
 /// Runs each job in a pod.
@@ -130,6 +136,19 @@ struct JobPodHandle {
     watch: PodWatch,
     local_workspace: PathBuf,
     images: ImageContainers,
+    /// Commands run in the pod so far. The supervisor runs each id once, so
+    /// a retried step and each debug command get an id of their own.
+    executions: std::sync::atomic::AtomicU64,
+}
+
+impl JobPodHandle {
+    /// Returns a new supervisor id, `<prefix>-<n>`.
+    fn next_execution_id(&self, prefix: &str) -> String {
+        let number = self
+            .executions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        format!("{prefix}-{number}")
+    }
 }
 
 impl KubernetesBackend {
@@ -208,6 +227,7 @@ impl KubernetesBackend {
             watch: PodWatch::start(self.api.clone(), &name),
             local_workspace: local_workspace.to_owned(),
             images: ImageContainers::default(),
+            executions: std::sync::atomic::AtomicU64::new(0),
         });
         // Registered before waiting, so remove_workspace deletes the pod
         // even when it never starts.
@@ -272,7 +292,53 @@ impl KubernetesBackend {
         }
     }
 
-    /// The container that runs `spec`: the worker, or the image's own.
+    /// Copies what the step of `spec` changed in the pod to the local copy,
+    /// noting in its output the files too large to copy.
+    async fn download_changes(
+        &self,
+        handle: &JobPodHandle,
+        spec: &StepSpec,
+        id: &str,
+        output: &mpsc::Sender<OutputChunk>,
+    ) -> Result<(), KubeError> {
+        let target = ExecTarget {
+            api: self.api.clone(),
+            pod: handle.name.clone(),
+            container: pod::WORKER_CONTAINER.into(),
+        };
+        let downloaded = download::download_changes(
+            &target,
+            id,
+            &handle.local_workspace,
+            self.settings.max_download_bytes,
+        )
+        .await
+        .map_err(|reason| KubeError::DownloadChanges {
+            step: spec.step.clone(),
+            pod: handle.name.clone(),
+            reason,
+        })?;
+        tracing::debug!(
+            job_id = %spec.job_id,
+            step_id = spec.step_id,
+            unpacked = downloaded.unpacked,
+            removed = downloaded.removed,
+            "step's changes copied to the local copy"
+        );
+
+        for note in downloaded.notes {
+            let chunk = OutputChunk {
+                stream: crate::model::Stream::Engine,
+                data: bytes::Bytes::from(format!(
+                    "danube: {note}; it stays in the pod, so the pipeline script cannot read or upload it\n"
+                )),
+            };
+            output.send(chunk).await.ok();
+        }
+        Ok(())
+    }
+
+    /// Returns the container that runs `spec`: the worker, or the image's own.
     async fn container_for(
         &self,
         handle: &JobPodHandle,
@@ -335,35 +401,8 @@ impl Backend for KubernetesBackend {
         output: mpsc::Sender<OutputChunk>,
         cancel: CancellationToken,
     ) -> Result<StepOutcome, BackendError> {
-        let span = tracing::debug_span!("kube_step", job_id = %spec.job_id, step_id = spec.step_id);
-        async {
-            super::local::check_env_names(&spec)?;
-            let handle = self
-                .handle(&spec.job_id)
-                .ok_or_else(|| KubeError::UnknownJob {
-                    job: spec.job_id.to_string(),
-                })?;
-            let container = self.container_for(&handle, &spec).await?;
-
-            let request = step_request(&spec, &handle.local_workspace);
-            let hook_spec = spec.clone();
-            let run = StepRun {
-                target: ExecTarget {
-                    api: self.api.clone(),
-                    pod: handle.name.clone(),
-                    container,
-                },
-                step: spec.step.clone(),
-                id: spec.step_id.to_string(),
-                request,
-                timeout: spec.timeout,
-                pod_state: handle.watch.subscribe(),
-                on_started: Box::new(move || SpawnHook::notify(&hook_spec)),
-            };
-            Ok(exec::run_step(run, output, cancel).await?)
-        }
-        .instrument(span)
-        .await
+        let prefix = spec.step_id.to_string();
+        self.run_in_pod(spec, &prefix, output, cancel).await
     }
 
     fn kill_leftovers(&self, _job: &JobId) -> usize {
@@ -389,11 +428,96 @@ impl Backend for KubernetesBackend {
         }
         workspace::remove_workspace(&self.settings.workspaces_root, workspace).await
     }
+
+    /// Runs the command in the paused step's container, with its workdir and
+    /// environment sent over the exec's stdin as for a step, and copies its
+    /// changes back to the local copy.
+    async fn run_debug_command(
+        &self,
+        spec: StepSpec,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<StepOutcome, BackendError> {
+        let prefix = format!("debug{}", spec.step_id);
+        self.run_in_pod(spec, &prefix, output, cancel).await
+    }
+
+    fn debug_shell(&self, spec: &StepSpec) -> Result<std::process::Command, BackendError> {
+        // TODO: open a terminal in the pod through an exec with a TTY whose
+        // first stdin line carries the step's environment. Until then the
+        // debugger's ad-hoc commands run in the pod instead.
+        let _ = spec;
+        Err(BackendError::Unsupported {
+            backend: "kubernetes",
+            operation: "open an interactive debug shell (run ad-hoc commands from the debugger instead)",
+        })
+    }
+
+    /// Browses the local copy, which contains what the pod's workspace
+    /// contained after the last step or debug command, except files past
+    /// [`KubeSettings::max_download_bytes`].
+    async fn browse_workspace(
+        &self,
+        workspace: &Workspace,
+        relative: &str,
+        max_bytes: u64,
+    ) -> Result<WorkspaceEntry, BackendError> {
+        super::local::browse_copy(workspace, relative, max_bytes).await
+    }
 }
 
-/// The supervisor's request for `spec`, with local workspace paths mapped
-/// to the pod's `/workspace`.
-fn step_request(spec: &StepSpec, local_workspace: &Path) -> Zeroizing<Vec<u8>> {
+impl KubernetesBackend {
+    /// Runs `spec` through the supervisor under a new id starting with
+    /// `prefix`, then copies what it changed back to the local copy.
+    async fn run_in_pod(
+        &self,
+        spec: StepSpec,
+        prefix: &str,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<StepOutcome, BackendError> {
+        let span = tracing::debug_span!("kube_step", job_id = %spec.job_id, step_id = spec.step_id);
+        async {
+            super::local::check_env_names(&spec)?;
+            let handle = self
+                .handle(&spec.job_id)
+                .ok_or_else(|| KubeError::UnknownJob {
+                    job: spec.job_id.to_string(),
+                })?;
+            let container = self.container_for(&handle, &spec).await?;
+
+            let id = handle.next_execution_id(prefix);
+            let request = step_request(&spec, &id, &handle.local_workspace);
+            let hook_spec = spec.clone();
+            let run = StepRun {
+                target: ExecTarget {
+                    api: self.api.clone(),
+                    pod: handle.name.clone(),
+                    container,
+                },
+                step: spec.step.clone(),
+                id: id.clone(),
+                request,
+                timeout: spec.timeout,
+                pod_state: handle.watch.subscribe(),
+                on_started: Box::new(move || SpawnHook::notify(&hook_spec)),
+            };
+            let outcome = exec::run_step(run, output.clone(), cancel).await?;
+
+            // A cancelled job is over, so its copy is not read any more.
+            if outcome != StepOutcome::Cancelled {
+                self.download_changes(&handle, &spec, &id, &output).await?;
+            }
+            Ok(outcome)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Builds the supervisor's request for `spec` under supervisor id `id`,
+/// with local workspace paths mapped to the pod's `/workspace`.
+fn step_request(spec: &StepSpec, id: &str, local_workspace: &Path) -> Zeroizing<Vec<u8>> {
     let to_pod = |path: &Path| -> String {
         match path.strip_prefix(local_workspace) {
             Ok(relative) if relative.as_os_str().is_empty() => pod::WORKSPACE_PATH.to_owned(),
@@ -411,7 +535,7 @@ fn step_request(spec: &StepSpec, local_workspace: &Path) -> Zeroizing<Vec<u8>> {
     }
 
     let request = serde_json::json!({
-        "id": spec.step_id.to_string(),
+        "id": id,
         "command": spec.command,
         "workdir": to_pod(&spec.workdir),
         "env": env,
@@ -463,11 +587,11 @@ mod tests {
             on_spawn: None,
         };
 
-        let line = step_request(&spec, &local);
+        let line = step_request(&spec, "42-0", &local);
 
         assert_eq!(line.last(), Some(&b'\n'));
         let request: serde_json::Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!(request["id"], "42");
+        assert_eq!(request["id"], "42-0");
         assert_eq!(request["command"], "make -C src");
         assert_eq!(request["workdir"], "/workspace/sub/dir");
         assert_eq!(request["env"]["DANUBE_WORKSPACE"], "/workspace");

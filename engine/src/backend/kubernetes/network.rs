@@ -10,6 +10,14 @@
 //!
 //! A plain NetworkPolicy cannot name hosts, so its version keeps only the
 //! CIDR entries and DNS.
+//!
+//! TODO: nothing applies these policies yet. No pipeline or engine setting
+//! carries an `egress_allowlist`, the engine's Role may not write
+//! `ciliumnetworkpolicies.cilium.io` or `networkpolicies`, and the policies
+//! select every job pod of the namespace rather than one job's. Applying
+//! them needs all three: the setting, those verbs in the Role, and a policy
+//! per job that selects `danube.dev/job`, created before the job's pod and
+//! deleted with it.
 
 use std::collections::BTreeMap;
 

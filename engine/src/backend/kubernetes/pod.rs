@@ -77,7 +77,7 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// The worker's defaults: half a core and 512 MiB reserved, up to two
+    /// Returns the worker's defaults: half a core and 512 MiB reserved, up to two
     /// cores and 2 GiB, enough for the usual build and test step.
     pub fn worker_default() -> Resources {
         Resources {
@@ -88,7 +88,8 @@ impl Resources {
         }
     }
 
-    /// The tools init container only copies one file.
+    /// Returns small resources, since the tools init container only copies
+    /// one file.
     fn tools() -> Resources {
         Resources {
             cpu_request: "50m".into(),
@@ -129,7 +130,7 @@ pub struct PodSettings {
 }
 
 impl PodSettings {
-    /// Settings with the default images, resources and a 10 GiB workspace.
+    /// Returns settings with the default images, resources and a 10 GiB workspace.
     pub fn new(namespace: String, engine_id: String) -> PodSettings {
         PodSettings {
             namespace,
@@ -155,12 +156,12 @@ pub struct JobPod<'a> {
     pub pipeline: Option<&'a str>,
 }
 
-/// The name of a job's pod.
+/// Returns the name of a job's pod.
 pub fn pod_name(job_id: &JobId) -> String {
     format!("danube-job-{job_id}")
 }
 
-/// The label selector of every pod of one engine.
+/// Returns the label selector of every pod of one engine.
 pub fn engine_selector(engine_id: &str) -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{ENGINE_LABEL}={engine_id}")
 }
@@ -238,7 +239,7 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
     }
 }
 
-/// An ephemeral container that idles in `image` with the job's volumes, for
+/// Returns an ephemeral container that idles in `image` with the job's volumes, for
 /// tasks and steps that name another image. Ephemeral containers take no
 /// resources of their own; they share what the pod was scheduled with.
 pub fn build_image_container(name: &str, image: &str) -> EphemeralContainer {
@@ -332,7 +333,7 @@ pub fn label_value(text: &str) -> String {
     }
 }
 
-/// The pod as YAML, as `--dry-run` prints it.
+/// Returns the pod as YAML, as `--dry-run` prints it.
 ///
 /// # Errors
 ///

@@ -15,14 +15,14 @@ pub const ATTEMPTS: u32 = 5;
 const FIRST_DELAY: Duration = Duration::from_millis(200);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// The delay before retry number `attempt` (0 for the first retry).
+/// Returns the delay before retry number `attempt` (0 for the first retry).
 pub fn delay(attempt: u32) -> Duration {
     FIRST_DELAY
         .saturating_mul(2u32.saturating_pow(attempt))
         .min(MAX_DELAY)
 }
 
-/// True for failures that may pass when the call is repeated.
+/// Returns true for failures that may pass when the call is repeated.
 pub fn is_transient(error: &kube::Error) -> bool {
     match error {
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,

@@ -202,7 +202,7 @@ impl ClusterOptions {
         })
     }
 
-    /// The kubeconfig from `--kubeconfig`, `KUBECONFIG` or `~/.kube/config`;
+    /// Returns the kubeconfig from `--kubeconfig`, `KUBECONFIG` or `~/.kube/config`;
     /// `None` when none of them names a file that exists.
     fn read_kubeconfig(&self) -> Result<Option<Kubeconfig>, TargetError> {
         let read = |path: &Path| {

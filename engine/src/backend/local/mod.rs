@@ -9,7 +9,7 @@ mod browse;
 pub mod container;
 pub mod output;
 pub mod process;
-mod step;
+pub(crate) mod step;
 pub mod workspace;
 
 use std::collections::HashMap;
@@ -167,15 +167,26 @@ impl Backend for LocalBackend {
         relative: &str,
         max_bytes: u64,
     ) -> Result<WorkspaceEntry, BackendError> {
-        let root = workspace.path.clone();
-        let relative = relative.to_owned();
-        tokio::task::spawn_blocking(move || browse::browse(&root, &relative, max_bytes))
-            .await
-            .map_err(|source| BackendError::WorkspaceTask {
-                path: workspace.path.clone(),
-                source,
-            })?
+        browse_copy(workspace, relative, max_bytes).await
     }
+}
+
+/// Browses a workspace folder on this machine, as
+/// [`Backend::browse_workspace`] describes. The kubernetes backend browses
+/// its local copy with it.
+pub(crate) async fn browse_copy(
+    workspace: &Workspace,
+    relative: &str,
+    max_bytes: u64,
+) -> Result<WorkspaceEntry, BackendError> {
+    let root = workspace.path.clone();
+    let relative = relative.to_owned();
+    tokio::task::spawn_blocking(move || browse::browse(&root, &relative, max_bytes))
+        .await
+        .map_err(|source| BackendError::WorkspaceTask {
+            path: workspace.path.clone(),
+            source,
+        })?
 }
 
 async fn run_host_step(

@@ -157,7 +157,7 @@ async fn send_note(output: &mpsc::Sender<OutputChunk>, text: &str) {
 }
 
 /// Formats a timeout as the user wrote it: `5s`, `90s` or `1500ms`.
-fn format_duration(duration: Duration) -> String {
+pub(crate) fn format_duration(duration: Duration) -> String {
     if duration.subsec_millis() == 0 {
         format!("{}s", duration.as_secs())
     } else {

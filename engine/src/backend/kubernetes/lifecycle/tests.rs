@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::*;
 
-/// A pod with the given status, written as the API server returns it.
+/// Returns a pod with the given status, written as the API server returns it.
 fn pod(status: serde_json::Value) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": "danube-job-1"},
