@@ -60,7 +60,7 @@ pub enum ServerError {
     LocalAddr(#[source] std::io::Error),
 }
 
-/// Where the server's token comes from.
+/// The source of the server's token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenSource {
     /// `<data_dir>/keys/local-token`, created on first use: what `danube
@@ -71,7 +71,7 @@ pub enum TokenSource {
     Ephemeral,
 }
 
-/// What [`Server::start`] needs.
+/// Settings of [`Server::start`].
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// The data directory, as [`DataDir::resolve`] returned it.
@@ -183,7 +183,7 @@ impl Server {
     }
 
     /// The address that signs a browser in: `http://ADDR/?token=TOKEN`.
-    /// It holds the token, so it must not be logged.
+    /// It contains the token, so it must not be logged.
     pub fn login_url(&self) -> String {
         format!("http://{}/?token={}", self.addr, self.state.token_str())
     }

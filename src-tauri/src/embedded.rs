@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::picker::FolderPicker;
 use crate::routes::{self, DesktopState};
 
-/// What the embedded engine needs.
+/// Settings of the embedded engine.
 pub struct EngineOptions {
     /// The data directory, shared with the `danube` command line.
     pub data_root: PathBuf,

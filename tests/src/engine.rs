@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use danube::backend::local::LocalBackend;
 use danube::config::DataDir;
-use danube::orchestrator::{Engine, EngineParts};
+use std::time::Duration;
+
+use danube::orchestrator::debug::Pause;
+use danube::orchestrator::{Engine, EngineParts, JobEvent, JobHandle};
 use danube::store::Store;
 
 use crate::{Sandbox, shared_venv};
@@ -32,4 +35,24 @@ pub async fn local_engine(sandbox: &Sandbox) -> Engine {
     })
     .await
     .expect("start the engine")
+}
+
+/// Waits up to `limit` for the job's next pause, and panics when the job
+/// ends first or the limit passes.
+pub async fn next_pause(handle: &mut JobHandle, limit: Duration) -> Pause {
+    let wait = async {
+        loop {
+            match handle.events.recv().await {
+                Ok(JobEvent::Paused { pause }) => return pause,
+                Ok(JobEvent::JobState { state, reason }) if state.is_final() => {
+                    panic!("the job ended {state} without pausing: {reason:?}")
+                }
+                Ok(_) => {}
+                Err(err) => panic!("job events ended: {err}"),
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .expect("the job pauses")
 }

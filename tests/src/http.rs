@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::Server;
 
-/// A client whose requests give up after a minute, so that a stuck server
-/// fails a test instead of hanging it.
+/// Builds a client whose requests time out after a minute, so that a stuck
+/// server fails a test instead of hanging it.
 pub fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(60))
@@ -31,7 +31,7 @@ pub fn post(server: &Server, path: &str, body: Value) -> RequestBuilder {
         .json(&body)
 }
 
-/// The body of `response` as JSON.
+/// Parses the body of `response` as JSON.
 pub fn json_of(response: Response) -> Value {
     response.json().expect("the body is JSON")
 }

@@ -9,7 +9,7 @@ use danube::config::DataDir;
 use danube::logs::{LogKey, read_log};
 use danube::model::{JobState, RunState};
 use danube::orchestrator::debug::{DebugError, Decision, Pause, PauseReason};
-use danube::orchestrator::{Breakpoints, JobEvent, JobHandle, JobRequest};
+use danube::orchestrator::{Breakpoints, JobHandle, JobRequest};
 use danube::secrets::{Scope, SecretVault};
 use danube_tests::engine::local_engine;
 use danube_tests::{Sandbox, process_alive};
@@ -48,21 +48,7 @@ fn on_failure() -> Breakpoints {
 
 /// Waits for the job's next pause.
 async fn next_pause(handle: &mut JobHandle) -> Pause {
-    let wait = async {
-        loop {
-            match handle.events.recv().await {
-                Ok(JobEvent::Paused { pause }) => return pause,
-                Ok(JobEvent::JobState { state, reason }) if state.is_final() => {
-                    panic!("the job ended {state} without pausing: {reason:?}")
-                }
-                Ok(_) => {}
-                Err(err) => panic!("job events ended: {err}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT_LIMIT, wait)
-        .await
-        .expect("the job pauses")
+    danube_tests::engine::next_pause(handle, WAIT_LIMIT).await
 }
 
 /// The text of one stored log, chunks of every stream in order.

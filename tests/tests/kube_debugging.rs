@@ -13,7 +13,7 @@ use danube::backend::kubernetes::{
 use danube::config::DataDir;
 use danube::model::{JobState, RunState};
 use danube::orchestrator::debug::{Decision, Pause};
-use danube::orchestrator::{Breakpoints, Engine, EngineParts, JobEvent, JobHandle, JobRequest};
+use danube::orchestrator::{Breakpoints, Engine, EngineParts, JobHandle, JobRequest};
 use danube::secrets::{Scope, SecretVault};
 use danube::store::Store;
 use danube_tests::kube::{Emulator, EmulatorOptions, JOBS_NAMESPACE};
@@ -83,21 +83,7 @@ fn request(sandbox: &Sandbox, breakpoints: Breakpoints) -> JobRequest {
 }
 
 async fn next_pause(handle: &mut JobHandle) -> Pause {
-    let wait = async {
-        loop {
-            match handle.events.recv().await {
-                Ok(JobEvent::Paused { pause }) => return pause,
-                Ok(JobEvent::JobState { state, reason }) if state.is_final() => {
-                    panic!("the job ended {state} without pausing: {reason:?}")
-                }
-                Ok(_) => {}
-                Err(err) => panic!("job events ended: {err}"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT_LIMIT, wait)
-        .await
-        .expect("the job pauses")
+    danube_tests::engine::next_pause(handle, WAIT_LIMIT).await
 }
 
 async fn finish(handle: JobHandle) -> danube::orchestrator::JobOutcome {

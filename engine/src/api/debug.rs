@@ -226,7 +226,7 @@ pub async fn files(
     Ok(Json(files_body(entry)))
 }
 
-/// What ends a pause, as the last segment of the route names it.
+/// The decision that ends a pause, named by the last segment of the route.
 #[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResumeAction {

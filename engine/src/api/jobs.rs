@@ -206,8 +206,8 @@ pub(super) fn absolute_project(raw: &str) -> Result<PathBuf, ApiError> {
     Ok(project)
 }
 
-/// The error for a request that would start a `what` while the server
-/// stops.
+/// Builds the error for a request that would start a `what` while the
+/// server stops.
 pub(super) fn stopping(what: &str) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -246,7 +246,7 @@ pub(crate) struct Shared {
     pub shell_mask: runtime::ShellMask,
     node: Mutex<node::NodeFlags>,
     counters: Mutex<BTreeMap<(String, String), u64>>,
-    /// Bumped to end every exec connection the way `exec_fault` says.
+    /// Bumped to end every exec connection the way `exec_fault` sets.
     pub exec_drops: tokio::sync::watch::Sender<u64>,
     pub exec_fault: Mutex<ExecFault>,
     /// Set while new exec requests fail, as when the kubelet cannot be
