@@ -138,6 +138,41 @@ fn kubeconfig_with_dead_context(emulator: &Emulator, into: &Path) -> PathBuf {
     path
 }
 
+/// The emulator, and a desktop engine whose kubeconfig lists it and a dead
+/// context, with its data in a temporary folder.
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    emulator: Emulator,
+    sandbox: tempfile::TempDir,
+    desktop: DesktopEngine,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Containers find danube-supervisor next to the danube binary.
+        let bin_dir = danube_bin().parent().unwrap().to_owned();
+        let emulator = runtime
+            .block_on(Emulator::start(
+                EmulatorOptions::default().path_prepend(&bin_dir),
+            ))
+            .expect("the emulator starts");
+        let sandbox = tempfile::tempdir().unwrap();
+        let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
+        let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
+        Setup {
+            runtime,
+            emulator,
+            sandbox,
+            desktop,
+        }
+    }
+}
+
 fn pods_left(runtime: &tokio::runtime::Runtime, emulator: &Emulator) -> Vec<String> {
     runtime.block_on(async {
         let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
@@ -153,21 +188,12 @@ fn pods_left(runtime: &tokio::runtime::Runtime, emulator: &Emulator) -> Vec<Stri
 
 #[test]
 fn job_runs_on_kubeconfig_context() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // Containers find danube-supervisor next to the danube binary.
-    let bin_dir = danube_bin().parent().unwrap().to_owned();
-    let emulator = runtime
-        .block_on(Emulator::start(
-            EmulatorOptions::default().path_prepend(&bin_dir),
-        ))
-        .expect("the emulator starts");
-    let sandbox = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
-    let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
+    let Setup {
+        runtime,
+        emulator,
+        sandbox: _sandbox,
+        desktop,
+    } = Setup::start();
 
     // The picker lists both contexts as targets a job can start on.
     let listed = desktop.get("/api/v1/desktop/targets");
@@ -234,19 +260,12 @@ fn job_runs_on_kubeconfig_context() {
 
 #[test]
 fn watch_reruns_on_kubeconfig_context() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let bin_dir = danube_bin().parent().unwrap().to_owned();
-    let emulator = runtime
-        .block_on(Emulator::start(
-            EmulatorOptions::default().path_prepend(&bin_dir),
-        ))
-        .expect("the emulator starts");
-    let sandbox = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
+    let Setup {
+        runtime,
+        emulator,
+        sandbox,
+        desktop,
+    } = Setup::start();
     let project = sandbox.path().join("project");
     std::fs::create_dir(&project).unwrap();
     std::fs::copy(
@@ -254,7 +273,6 @@ fn watch_reruns_on_kubeconfig_context() {
         project.join("danubefile.py"),
     )
     .unwrap();
-    let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
     let target = format!("kube:{CONTEXT}");
 
     let response = desktop
@@ -322,17 +340,12 @@ fn wait_for_next_job(desktop: &DesktopEngine, watch_id: &str, previous: &str) ->
 
 #[test]
 fn unreachable_context_fails_job_start() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let emulator = runtime
-        .block_on(Emulator::start(EmulatorOptions::default()))
-        .expect("the emulator starts");
-    let sandbox = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
-    let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
+    let Setup {
+        emulator: _emulator,
+        sandbox: _sandbox,
+        desktop,
+        ..
+    } = Setup::start();
 
     let (status, body) = desktop.start_job(&format!("kube:{DEAD_CONTEXT}"));
 
