@@ -357,6 +357,7 @@ async fn job_list() {
             branch: String::new(),
             commit_sha: String::new(),
             created_at: base + index,
+            target: None,
         };
         store.insert_job(&job).await.expect("insert a job");
         store

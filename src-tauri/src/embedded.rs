@@ -94,6 +94,13 @@ impl EmbeddedEngine {
         &self.login_url
     }
 
+    /// The per-launch token, as [`EmbeddedEngine::login_url`] carries it.
+    pub fn token(&self) -> &str {
+        self.login_url
+            .split_once("token=")
+            .map_or("", |(_, token)| token)
+    }
+
     /// Stops the server: cancels the running jobs and waits until they are
     /// final and the connections have closed.
     pub fn stop(mut self) {

@@ -5,15 +5,23 @@
 //! shows progress while the engine starts (the first start creates the
 //! SDK's Python environment, which takes a while). Once the engine serves,
 //! the window navigates to its sign-in address and shows the web UI. When
-//! the app quits, the engine cancels its running jobs and waits for them to
-//! stop before the process exits.
+//! the app quits (its window closes, or SIGTERM, SIGINT or SIGHUP arrives),
+//! the engine cancels its running jobs and waits for them to stop before
+//! the process exits.
+//!
+//! The window never loads the sign-in address (`/?token=`): WebKit would
+//! keep it in its disk cache, where other local programs could read the
+//! per-launch token. The app sets the token cookie in the webview itself
+//! and then opens `/`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use danube::api::token_cookie_name;
 use danube::backend::targets::TargetSettings;
 use danube::config::DataDir;
+use tauri::webview::cookie::{Cookie, SameSite};
 use tauri::{AppHandle, Manager, RunEvent, Runtime, WebviewUrl, WebviewWindowBuilder};
 
 use crate::args::Args;
@@ -49,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .setup({
             let engine = engine.clone();
             move |app| {
+                exit_on_signals(app.handle().clone());
                 open_window(app.handle())?;
                 start_engine(app.handle().clone(), data_root, project, targets, engine);
                 Ok(())
@@ -79,6 +88,34 @@ fn open_window<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
     Ok(())
 }
 
+/// Quits the app on SIGTERM, SIGINT or SIGHUP the way closing its window
+/// does, so that the engine stops its jobs instead of leaving their
+/// processes behind.
+fn exit_on_signals<R: Runtime>(app: AppHandle<R>) {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    tauri::async_runtime::spawn(async move {
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        );
+        let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = signals else {
+            tracing::warn!(
+                "failed to install the signal handlers; SIGTERM ends the app without stopping its jobs"
+            );
+            return;
+        };
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+            _ = hangup.recv() => "SIGHUP",
+        };
+        tracing::info!(signal = name, "quitting the app on a signal");
+        app.exit(0);
+    });
+}
+
 /// Starts the engine on a thread of its own, then shows the web UI in the
 /// window, or the reason it did not start.
 fn start_engine<R: Runtime>(
@@ -104,16 +141,12 @@ fn start_engine<R: Runtime>(
         .name("danube-engine-start".to_owned())
         .spawn(move || match EmbeddedEngine::start(options, progress) {
             Ok(engine) => {
-                let url = engine.login_url().parse::<tauri::Url>();
+                let addr = engine.addr();
+                let token = engine.token().to_owned();
                 if let Ok(mut guard) = slot.lock() {
                     *guard = Some(engine);
                 }
-                let shown = url.map_err(anyhow::Error::new).and_then(|url| {
-                    let window = app
-                        .get_webview_window(MAIN_WINDOW)
-                        .context("the main window is gone")?;
-                    window.navigate(url).context("failed to open the web UI")
-                });
+                let shown = show_web_ui(&app, addr, &token);
                 if let Err(err) = shown {
                     tracing::error!(error = %format!("{err:#}"), "failed to show the web UI");
                     show_in_loading_page(&app, "showStartError", &format!("{err:#}"));
@@ -127,6 +160,30 @@ fn start_engine<R: Runtime>(
     if let Err(err) = spawned {
         tracing::error!(error = %err, "failed to start the engine's start thread");
     }
+}
+
+/// Signs the webview in with the token cookie and opens the web UI.
+fn show_web_ui<R: Runtime>(
+    app: &AppHandle<R>,
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> anyhow::Result<()> {
+    let window = app
+        .get_webview_window(MAIN_WINDOW)
+        .context("the main window is gone")?;
+    let cookie = Cookie::build((token_cookie_name(addr.port()), token.to_owned()))
+        .domain(addr.ip().to_string())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .build();
+    window
+        .set_cookie(cookie)
+        .context("failed to give the web UI its token")?;
+    let url = format!("http://{addr}/")
+        .parse::<tauri::Url>()
+        .context("failed to build the web UI's address")?;
+    window.navigate(url).context("failed to open the web UI")
 }
 
 /// Calls `function(text)` in the loading page, which defines both

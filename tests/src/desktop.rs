@@ -279,6 +279,22 @@ impl DesktopApp {
         path
     }
 
+    /// Returns the process id of the app, which runs in tauri-driver's
+    /// process group.
+    pub fn app_pid(&self) -> i32 {
+        let group = self.driver.id() as i32;
+        let app = fs::canonicalize(desktop_bin()).expect("resolve the app's path");
+        let found = fs::read_dir("/proc")
+            .expect("read /proc")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let in_group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(*pid)))
+                    .is_ok_and(|pgid| pgid.as_raw() == group);
+                in_group && fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == app)
+            });
+        found.expect("the app runs in tauri-driver's process group")
+    }
+
     /// The tail of tauri-driver's log, which holds the app's own output.
     pub fn driver_log(&self) -> String {
         read_tail(&self.driver_log)

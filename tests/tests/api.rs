@@ -270,6 +270,7 @@ fn printed_address_sets_a_cookie_that_authorizes() {
 
     assert_eq!(login.status(), StatusCode::SEE_OTHER);
     assert_eq!(login.headers()["location"], "/");
+    assert_eq!(login.headers()["cache-control"], "no-store");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert_eq!(with_cookie.status(), StatusCode::OK);

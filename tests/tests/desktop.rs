@@ -6,7 +6,8 @@
 //! The stages: run the DAG to success. Watch the project and see a change
 //! to a file start a new run by itself. Break on the failing step, run
 //! commands in its environment, fix the file there, retry and see the job
-//! succeed.
+//! succeed. Quit the app while a step sleeps and see the step's process
+//! stop.
 //!
 //! Each stage saves a screenshot under `target/screenshots/desktop/`. In CI
 //! (or with `DANUBE_DESKTOP_E2E` set) missing programs fail the test; a
@@ -14,10 +15,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use danube_tests::desktop::{DesktopApp, DesktopLaunch, desktop_programs, desktop_test_required};
-use danube_tests::{shared_venv, workspace_root};
+use danube_tests::{process_alive, shared_venv, workspace_root};
 
 /// How long the example's job may take, Python start-up included.
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
@@ -164,8 +165,76 @@ async fn desktop_runs_watches_and_debugs() {
 
     watch_reruns_after_change(&app, &project).await;
     break_retry_succeeds(&app, sandbox.path()).await;
+    let step_pid = start_long_step(&app, sandbox.path()).await;
 
+    // SIGTERM, as a desktop session that logs out sends, quits the app the
+    // way closing its window does: the engine stops the running job.
+    let app_pid = app.app_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the app");
+    assert_process_ends("the app", app_pid);
+    assert_process_ends("the step's process", step_pid);
     app.close().await;
+}
+
+/// Stage 4: starts a job whose step sleeps for ten minutes and returns the
+/// step's process id, so that the test can check quitting the app stops it.
+async fn start_long_step(app: &DesktopApp, sandbox: &Path) -> i32 {
+    let project = sandbox.join("sleeper");
+    let pid_file = sandbox.join("sleeper.pid");
+    std::fs::create_dir_all(&project).expect("create the sleeper project");
+    std::fs::write(
+        project.join("danubefile.py"),
+        format!(
+            "from danube import pipeline, step\n\n\n\
+             @pipeline(name=\"sleeper\")\n\
+             def sleeper() -> None:\n    \
+             step.run(\"echo $$ > {} && exec sleep 600\", name=\"sleep\")\n",
+            pid_file.display()
+        ),
+    )
+    .expect("write danubefile.py");
+    app.click("[data-testid=nav-project]").await;
+    app.type_text("[data-testid=project-path]", &project.display().to_string())
+        .await;
+    app.click("[data-testid=open-path]").await;
+    app.wait_for(
+        "the sleeper project page with Run enabled",
+        PAGE_TIMEOUT,
+        "const run = document.querySelector('[data-testid=run-project]');
+         const name = document.querySelector('[data-testid=project-name]')?.textContent;
+         return run !== null && !run.disabled && name === 'sleeper' ? true : `project: ${name}`;",
+    )
+    .await;
+    app.click("[data-testid=run-project]").await;
+
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sleeper's step did not start within {JOB_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that process `pid` ends within 30 seconds.
+fn assert_process_ends(what: &str, pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while process_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} ({pid}) still runs 30 seconds after the app was told to quit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Stage 2: with the Watch toggle on, a change to a file of the project

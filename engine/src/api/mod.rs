@@ -350,6 +350,8 @@ async fn index(
             [
                 (header::SET_COOKIE, cookie),
                 (header::LOCATION, "/".to_owned()),
+                // The address holds the token, so no cache may keep it.
+                (header::CACHE_CONTROL, "no-store".to_owned()),
             ],
         )
             .into_response();
