@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use danube_tests::kube::{Emulator, EmulatorOptions, ExecFault, JOBS_NAMESPACE};
+use danube_tests::kube::{Emulator, EmulatorOptions, ExecFault, JOBS_NAMESPACE, PolicyResource};
 use danube_tests::{Run, Sandbox, danube_bin, step, task, workspace_root};
 use serde_json::Value;
 
@@ -683,4 +683,216 @@ fn orphaned_pod_is_deleted_at_the_next_start() {
     let jobs = sandbox.danube(&["jobs", "--json", "--limit", "2"]);
     let list: Value = serde_json::from_str(&jobs.stdout).unwrap();
     assert_eq!(list[1]["state"], "failure");
+}
+
+/// A pipeline whose one step waits for the file `go` in the pod's
+/// workspace and exits with the code it holds.
+const EGRESS_PIPELINE: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="egress", egress_allowlist=["pypi.org", "10.0.0.0/8:5000"])
+def main():
+    step.run("echo started; while [ ! -e go ]; do sleep 0.1; done; exit $(cat go)", name="wait")
+"#;
+
+/// What a job's egress policy looked like while its step ran, and how the
+/// job ended.
+struct EgressRun {
+    run: Run,
+    pod: String,
+    pod_uid: String,
+    policies: Vec<Value>,
+}
+
+/// Runs [`EGRESS_PIPELINE`] with `extra` arguments, reads the policies of
+/// `resource` once its step runs, then lets `finish` end the step or the
+/// job.
+fn run_with_egress(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    resource: PolicyResource,
+    extra: &[&str],
+    finish: impl FnOnce(&Path, i32),
+) -> EgressRun {
+    sandbox.pipeline(EGRESS_PIPELINE);
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let pod = wait_for_running_step(cluster);
+    let policies = emulator.policies(resource, JOBS_NAMESPACE);
+    let pod_uid = cluster.runtime.block_on(async {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(emulator.client().await, JOBS_NAMESPACE);
+        api.get(&pod).await.unwrap().metadata.uid.unwrap()
+    });
+    let workspace = emulator
+        .volume_dir(JOBS_NAMESPACE, &pod, "workspace")
+        .unwrap();
+    finish(&workspace, child.id() as i32);
+    EgressRun {
+        run: Run::from_output(child.wait_with_output().unwrap()),
+        pod,
+        pod_uid,
+        policies,
+    }
+}
+
+/// Asserts that `policy` selects the pod of the run's job only and is
+/// owned by that pod.
+fn assert_selects_job_pod(policy: &Value, selector: &str, egress: &EgressRun) {
+    let pod = egress.pod.as_str();
+    let job_id = pod.strip_prefix("danube-job-").unwrap();
+    assert_eq!(policy["metadata"]["name"], format!("{pod}-egress"));
+    assert_eq!(
+        policy["spec"][selector]["matchLabels"]["danube.dev/job"],
+        job_id
+    );
+    let owner = &policy["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Pod");
+    assert_eq!(owner["name"], pod);
+    assert_eq!(owner["uid"], egress.pod_uid.as_str());
+}
+
+/// Writes the step's exit code where it waits for it.
+fn exit_step(code: u8) -> impl FnOnce(&Path, i32) {
+    move |workspace, _| std::fs::write(workspace.join("go"), format!("{code}\n")).unwrap()
+}
+
+#[test]
+fn cilium_policy_holds_the_engine_and_pipeline_entries_and_goes_with_the_job() {
+    let cluster = Cluster::start(EmulatorOptions::default().with_cilium());
+    let sandbox = Sandbox::new();
+
+    let egress = run_with_egress(
+        &cluster,
+        &sandbox,
+        PolicyResource::Cilium,
+        &["--egress-allow", "*.github.com"],
+        exit_step(0),
+    );
+
+    assert_eq!(egress.run.code, 0, "{}", egress.run.text());
+    let [policy] = egress.policies.as_slice() else {
+        panic!("expected one policy, got {:?}", egress.policies);
+    };
+    assert_selects_job_pod(policy, "endpointSelector", &egress);
+    let rules = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules[0]["toPorts"][0]["ports"][0]["port"], "53");
+    assert_eq!(rules[1]["toCIDR"], serde_json::json!(["10.0.0.0/8"]));
+    assert_eq!(rules[1]["toPorts"][0]["ports"][0]["port"], "5000");
+    assert_eq!(
+        rules[2]["toFQDNs"],
+        serde_json::json!([{"matchPattern": "*.github.com"}, {"matchName": "pypi.org"}])
+    );
+    assert_eq!(rules[2]["toPorts"][0]["ports"][0]["port"], "443");
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert!(
+        emulator
+            .policies(PolicyResource::Plain, JOBS_NAMESPACE)
+            .is_empty()
+    );
+    assert!(
+        emulator
+            .policies(PolicyResource::Cilium, JOBS_NAMESPACE)
+            .is_empty(),
+        "the policy outlived the job"
+    );
+    assert_eq!(emulator.request_count("delete", "ciliumnetworkpolicies"), 1);
+}
+
+#[test]
+fn without_cilium_a_plain_policy_keeps_the_cidrs_and_the_log_names_the_rest() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+
+    let egress = run_with_egress(&cluster, &sandbox, PolicyResource::Plain, &[], exit_step(3));
+
+    assert_eq!(egress.run.code, 1, "{}", egress.run.text());
+    assert_eq!(sandbox.last_job()["job"]["state"], "failure");
+    let [policy] = egress.policies.as_slice() else {
+        panic!("expected one policy, got {:?}", egress.policies);
+    };
+    assert_selects_job_pod(policy, "podSelector", &egress);
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+    let rules = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules[1]["to"][0]["ipBlock"]["cidr"], "10.0.0.0/8");
+    assert_eq!(rules[1]["ports"][0]["port"], 5000);
+    let text = egress.run.text();
+    assert!(
+        text.contains("not enforced and their hosts stay unreachable: pypi.org:443"),
+        "{text}"
+    );
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert!(
+        emulator
+            .policies(PolicyResource::Plain, JOBS_NAMESPACE)
+            .is_empty(),
+        "the policy outlived the failed job"
+    );
+    assert_eq!(emulator.request_count("delete", "networkpolicies"), 1);
+}
+
+#[test]
+fn cancelled_job_deletes_its_policy() {
+    let cluster = Cluster::start(EmulatorOptions::default().with_cilium());
+    let sandbox = Sandbox::new();
+
+    let egress = run_with_egress(
+        &cluster,
+        &sandbox,
+        PolicyResource::Cilium,
+        &[],
+        |_, pid| unsafe {
+            libc::kill(pid, libc::SIGINT);
+        },
+    );
+
+    assert_eq!(egress.run.code, 1, "{}", egress.run.text());
+    assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
+    assert_eq!(egress.policies.len(), 1);
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert!(
+        emulator
+            .policies(PolicyResource::Cilium, JOBS_NAMESPACE)
+            .is_empty(),
+        "the policy outlived the cancelled job"
+    );
+    assert!(cluster.pods().is_empty());
+}
+
+#[test]
+fn fixed_egress_refuses_a_pipeline_that_widens_it() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(EGRESS_PIPELINE);
+
+    let run = cluster.run(
+        &sandbox,
+        &sandbox.project(),
+        &["--egress-allow", "pypi.org", "--egress-fixed"],
+    );
+
+    // 2: the pipeline could not be loaded, so nothing ran.
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.text().contains("adds `10.0.0.0/8:5000`"),
+        "{}",
+        run.text()
+    );
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "failure");
+    assert!(job["steps"].as_array().unwrap().is_empty(), "a step ran");
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert_eq!(emulator.request_count("create", "networkpolicies"), 0);
+    assert!(cluster.pods().is_empty());
 }

@@ -1270,3 +1270,117 @@ async fn ephemeral_container_shares_the_volume() {
         .expect_err("existing ephemeral containers are immutable");
     assert!(matches!(error, kube::Error::Api(s) if s.code == 422));
 }
+
+// --- Network policies ----------------------------------------------------
+
+fn plain_policy(name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": JOBS_NAMESPACE},
+        "spec": {"podSelector": {"matchLabels": {"danube.dev/job": "j1"}}, "policyTypes": ["Egress"]},
+    })
+}
+
+#[tokio::test]
+async fn network_policies_are_strict_and_cilium_is_served_only_on_request() {
+    let (emulator, _client) = emulator().await;
+    let token = emulator.token().to_owned();
+    let plain = format!("/apis/networking.k8s.io/v1/namespaces/{JOBS_NAMESPACE}/networkpolicies");
+    let cilium = format!("/apis/cilium.io/v2/namespaces/{JOBS_NAMESPACE}/ciliumnetworkpolicies");
+
+    let mut misspelt = plain_policy("typo");
+    misspelt["spec"]["podSelecter"] = json!({"matchLabels": {"a": "b"}});
+    let (code, status) = http_request(
+        &emulator,
+        reqwest::Method::POST,
+        &plain,
+        &token,
+        Some(misspelt),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown field \"spec.podSelecter\""),
+        "{status}"
+    );
+    let (code, created) = http_request(
+        &emulator,
+        reqwest::Method::POST,
+        &plain,
+        &token,
+        Some(plain_policy("p1")),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"]["uid"].is_string());
+    let (code, _) = http_request(
+        &emulator,
+        reqwest::Method::POST,
+        &plain,
+        &token,
+        Some(plain_policy("p1")),
+    )
+    .await;
+    assert_eq!(code, 409);
+    let (_, groups) = http_request(&emulator, reqwest::Method::GET, "/apis", &token, None).await;
+    assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
+    let (code, _) = http_request(
+        &emulator,
+        reqwest::Method::GET,
+        "/apis/cilium.io/v2",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, _) = http_request(&emulator, reqwest::Method::GET, &cilium, &token, None).await;
+    assert_eq!(code, 404);
+    let (code, _) = http_request(
+        &emulator,
+        reqwest::Method::DELETE,
+        &format!("{plain}/p1"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(emulator.request_count("delete", "networkpolicies"), 1);
+
+    let (with_cilium, _client) = emulator_with(EmulatorOptions::default().with_cilium()).await;
+    let token = with_cilium.token().to_owned();
+    let (_, resources) = http_request(
+        &with_cilium,
+        reqwest::Method::GET,
+        "/apis/cilium.io/v2",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(resources["resources"][0]["name"], "ciliumnetworkpolicies");
+    let policy = json!({
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "c1", "namespace": JOBS_NAMESPACE},
+        "spec": {"endpointSelecter": {"matchLabels": {"a": "b"}}, "endpointSelector": {"matchLabels": {}}, "egress": []},
+    });
+    let (code, status) = http_request(
+        &with_cilium,
+        reqwest::Method::POST,
+        &cilium,
+        &token,
+        Some(policy),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown field `endpointSelecter`"),
+        "{status}"
+    );
+}

@@ -303,6 +303,27 @@ pub trait Backend: Send + Sync {
         self.run_step(spec, output, cancel).await
     }
 
+    /// Restricts the job's network egress to `allowlist` (the pipeline's
+    /// `egress_allowlist`, entries already validated) plus the backend's
+    /// own entries, before its first step runs. Returns notes for the
+    /// job's log. The default enforces nothing and says so when the
+    /// pipeline asked for a restriction.
+    async fn apply_egress(
+        &self,
+        job: &JobId,
+        allowlist: &[String],
+    ) -> Result<Vec<String>, BackendError> {
+        let _ = job;
+        if allowlist.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![
+            "danube: egress_allowlist is enforced on kube targets only; on this backend \
+             steps reach the network as the engine's host does"
+                .to_owned(),
+        ])
+    }
+
     /// Returns a command that opens an interactive shell in a paused step's
     /// environment, for a terminal attached to it (`danube run` while
     /// paused).
