@@ -767,7 +767,7 @@ fn exit_step(code: u8) -> impl FnOnce(&Path, i32) {
 }
 
 #[test]
-fn cilium_policy_holds_the_engine_and_pipeline_entries_and_goes_with_the_job() {
+fn cilium_policy_lives_with_job() {
     let cluster = Cluster::start(EmulatorOptions::default().with_cilium());
     let sandbox = Sandbox::new();
 
@@ -806,11 +806,13 @@ fn cilium_policy_holds_the_engine_and_pipeline_entries_and_goes_with_the_job() {
             .is_empty(),
         "the policy outlived the job"
     );
+    assert_eq!(emulator.request_count("get", "/apis/cilium.io/v2"), 1);
+    assert_eq!(emulator.request_count("create", "ciliumnetworkpolicies"), 1);
     assert_eq!(emulator.request_count("delete", "ciliumnetworkpolicies"), 1);
 }
 
 #[test]
-fn without_cilium_a_plain_policy_keeps_the_cidrs_and_the_log_names_the_rest() {
+fn plain_policy_keeps_only_cidrs() {
     let cluster = Cluster::emulated();
     let sandbox = Sandbox::new();
 
@@ -871,7 +873,7 @@ fn cancelled_job_deletes_its_policy() {
 }
 
 #[test]
-fn fixed_egress_refuses_a_pipeline_that_widens_it() {
+fn fixed_egress_rejects_widening_pipeline() {
     let cluster = Cluster::emulated();
     let sandbox = Sandbox::new();
     sandbox.pipeline(EGRESS_PIPELINE);
@@ -895,4 +897,39 @@ fn fixed_egress_refuses_a_pipeline_that_widens_it() {
     let emulator = cluster.emulator.as_ref().unwrap();
     assert_eq!(emulator.request_count("create", "networkpolicies"), 0);
     assert!(cluster.pods().is_empty());
+}
+
+#[test]
+fn dry_run_prints_egress_policy() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(EGRESS_PIPELINE);
+
+    let run = cluster.run(
+        &sandbox,
+        &sandbox.project(),
+        &["--dry-run", "--egress-allow", "10.0.0.0/8"],
+    );
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let documents: Vec<serde_json::Value> = run
+        .stdout
+        .split("\n---\n")
+        .map(|document| serde_saphyr::from_str(document).unwrap())
+        .collect();
+    assert_eq!(documents.len(), 2, "{}", run.stdout);
+    assert_eq!(documents[0]["kind"], "Pod");
+    let policy = &documents[1];
+    assert_eq!(policy["kind"], "CiliumNetworkPolicy");
+    assert_eq!(
+        policy["spec"]["endpointSelector"]["matchLabels"]["danube.dev/job"],
+        documents[0]["metadata"]["labels"]["danube.dev/job"]
+    );
+    assert_eq!(policy["spec"]["egress"][1]["toCIDR"][0], "10.0.0.0/8");
+    if let Some(emulator) = &cluster.emulator {
+        assert!(
+            emulator.request_counts().is_empty(),
+            "the dry run reached the cluster"
+        );
+    }
 }

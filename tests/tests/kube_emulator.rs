@@ -1283,7 +1283,7 @@ fn plain_policy(name: &str) -> Value {
 }
 
 #[tokio::test]
-async fn network_policies_are_strict_and_cilium_is_served_only_on_request() {
+async fn network_policies_strict_cilium_optional() {
     let (emulator, _client) = emulator().await;
     let token = emulator.token().to_owned();
     let plain = format!("/apis/networking.k8s.io/v1/namespaces/{JOBS_NAMESPACE}/networkpolicies");

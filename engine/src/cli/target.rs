@@ -50,7 +50,7 @@ pub struct TargetArgs {
     #[arg(long = "egress-allow", value_name = "ENTRY", value_parser = parse_egress_entry)]
     pub egress_allow: Vec<String>,
 
-    /// Refuse pipelines whose `egress_allowlist` adds entries beyond
+    /// Reject pipelines whose `egress_allowlist` adds entries beyond
     /// --egress-allow: their plan fails with the entries named
     #[arg(long)]
     pub egress_fixed: bool,

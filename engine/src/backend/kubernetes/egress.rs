@@ -3,8 +3,8 @@
 //!
 //! Whether the cluster runs Cilium is asked once per backend, through API
 //! discovery of `cilium.io/v2`. With Cilium the job gets a
-//! CiliumNetworkPolicy; without, a plain NetworkPolicy that keeps the CIDR
-//! entries only, and the job's log names the host-name entries it dropped.
+//! CiliumNetworkPolicy. Without it the job gets a plain NetworkPolicy that
+//! keeps the CIDR entries only, and the job's log names the dropped ones.
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
