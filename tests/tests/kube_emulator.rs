@@ -1384,3 +1384,47 @@ async fn network_policies_strict_cilium_optional() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn tty_exec_runs_on_a_resizable_terminal() {
+    let (_emulator, client) = emulator().await;
+    running_pod(&client, "terminal").await;
+
+    let params = AttachParams::interactive_tty();
+    let mut attached = pods(&client)
+        .exec("terminal", vec!["sh"], &params)
+        .await
+        .expect("exec connects");
+    let mut resize = attached
+        .terminal_size()
+        .expect("a tty exec has a resize channel");
+    resize
+        .send(kube::api::TerminalSize {
+            width: 123,
+            height: 45,
+        })
+        .await
+        .expect("resize");
+    let mut writer = attached.stdin().expect("stdin");
+    let mut reader = attached.stdout().expect("stdout");
+    let status = attached.take_status().expect("status");
+    writer
+        .write_all(b"stty size; test -t 0 && echo on-a-tty; exit 3\n")
+        .await
+        .expect("write stdin");
+
+    let mut output = Vec::new();
+    tokio::time::timeout(PATIENCE, reader.read_to_end(&mut output))
+        .await
+        .expect("the shell ends in time")
+        .expect("read stdout");
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("45 123"), "{output}");
+    assert!(output.contains("on-a-tty"), "{output}");
+    let status = status.await.expect("a status");
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("NonZeroExitCode"),
+        "{status:?}"
+    );
+}

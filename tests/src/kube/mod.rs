@@ -57,7 +57,7 @@
 //! container restarts (`restartPolicy` is treated as `Never`), probes,
 //! resource limits (nothing is enforced; OOM kills are injected), volumes
 //! other than `emptyDir`, image entrypoints (a container needs `command`),
-//! TTYs (a resize message is ignored), `attach`, port forwarding, and
+//! TTYs for containers (execs get them), `attach`, port forwarding, and
 //! selector transitions in watches (an object that stops matching is not
 //! sent as `DELETED`). Mount points missing on
 //! the host are created there as empty folders, because a bind mount needs
@@ -91,6 +91,7 @@ mod selector;
 mod server;
 mod status;
 mod store;
+mod terminal;
 mod validation;
 mod watch;
 
