@@ -374,7 +374,7 @@ where
     if let Some(stderr) = process.child.stderr.take() {
         tokio::spawn(pump(stderr, STDERR, output.clone()));
     }
-    let mut stdin = process.child.stdin.take().map(|pipe| feed(pipe));
+    let mut stdin = process.child.stdin.take().map(feed);
     if let Some(terminal) = &session.terminal
         && let (Ok(reader), Ok(writer)) = (
             terminal.controller.try_clone(),
