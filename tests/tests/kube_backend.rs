@@ -933,3 +933,141 @@ fn dry_run_prints_egress_policy() {
         );
     }
 }
+
+/// The controlling side of a pseudo-terminal whose output a thread collects.
+struct Terminal {
+    writer: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    /// Opens a pseudo-terminal and returns it with its process side.
+    fn open() -> (Terminal, std::os::fd::OwnedFd) {
+        use std::os::fd::FromRawFd;
+
+        let (mut controller, mut process_side) = (-1, -1);
+        // SAFETY: openpty writes two descriptors; the other pointers may be null.
+        let result = unsafe {
+            libc::openpty(
+                &mut controller,
+                &mut process_side,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(result, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and have no other owner.
+        let (controller, process_side) = unsafe {
+            (
+                std::fs::File::from_raw_fd(controller),
+                std::os::fd::OwnedFd::from_raw_fd(process_side),
+            )
+        };
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = controller.try_clone().unwrap();
+        let collected = output.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = std::io::Read::read(&mut reader, &mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                collected.lock().unwrap().extend_from_slice(&buffer[..read]);
+            }
+        });
+        let terminal = Terminal {
+            writer: controller,
+            output,
+        };
+        (terminal, process_side)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output after byte `from` contains `text`, and
+    /// returns the byte after it.
+    fn wait_for(&self, text: &str, from: usize) -> usize {
+        let wanted = text.as_bytes();
+        for _ in 0..1200 {
+            let output = self.output.lock().unwrap();
+            let seen = &output[from.min(output.len())..];
+            if let Some(start) = seen
+                .windows(wanted.len())
+                .position(|window| window == wanted)
+            {
+                return from + start + wanted.len();
+            }
+            drop(output);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no `{text}` on the terminal within 60 s:\n{}", self.text());
+    }
+
+    fn type_text(&mut self, text: &str) {
+        std::io::Write::write_all(&mut self.writer, text.as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn debug_shell_runs_in_the_pod_with_the_step_env() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, secrets
+
+@pipeline(name="shell")
+def main():
+    step.run("test -e fixed", name="check", env={"GREETING": "hello", "TOKEN": secrets.get("TOKEN")})
+    step.run("echo after the shell", name="after")
+"#,
+    );
+    let secret = "s3cr3t-shell-value-91";
+    let mut child = sandbox
+        .command()
+        .args(["secret", "set", "TOKEN"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), secret.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let (mut terminal, process_side) = Terminal::open();
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .arg("--break-on-failure")
+        .stdin(process_side.try_clone().unwrap())
+        .stdout(process_side.try_clone().unwrap())
+        .stderr(process_side);
+    let mut danube = command.spawn().unwrap();
+    drop(command);
+
+    let opened = terminal.wait_for("opening a shell in the step's environment", 0);
+    let prompt = terminal.wait_for("$ ", opened);
+    terminal.type_text("echo \"got-$GREETING-${#TOKEN}-$(pwd)\"; touch fixed; exit\n");
+    let answered = terminal.wait_for("got-hello-21-/workspace", prompt);
+    terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", answered);
+    terminal.type_text("r\n");
+    let status = danube.wait().unwrap();
+
+    let text = terminal.text();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "success", "{text}");
+    assert_eq!(step(&job, "main", "after")["state"], "success");
+    assert!(!text.contains(secret), "the secret was echoed: {text}");
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let uris = emulator.exec_uris();
+    assert!(uris.iter().any(|uri| uri.contains("tty=true")), "{uris:?}");
+    assert!(
+        uris.iter()
+            .all(|uri| !uri.contains(secret) && !uri.contains("GREETING")),
+        "{uris:?}"
+    );
+}

@@ -335,6 +335,34 @@ pub trait Backend: Send + Sync {
         })
     }
 
+    /// Runs an interactive shell in a paused step's environment on this
+    /// process's terminal and returns when it exits. The default runs the
+    /// command of [`Backend::debug_shell`] with the terminal attached.
+    /// Dropping the future ends the shell.
+    async fn interactive_shell(&self, spec: StepSpec) -> Result<(), BackendError> {
+        let command = self.debug_shell(&spec)?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let spawn_error = |source| BackendError::SpawnStep {
+            step: spec.step.clone(),
+            command_word: "shell".into(),
+            program: program.clone(),
+            workdir: spec.workdir.clone(),
+            source,
+        };
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_error)?;
+        child
+            .wait()
+            .await
+            .map_err(|source| BackendError::WaitStep {
+                step: spec.step.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Lists the folder or reads the start of the file (at most `max_bytes`)
     /// at `relative`, a path below the job's workspace root. Absolute paths,
     /// `..` and symbolic links that lead out of the workspace are rejected.

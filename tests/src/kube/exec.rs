@@ -62,6 +62,11 @@ pub(crate) async fn exec(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Response {
+    shared
+        .exec_uris
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(request.uri().to_string());
     let query = Query::parse(raw.as_deref());
     start(shared, &namespace, &name, &query, request).unwrap_or_else(IntoResponse::into_response)
 }

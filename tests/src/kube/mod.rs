@@ -273,6 +273,8 @@ pub(crate) struct Shared {
     /// Exec connections open now.
     pub exec_open: AtomicUsize,
     pub policies: policies::PolicyStore,
+    /// The path and query of every exec request, as an audit log has them.
+    pub exec_uris: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -345,6 +347,7 @@ impl Emulator {
             refuse_execs: std::sync::atomic::AtomicBool::new(false),
             exec_open: AtomicUsize::new(0),
             policies: policies::PolicyStore::default(),
+            exec_uris: Mutex::default(),
         });
         for name in &shared.options.namespaces {
             let namespace = Namespace {
@@ -415,6 +418,16 @@ impl Emulator {
     /// sorted by name.
     pub fn policies(&self, resource: PolicyResource, namespace: &str) -> Vec<serde_json::Value> {
         policies::stored(&self.shared, resource, namespace)
+    }
+
+    /// Returns the path and query of every exec request so far, as an API
+    /// server's audit log records them.
+    pub fn exec_uris(&self) -> Vec<String> {
+        self.shared
+            .exec_uris
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Returns the host folder backing volume `volume` of a running pod.

@@ -34,6 +34,7 @@ pub mod network;
 pub mod orphans;
 pub mod pod;
 pub mod retry;
+pub mod shell;
 pub mod strict;
 pub mod target;
 pub mod upload;
@@ -518,15 +519,25 @@ impl Backend for KubernetesBackend {
         )])
     }
 
-    fn debug_shell(&self, spec: &StepSpec) -> Result<std::process::Command, BackendError> {
-        // TODO: open a terminal in the pod through an exec with a TTY whose
-        // first stdin line carries the step's environment. Until then the
-        // debugger's ad-hoc commands run in the pod instead.
-        let _ = spec;
-        Err(BackendError::Unsupported {
-            backend: "kubernetes",
-            operation: "open an interactive debug shell (run ad-hoc commands from the debugger instead)",
-        })
+    /// Opens a terminal in the paused step's container through an exec
+    /// with a TTY, its environment sent over the exec's stdin ([`shell`]).
+    async fn interactive_shell(&self, spec: StepSpec) -> Result<(), BackendError> {
+        super::local::check_env_names(&spec)?;
+        let handle = self
+            .handle(&spec.job_id)
+            .ok_or_else(|| KubeError::UnknownJob {
+                job: spec.job_id.to_string(),
+            })?;
+        let container = self.container_for(&handle, &spec).await?;
+        let id = handle.next_execution_id(&format!("shell{}", spec.step_id));
+        let request = step_request(&spec, &id, &handle.local_workspace);
+        let target = ExecTarget {
+            api: self.api.clone(),
+            pod: handle.name.clone(),
+            container,
+        };
+        shell::run_shell(&target, &spec.step, request).await?;
+        Ok(())
     }
 
     /// Browses the local copy, which contains what the pod's workspace
