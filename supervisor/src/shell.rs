@@ -19,7 +19,7 @@ pub const READY: &str = "danube-shell-ready";
 /// Exit code when the image has no shell or the request is invalid.
 pub const SHELL_FAILED: i32 = 127;
 
-/// Longest request line read, environment included.
+/// Maximum length of the request line, environment included.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 /// Reads the request and replaces this process with `shell`. Returns only

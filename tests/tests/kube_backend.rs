@@ -1011,6 +1011,22 @@ impl Terminal {
     }
 }
 
+/// Starts `danube run --break-on-failure` on a pseudo-terminal.
+fn run_on_terminal(cluster: &Cluster, sandbox: &Sandbox) -> (Terminal, std::process::Child) {
+    let (terminal, process_side) = Terminal::open();
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .arg("--break-on-failure")
+        .stdin(process_side.try_clone().unwrap())
+        .stdout(process_side.try_clone().unwrap())
+        .stderr(process_side);
+    let danube = command.spawn().unwrap();
+    (terminal, danube)
+}
+
 #[test]
 fn debug_shell_runs_in_the_pod_with_the_step_env() {
     let cluster = Cluster::emulated();
@@ -1035,18 +1051,7 @@ def main():
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), secret.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
 
-    let (mut terminal, process_side) = Terminal::open();
-    let mut command = sandbox.command();
-    command
-        .arg("run")
-        .arg(sandbox.project())
-        .args(cluster.args())
-        .arg("--break-on-failure")
-        .stdin(process_side.try_clone().unwrap())
-        .stdout(process_side.try_clone().unwrap())
-        .stderr(process_side);
-    let mut danube = command.spawn().unwrap();
-    drop(command);
+    let (mut terminal, mut danube) = run_on_terminal(&cluster, &sandbox);
 
     let opened = terminal.wait_for("opening a shell in the step's environment", 0);
     let prompt = terminal.wait_for("$ ", opened);
@@ -1070,4 +1075,29 @@ def main():
             .all(|uri| !uri.contains(secret) && !uri.contains("GREETING")),
         "{uris:?}"
     );
+}
+
+#[test]
+fn debug_shell_names_an_image_without_shell() {
+    let cluster = Cluster::start(EmulatorOptions::default().image_without_shell("kaniko-like:1"));
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="no-shell")
+def main():
+    step.run("cat missing.txt", name="read", image="kaniko-like:1")
+"#,
+    );
+
+    let (mut terminal, mut danube) = run_on_terminal(&cluster, &sandbox);
+    let opened = terminal.wait_for("opening a shell in the step's environment", 0);
+    let refused = terminal.wait_for("this image has no shell at `/bin/sh`", opened);
+    terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", refused);
+    terminal.type_text("a\n");
+    let status = danube.wait().unwrap();
+
+    assert_eq!(status.code(), Some(1), "{}", terminal.text());
+    assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
 }

@@ -31,7 +31,7 @@ pub(crate) fn open() -> io::Result<(Terminal, OwnedFd)> {
     if result != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    // SAFETY: both descriptors were just opened and have no other owner.
     let (controller, terminal) = unsafe {
         (
             File::from_raw_fd(controller),
@@ -42,8 +42,8 @@ pub(crate) fn open() -> io::Result<(Terminal, OwnedFd)> {
 }
 
 impl Terminal {
-    /// Applies a resize message's `{"Width": W, "Height": H}`; other
-    /// payloads are ignored, as a kubelet ignores them.
+    /// Applies a resize message's `{"Width": W, "Height": H}`. Other
+    /// payloads are ignored.
     pub fn resize(&self, payload: &[u8]) {
         let Ok(size) = serde_json::from_slice::<serde_json::Value>(payload) else {
             return;

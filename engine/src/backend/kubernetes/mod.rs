@@ -537,6 +537,8 @@ impl Backend for KubernetesBackend {
             container,
         };
         shell::run_shell(&target, &spec.step, request).await?;
+        // NOTE: what the shell changed is not copied back to the local copy,
+        // since the supervisor keeps no change marker for a shell.
         Ok(())
     }
 

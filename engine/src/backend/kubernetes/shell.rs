@@ -3,9 +3,9 @@
 //! process's terminal.
 //!
 //! The step's request (workdir and environment, secrets included) goes over
-//! the exec's stdin once the supervisor has turned the pod terminal's echo
-//! off and printed its ready marker, so it never appears in the exec URL,
-//! in argv or on the screen. The local terminal is in raw mode while the
+//! the exec's stdin after the supervisor has turned the pod terminal's echo
+//! off and printed its ready marker. So it appears neither in the exec URL
+//! and argv nor on the screen. The local terminal is in raw mode while the
 //! shell runs, so keys such as Ctrl-C reach the pod's shell, and a guard
 //! restores it however the shell ends. Window size changes (`SIGWINCH`)
 //! are sent on the exec's resize channel.
@@ -24,7 +24,7 @@ use super::KubeError;
 use super::exec::ExecTarget;
 use super::pod::SUPERVISOR_PATH;
 
-/// The supervisor's line that says the request may be sent.
+/// The supervisor's output line after which the request may be sent.
 pub const READY: &[u8] = b"danube-shell-ready";
 
 /// How often the stdin reader checks whether the shell has ended, so that
@@ -79,8 +79,8 @@ pub async fn run_shell(
     if let Some(mut sizes) = attached.terminal_size() {
         tokio::spawn(async move { forward_window_sizes(&mut sizes).await });
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let input = forward_stdin(remote_in, stop.clone());
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let input = forward_stdin(remote_in, stop.0.clone());
 
     let mut stdout = tokio::io::stdout();
     let _ = stdout.write_all(&early).await;
@@ -94,7 +94,7 @@ pub async fn run_shell(
         let _ = stdout.flush().await;
     }
 
-    stop.store(true, Ordering::SeqCst);
+    drop(stop);
     input.abort();
     tracing::info!(pod = %target.pod, step, "debug shell closed");
     Ok(())
@@ -193,7 +193,7 @@ async fn forward_window_sizes(sizes: &mut futures::channel::mpsc::Sender<Termina
     }
 }
 
-/// The window size of the terminal on stdout, if it is one.
+/// Returns the window size of the terminal on stdout, if it is one.
 fn window_size() -> Option<TerminalSize> {
     // SAFETY: winsize is plain data that TIOCGWINSZ fills.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
@@ -203,6 +203,15 @@ fn window_size() -> Option<TerminalSize> {
         width: size.ws_col,
         height: size.ws_row,
     })
+}
+
+/// Stops the stdin reader when dropped, on every way out of [`run_shell`].
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The local terminal in raw mode while alive; the settings it had are
