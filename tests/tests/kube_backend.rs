@@ -941,7 +941,8 @@ struct Terminal {
 }
 
 impl Terminal {
-    /// Opens a pseudo-terminal and returns it with its process side.
+    /// Opens a pseudo-terminal of 33 rows and 111 columns and returns it
+    /// with its process side.
     fn open() -> (Terminal, std::os::fd::OwnedFd) {
         use std::os::fd::FromRawFd;
 
@@ -964,6 +965,21 @@ impl Terminal {
                 std::os::fd::OwnedFd::from_raw_fd(process_side),
             )
         };
+        let window = libc::winsize {
+            ws_row: 33,
+            ws_col: 111,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+        let sized = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&controller),
+                libc::TIOCSWINSZ,
+                &window,
+            )
+        };
+        assert_eq!(sized, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
         let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut reader = controller.try_clone().unwrap();
         let collected = output.clone();
@@ -1055,8 +1071,9 @@ def main():
 
     let opened = terminal.wait_for("opening a shell in the step's environment", 0);
     let prompt = terminal.wait_for("$ ", opened);
-    terminal.type_text("echo \"got-$GREETING-${#TOKEN}-$(pwd)\"; touch fixed; exit\n");
-    let answered = terminal.wait_for("got-hello-21-/workspace", prompt);
+    terminal.type_text("echo \"got-$GREETING-${#TOKEN}-$(pwd)-$(stty size)\"; touch fixed; exit\n");
+    // The pod's terminal got the local one's size over the resize channel.
+    let answered = terminal.wait_for("got-hello-21-/workspace-33 111", prompt);
     terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", answered);
     terminal.type_text("r\n");
     let status = danube.wait().unwrap();
