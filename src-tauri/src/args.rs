@@ -19,10 +19,10 @@ pub struct Args {
     #[arg(long, env = "DANUBE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Kubeconfig file whose contexts are the cluster targets [default:
-    /// the files in $KUBECONFIG, else ~/.kube/config]
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig (whose contexts are the cluster targets) and the
+    /// options of every cluster target
+    #[command(flatten)]
+    pub cluster: danube::cli::target::ClusterArgs,
 
     /// Print the app's own log (-v for info, -vv for debug); DANUBE_LOG
     /// takes a full tracing filter instead

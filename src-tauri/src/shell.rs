@@ -41,10 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let data_root = DataDir::resolve(args.data_dir.clone());
-    let targets = TargetSettings {
-        kubeconfig: args.kubeconfig.clone(),
-        ..TargetSettings::default()
-    };
+    let targets = args.cluster.settings();
     let engine: EngineSlot = Arc::new(Mutex::new(None));
 
     let app = tauri::Builder::default()

@@ -138,6 +138,41 @@ fn kubeconfig_with_dead_context(emulator: &Emulator, into: &Path) -> PathBuf {
     path
 }
 
+/// The emulator, and a desktop engine whose kubeconfig lists it and a dead
+/// context, with its data in a temporary folder.
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    emulator: Emulator,
+    sandbox: tempfile::TempDir,
+    desktop: DesktopEngine,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Containers find danube-supervisor next to the danube binary.
+        let bin_dir = danube_bin().parent().unwrap().to_owned();
+        let emulator = runtime
+            .block_on(Emulator::start(
+                EmulatorOptions::default().path_prepend(&bin_dir),
+            ))
+            .expect("the emulator starts");
+        let sandbox = tempfile::tempdir().unwrap();
+        let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
+        let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
+        Setup {
+            runtime,
+            emulator,
+            sandbox,
+            desktop,
+        }
+    }
+}
+
 fn pods_left(runtime: &tokio::runtime::Runtime, emulator: &Emulator) -> Vec<String> {
     runtime.block_on(async {
         let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
@@ -153,21 +188,12 @@ fn pods_left(runtime: &tokio::runtime::Runtime, emulator: &Emulator) -> Vec<Stri
 
 #[test]
 fn job_runs_on_kubeconfig_context() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // Containers find danube-supervisor next to the danube binary.
-    let bin_dir = danube_bin().parent().unwrap().to_owned();
-    let emulator = runtime
-        .block_on(Emulator::start(
-            EmulatorOptions::default().path_prepend(&bin_dir),
-        ))
-        .expect("the emulator starts");
-    let sandbox = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
-    let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
+    let Setup {
+        runtime,
+        emulator,
+        sandbox: _sandbox,
+        desktop,
+    } = Setup::start();
 
     // The picker lists both contexts as targets a job can start on.
     let listed = desktop.get("/api/v1/desktop/targets");
@@ -196,27 +222,130 @@ fn job_runs_on_kubeconfig_context() {
         emulator.request_count("create", "pods") >= 1,
         "the job ran in a pod of the emulator, not as local processes"
     );
+    assert_eq!(job["target"], emulator_target.as_str(), "{job}");
     assert!(
         pods_left(&runtime, &emulator).is_empty(),
         "the job's pod outlived the job"
     );
 
+    // A rerun with an empty body runs where the job ran, not as local processes.
+    let pods_before = emulator.request_count("create", "pods");
+    let response = desktop
+        .request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/rerun"))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let rerun: Value = response.json().unwrap();
+    assert_eq!(rerun["target"], emulator_target.as_str(), "{rerun}");
+    let rerun = desktop.wait_until_final(rerun["id"].as_str().unwrap());
+    assert_eq!(rerun["state"], "success", "{rerun}");
+    assert_eq!(emulator.request_count("create", "pods"), pods_before + 1);
+
+    // A rerun may choose another target: local processes record none.
+    let response = desktop
+        .request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/rerun"))
+        .json(&json!({"target": "local"}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let local: Value = response.json().unwrap();
+    assert_eq!(local["target"], Value::Null, "{local}");
+    let local = desktop.wait_until_final(local["id"].as_str().unwrap());
+    assert_eq!(local["state"], "success", "{local}");
+    assert_eq!(emulator.request_count("create", "pods"), pods_before + 1);
+
     desktop.engine.stop();
 }
 
 #[test]
-fn unreachable_context_fails_job_start() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
+fn watch_reruns_on_kubeconfig_context() {
+    let Setup {
+        runtime,
+        emulator,
+        sandbox,
+        desktop,
+    } = Setup::start();
+    let project = sandbox.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::copy(
+        workspace_root().join("examples/quickstart/danubefile.py"),
+        project.join("danubefile.py"),
+    )
+    .unwrap();
+    let target = format!("kube:{CONTEXT}");
+
+    let response = desktop
+        .request(reqwest::Method::POST, "/api/v1/watches")
+        .json(&json!({"project": project, "target": target}))
+        .send()
         .unwrap();
-    let emulator = runtime
-        .block_on(Emulator::start(EmulatorOptions::default()))
-        .expect("the emulator starts");
-    let sandbox = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
-    let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let watch: Value = response.json().unwrap();
+    let watch_id = watch["id"].as_str().unwrap();
+    let first = watch["current_job"].as_str().unwrap().to_owned();
+    let first = desktop.wait_until_final(&first);
+    assert_eq!(first["state"], "success", "{first}");
+    assert_eq!(first["target"], target.as_str(), "{first}");
+
+    std::fs::write(project.join("notes.txt"), "changed\n").unwrap();
+    let second = wait_for_next_job(&desktop, watch_id, first["id"].as_str().unwrap());
+    let second = desktop.wait_until_final(&second);
+
+    assert_eq!(second["state"], "success", "{second}");
+    assert_eq!(second["trigger_type"], "watch", "{second}");
+    assert_eq!(second["trigger_ref"], "notes.txt", "{second}");
+    assert_eq!(second["target"], target.as_str(), "{second}");
+    assert_eq!(emulator.request_count("create", "pods"), 2);
+    let response = desktop
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/watches/{watch_id}"),
+        )
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        pods_left(&runtime, &emulator).is_empty(),
+        "a pod outlived its job"
+    );
+
+    desktop.engine.stop();
+}
+
+/// Waits until the watch session `watch_id` has a job other than
+/// `previous` and returns its id.
+fn wait_for_next_job(desktop: &DesktopEngine, watch_id: &str, previous: &str) -> String {
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    loop {
+        let watches = desktop.get("/api/v1/watches");
+        let watch = watches["watches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|watch| watch["id"] == watch_id)
+            .expect("the session still runs")
+            .clone();
+        if let Some(current) = watch["current_job"].as_str().filter(|id| *id != previous) {
+            return current.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job followed the change within {JOB_TIMEOUT:?}: {watch}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn unreachable_context_fails_job_start() {
+    let Setup {
+        emulator: _emulator,
+        sandbox: _sandbox,
+        desktop,
+        ..
+    } = Setup::start();
 
     let (status, body) = desktop.start_job(&format!("kube:{DEAD_CONTEXT}"));
 

@@ -3,7 +3,7 @@
 //!
 //! `attach ID --stdout-offset N --stderr-offset M` writes the step's output
 //! from those byte offsets on, follows it while the step runs, and exits with
-//! the step's exit code once it is recorded. A [`CANCEL`] byte on stdin kills
+//! the step's exit code once it is recorded. A [`CANCEL`](crate::run::CANCEL) byte on stdin kills
 //! the step's process group, as it does for `run`.
 //!
 //! `status ID` prints one line: `running`, `exited N`, `missing` (the step
@@ -19,7 +19,7 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use crate::run::{CANCEL, SUPERVISOR_FAILED, raw_stderr, raw_stdout, terminate_group};
+use crate::run::{self, SUPERVISOR_FAILED, raw_stderr, raw_stdout};
 use crate::signals;
 use crate::steps::StepDir;
 
@@ -105,7 +105,7 @@ pub fn attach(state_dir: &Path, id: &str, offsets: (u64, u64)) -> i32 {
     };
 
     if let Some(pgid) = step.read_pgid() {
-        thread::spawn(move || watch_stdin_for_cancel(pgid));
+        thread::spawn(move || run::watch_stdin(io::stdin(), pgid));
     }
 
     let mut stdout = raw_stdout();
@@ -159,22 +159,5 @@ fn copy_new(file: &mut File, sink: &mut File) -> io::Result<()> {
             return Ok(());
         }
         sink.write_all(&buffer[..read])?;
-    }
-}
-
-fn watch_stdin_for_cancel(pgid: libc::pid_t) {
-    let mut stdin = io::stdin();
-    let mut buffer = [0; 256];
-    loop {
-        match stdin.read(&mut buffer) {
-            Ok(0) => return,
-            Ok(read) if buffer[..read].contains(&CANCEL) => {
-                terminate_group(pgid);
-                return;
-            }
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
     }
 }

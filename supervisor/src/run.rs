@@ -270,7 +270,7 @@ fn spawn_pump(
 
 /// Kills the group when the engine sends [`CANCEL`]; returns at the end of
 /// stdin, which leaves the step running.
-fn watch_stdin(mut stdin: BufReader<io::Stdin>, pgid: libc::pid_t) {
+pub fn watch_stdin(mut stdin: impl Read, pgid: libc::pid_t) {
     let mut buffer = [0; 256];
     loop {
         match stdin.read(&mut buffer) {

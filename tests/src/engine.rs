@@ -8,7 +8,7 @@ use danube::config::DataDir;
 use std::time::Duration;
 
 use danube::orchestrator::debug::Pause;
-use danube::orchestrator::{Engine, EngineParts, JobEvent, JobHandle};
+use danube::orchestrator::{Breakpoints, Engine, EngineParts, JobEvent, JobHandle};
 use danube::store::Store;
 
 use crate::{Sandbox, shared_venv};
@@ -55,4 +55,12 @@ pub async fn next_pause(handle: &mut JobHandle, limit: Duration) -> Pause {
     tokio::time::timeout(limit, wait)
         .await
         .expect("the job pauses")
+}
+
+/// Breakpoints that pause a job after its first failing step.
+pub fn on_failure() -> Breakpoints {
+    Breakpoints {
+        before: Vec::new(),
+        on_failure: true,
+    }
 }

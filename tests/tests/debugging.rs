@@ -11,7 +11,7 @@ use danube::model::{JobState, RunState};
 use danube::orchestrator::debug::{DebugError, Decision, Pause, PauseReason};
 use danube::orchestrator::{Breakpoints, JobHandle, JobRequest};
 use danube::secrets::{Scope, SecretVault};
-use danube_tests::engine::local_engine;
+use danube_tests::engine::{local_engine, on_failure};
 use danube_tests::{Sandbox, process_alive};
 use std::path::Path;
 
@@ -36,13 +36,6 @@ fn before(step: &str) -> Breakpoints {
     Breakpoints {
         before: vec![step.to_owned()],
         on_failure: false,
-    }
-}
-
-fn on_failure() -> Breakpoints {
-    Breakpoints {
-        before: Vec::new(),
-        on_failure: true,
     }
 }
 

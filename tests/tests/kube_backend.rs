@@ -51,12 +51,21 @@ impl Cluster {
         Cluster::start(EmulatorOptions::default())
     }
 
-    /// The emulator, or `None` (after saying why) on a real cluster.
-    fn emulator(&self, test: &str) -> Option<&Emulator> {
-        if self.emulator.is_none() {
+    /// The emulator with `options` for a test that injects faults, or
+    /// `None` (after saying why) when the tests run on a real cluster.
+    fn for_faults(test: &str, options: EmulatorOptions) -> Option<Cluster> {
+        if std::env::var_os("DANUBE_TEST_KUBECONFIG").is_some() {
             eprintln!("skipped {test}: it injects faults, which only the emulator can");
+            return None;
         }
-        self.emulator.as_ref()
+        Some(Cluster::start(options))
+    }
+
+    /// The emulator of a cluster made by [`Cluster::for_faults`].
+    fn emulator(&self) -> &Emulator {
+        self.emulator
+            .as_ref()
+            .expect("fault tests run on the emulator")
     }
 
     fn args(&self) -> Vec<String> {
@@ -345,13 +354,12 @@ def main():
 
 #[test]
 fn image_pull_error_fails_the_job_with_the_reason() {
-    let cluster = Cluster::start(EmulatorOptions::default().failing_image("no-such-image:1"));
-    if cluster
-        .emulator("image_pull_error_fails_the_job_with_the_reason")
-        .is_none()
-    {
+    let Some(cluster) = Cluster::for_faults(
+        "image_pull_error_fails_the_job_with_the_reason",
+        EmulatorOptions::default().failing_image("no-such-image:1"),
+    ) else {
         return;
-    }
+    };
     let sandbox = Sandbox::new();
     sandbox.pipeline("from danube import pipeline, step\n@pipeline(name='p')\ndef main():\n    step.run('true')\n");
 
@@ -375,11 +383,13 @@ fn image_pull_error_fails_the_job_with_the_reason() {
 
 #[test]
 fn unschedulable_pod_fails_the_job_with_the_reason() {
-    let cluster = Cluster::emulated();
-    let Some(emulator) = cluster.emulator("unschedulable_pod_fails_the_job_with_the_reason") else {
+    let Some(cluster) = Cluster::for_faults(
+        "unschedulable_pod_fails_the_job_with_the_reason",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
-    emulator.cordon(true);
+    cluster.emulator().cordon(true);
     let sandbox = Sandbox::new();
     sandbox.pipeline("from danube import pipeline, step\n@pipeline(name='p')\ndef main():\n    step.run('true')\n");
 
@@ -419,7 +429,7 @@ def main():
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
 
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     let pod = wait_for_running_step(cluster);
     fault(emulator, &pod, child.id() as i32);
     Run::from_output(child.wait_with_output().unwrap())
@@ -427,7 +437,7 @@ def main():
 
 /// Waits until a job pod has a step running and returns the pod's name.
 fn wait_for_running_step(cluster: &Cluster) -> String {
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     for _ in 0..600 {
         for pod in cluster.pods() {
             let workspace = emulator.volume_dir(JOBS_NAMESPACE, &pod, "workspace");
@@ -447,10 +457,11 @@ fn wait_for_running_step(cluster: &Cluster) -> String {
 
 #[test]
 fn oom_kill_fails_the_job_quickly() {
-    let cluster = Cluster::emulated();
-    if cluster.emulator("oom_kill_fails_the_job_quickly").is_none() {
+    let Some(cluster) =
+        Cluster::for_faults("oom_kill_fails_the_job_quickly", EmulatorOptions::default())
+    else {
         return;
-    }
+    };
     let sandbox = Sandbox::new();
 
     let run = run_with_fault(&cluster, &sandbox, |emulator, pod, _| {
@@ -467,13 +478,12 @@ fn oom_kill_fails_the_job_quickly() {
 #[test]
 fn eviction_and_lost_node_fail_the_job() {
     for fault in ["evict", "lose_node"] {
-        let cluster = Cluster::emulated();
-        if cluster
-            .emulator("eviction_and_lost_node_fail_the_job")
-            .is_none()
-        {
+        let Some(cluster) = Cluster::for_faults(
+            "eviction_and_lost_node_fail_the_job",
+            EmulatorOptions::default(),
+        ) else {
             return;
-        }
+        };
         let sandbox = Sandbox::new();
 
         let run = run_with_fault(&cluster, &sandbox, |emulator, pod, _| match fault {
@@ -525,7 +535,7 @@ def main():
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
 
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     let pod = wait_for_running_step(cluster);
     let stdout = emulator
         .volume_dir(JOBS_NAMESPACE, &pod, "workspace")
@@ -577,13 +587,12 @@ fn assert_reattached(run: &Run, sandbox: &Sandbox, how: &str) {
 #[test]
 fn dropped_exec_connection_is_reattached() {
     for fault in [ExecFault::Reset, ExecFault::Close] {
-        let cluster = Cluster::emulated();
-        if cluster
-            .emulator("dropped_exec_connection_is_reattached")
-            .is_none()
-        {
+        let Some(cluster) = Cluster::for_faults(
+            "dropped_exec_connection_is_reattached",
+            EmulatorOptions::default(),
+        ) else {
             return;
-        }
+        };
         let sandbox = Sandbox::new();
 
         let run = run_with_exec_fault(&cluster, &sandbox, fault, |_| {});
@@ -594,13 +603,12 @@ fn dropped_exec_connection_is_reattached() {
 
 #[test]
 fn stalled_exec_connection_is_reattached() {
-    let cluster = Cluster::emulated();
-    if cluster
-        .emulator("stalled_exec_connection_is_reattached")
-        .is_none()
-    {
+    let Some(cluster) = Cluster::for_faults(
+        "stalled_exec_connection_is_reattached",
+        EmulatorOptions::default(),
+    ) else {
         return;
-    }
+    };
     let sandbox = Sandbox::new();
 
     let run = run_with_exec_fault(&cluster, &sandbox, ExecFault::Stall, |_| {});
@@ -610,13 +618,12 @@ fn stalled_exec_connection_is_reattached() {
 
 #[test]
 fn unreachable_supervisor_fails_the_step() {
-    let cluster = Cluster::emulated();
-    if cluster
-        .emulator("unreachable_supervisor_fails_the_step")
-        .is_none()
-    {
+    let Some(cluster) = Cluster::for_faults(
+        "unreachable_supervisor_fails_the_step",
+        EmulatorOptions::default(),
+    ) else {
         return;
-    }
+    };
     let sandbox = Sandbox::new();
 
     let run = run_with_exec_fault(&cluster, &sandbox, ExecFault::Reset, |emulator| {
@@ -634,13 +641,12 @@ fn unreachable_supervisor_fails_the_step() {
 
 #[test]
 fn cancel_kills_the_step_and_deletes_the_pod() {
-    let cluster = Cluster::emulated();
-    if cluster
-        .emulator("cancel_kills_the_step_and_deletes_the_pod")
-        .is_none()
-    {
+    let Some(cluster) = Cluster::for_faults(
+        "cancel_kills_the_step_and_deletes_the_pod",
+        EmulatorOptions::default(),
+    ) else {
         return;
-    }
+    };
     let sandbox = Sandbox::new();
 
     // SIGINT is what Ctrl-C sends to the danube process.
@@ -660,13 +666,12 @@ fn cancel_kills_the_step_and_deletes_the_pod() {
 
 #[test]
 fn orphaned_pod_is_deleted_at_the_next_start() {
-    let cluster = Cluster::emulated();
-    if cluster
-        .emulator("orphaned_pod_is_deleted_at_the_next_start")
-        .is_none()
-    {
+    let Some(cluster) = Cluster::for_faults(
+        "orphaned_pod_is_deleted_at_the_next_start",
+        EmulatorOptions::default(),
+    ) else {
         return;
-    }
+    };
     let sandbox = Sandbox::new();
     let run = run_with_fault(&cluster, &sandbox, |_, _, pid| unsafe {
         libc::kill(pid, libc::SIGKILL);

@@ -16,6 +16,7 @@ use danube::orchestrator::debug::{Decision, Pause};
 use danube::orchestrator::{Breakpoints, Engine, EngineParts, JobHandle, JobRequest};
 use danube::secrets::{Scope, SecretVault};
 use danube::store::Store;
+use danube_tests::engine::on_failure;
 use danube_tests::kube::{Emulator, EmulatorOptions, JOBS_NAMESPACE};
 use danube_tests::{Sandbox, danube_bin, shared_venv};
 
@@ -209,13 +210,7 @@ pipeline(name="app", tasks=[test])
     );
     let (_emulator, engine) = kube_engine(&sandbox).await;
     let mut handle = engine
-        .submit(request(
-            &sandbox,
-            Breakpoints {
-                before: Vec::new(),
-                on_failure: true,
-            },
-        ))
+        .submit(request(&sandbox, on_failure()))
         .await
         .unwrap();
     let id = handle.id.clone();
@@ -253,13 +248,7 @@ pipeline(name="app", tasks=[test])
     );
     let (emulator, engine) = kube_engine(&sandbox).await;
     let mut handle = engine
-        .submit(request(
-            &sandbox,
-            Breakpoints {
-                before: Vec::new(),
-                on_failure: true,
-            },
-        ))
+        .submit(request(&sandbox, on_failure()))
         .await
         .unwrap();
     next_pause(&mut handle).await;

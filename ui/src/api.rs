@@ -85,6 +85,10 @@ pub struct Job {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// The target this job alone ran on, such as `kube:kind-dev`; `None` for
+    /// the server's own.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 impl Job {

@@ -51,6 +51,9 @@ pub struct Job {
     pub finished_at: Option<i64>,
     /// From start to finish; absent until both are known.
     pub duration_ms: Option<i64>,
+    /// The target this job alone was submitted for (`kube:CONTEXT`);
+    /// `null` when it ran on the server's own target.
+    pub target: Option<String>,
 }
 
 /// A job with its tasks (each with its steps), the DAG edges and artifacts.
@@ -147,7 +150,7 @@ pub struct RerunJob {
     pub break_before: Vec<String>,
     #[serde(default)]
     pub break_on_failure: bool,
-    /// As in [`CreateJob`].
+    /// As in [`CreateJob`]; absent, the target the job ran on.
     pub target: Option<String>,
 }
 
@@ -390,7 +393,8 @@ pub async fn cancel(
 
 /// Run a job's project and pipeline again, as a new job
 ///
-/// The body is optional; it may set breakpoints for the new job.
+/// The body is optional; it may set breakpoints for the new job, and a
+/// `target` other than the one the job ran on.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs/{id}/rerun",
@@ -399,7 +403,8 @@ pub async fn cancel(
     responses(
         (status = 201, description = "The new job", body = Job),
         (status = 404, body = ErrorBody),
-        (status = 422, description = "The project folder or its danubefile.py is gone", body = ErrorBody),
+        (status = 422, description = "The project folder or its danubefile.py is gone, or the job's target cannot be chosen on this server", body = ErrorBody),
+        (status = 502, description = "The target's cluster cannot be reached", body = ErrorBody),
         (status = 503, description = "The server is stopping", body = ErrorBody),
     )
 )]
@@ -421,9 +426,10 @@ pub async fn rerun(
     };
     let record = state.store.find_job(&id).await?;
     let pipeline = Some(record.pipeline).filter(|name| !name.is_empty());
-    // TODO: a rerun should run where the original job ran, but jobs do not
-    // record their target yet; without `target` it runs on the server's own.
-    let backend = super::targets::job_backend(&state, body.target.as_deref()).await?;
+    let backend = match body.target {
+        Some(target) => super::targets::job_backend(&state, Some(&target)).await?,
+        None => rerun_backend(&state, &record.id, record.target.as_deref()).await?,
+    };
     submit(
         &state,
         PathBuf::from(record.project_dir),
@@ -432,6 +438,31 @@ pub async fn rerun(
         backend,
     )
     .await
+}
+
+/// Returns the backend of the target a job ran on, so that its rerun runs
+/// there too.
+///
+/// # Errors
+///
+/// As [`super::targets::job_backend`]; a job whose own target this server
+/// cannot choose (its database was shared with the desktop app, say) gets a
+/// 422 that says to pass `target`.
+async fn rerun_backend(
+    state: &AppState,
+    id: &JobId,
+    target: Option<&str>,
+) -> Result<Option<JobBackend>, ApiError> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    if state.targets.get().is_none() {
+        return Err(ApiError::unprocessable(format!(
+            "job `{id}` ran on `{target}`, and this server runs every job on the target it was started with; start a new job for its project instead"
+        )));
+    }
+
+    super::targets::job_backend(state, Some(target)).await
 }
 
 pub(super) fn job_body(record: JobRecord) -> Job {
@@ -450,6 +481,7 @@ pub(super) fn job_body(record: JobRecord) -> Job {
         created_at: record.created_at,
         started_at: record.started_at,
         finished_at: record.finished_at,
+        target: record.target,
     }
 }
 

@@ -116,6 +116,9 @@ pub async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<Status> {
     if !job.commit_sha.is_empty() {
         println!("commit    {} ({})", job.commit_sha, job.branch);
     }
+    if let Some(target) = &job.target {
+        println!("target    {target}");
+    }
     println!("state     {}", job.state);
     if let Some(reason) = &job.reason {
         println!("reason    {reason}");

@@ -12,7 +12,7 @@ mod run;
 mod secret;
 mod serve;
 mod signals;
-mod target;
+pub mod target;
 mod watch;
 
 use std::path::PathBuf;

@@ -22,6 +22,14 @@ pub struct TargetArgs {
     #[arg(long, default_value = "local", env = "DANUBE_TARGET", value_name = "TARGET", value_parser = parse_target)]
     pub target: Target,
 
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The options of every kube target, whichever context it names: shared by
+/// the CLI's commands and the desktop app, whose jobs each choose a context.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ClusterArgs {
     /// Namespace of job pods on a kube target [default: the context's
     /// namespace, else danube-jobs]
     #[arg(long, env = "DANUBE_NAMESPACE", value_name = "NS")]
@@ -54,6 +62,21 @@ pub struct TargetArgs {
     /// --egress-allow: their plan fails with the entries named
     #[arg(long)]
     pub egress_fixed: bool,
+}
+
+impl ClusterArgs {
+    pub fn settings(&self) -> TargetSettings {
+        TargetSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.namespace.clone(),
+            worker_image: self.worker_image.clone(),
+            tools_image: self.tools_image.clone(),
+            egress: kubernetes::network::EgressSettings {
+                allow: self.egress_allow.clone(),
+                fixed: self.egress_fixed,
+            },
+        }
+    }
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {
@@ -93,16 +116,7 @@ impl TargetArgs {
     }
 
     fn settings(&self) -> TargetSettings {
-        TargetSettings {
-            kubeconfig: self.kubeconfig.clone(),
-            namespace: self.namespace.clone(),
-            worker_image: self.worker_image.clone(),
-            tools_image: self.tools_image.clone(),
-            egress: kubernetes::network::EgressSettings {
-                allow: self.egress_allow.clone(),
-                fixed: self.egress_fixed,
-            },
-        }
+        self.cluster.settings()
     }
 
     /// Makes the backend of this target. For a kube target it also deletes

@@ -320,6 +320,7 @@ impl Engine {
             branch: source.branch.clone(),
             commit_sha: source.commit_sha.clone(),
             created_at: now_millis(),
+            target: request.backend.as_ref().map(|chosen| chosen.target.clone()),
         };
         self.context
             .store

@@ -64,6 +64,9 @@ pub struct NewJob {
     pub branch: String,
     pub commit_sha: String,
     pub created_at: UnixMillis,
+    /// The target chosen for this job alone (`kube:CONTEXT`); `None` for the
+    /// engine's own.
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -82,6 +85,8 @@ pub struct JobRecord {
     pub created_at: UnixMillis,
     pub started_at: Option<UnixMillis>,
     pub finished_at: Option<UnixMillis>,
+    /// As in [`NewJob::target`].
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -291,8 +296,8 @@ impl Store {
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO jobs (id, pipeline, project_dir, state, trigger_type, trigger_ref, \
-             repo, branch, commit_sha, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             repo, branch, commit_sha, created_at, target) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .bind(job.id.as_str())
         .bind(&job.pipeline)
@@ -304,6 +309,7 @@ impl Store {
         .bind(&job.branch)
         .bind(&job.commit_sha)
         .bind(job.created_at)
+        .bind(&job.target)
         .execute(&self.pool)
         .await
         .map_err(|source| StoreError::InsertJob {

@@ -13,7 +13,7 @@ use crate::model::{JobId, UnixMillis};
 
 /// Columns of `jobs` in the order [`JobRow`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, pipeline, project_dir, state, reason, trigger_type, \
-     trigger_ref, repo, branch, commit_sha, created_at, started_at, finished_at";
+     trigger_ref, repo, branch, commit_sha, created_at, started_at, finished_at, target";
 
 pub(super) const TASK_COLUMNS: &str =
     "job_id, name, needs, image, state, error, position, started_at, finished_at";
@@ -62,6 +62,7 @@ pub(super) struct JobRow {
     created_at: UnixMillis,
     started_at: Option<UnixMillis>,
     finished_at: Option<UnixMillis>,
+    target: Option<String>,
 }
 
 impl TryFrom<JobRow> for JobRecord {
@@ -84,6 +85,7 @@ impl TryFrom<JobRow> for JobRecord {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            target: row.target,
         })
     }
 }

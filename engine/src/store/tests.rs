@@ -23,6 +23,7 @@ fn new_job(id: &str, created_at: UnixMillis) -> NewJob {
         branch: "main".to_owned(),
         commit_sha: "0123456789abcdef0123456789abcdef01234567".to_owned(),
         created_at,
+        target: None,
     }
 }
 
@@ -157,7 +158,18 @@ async fn watch_migration_keeps_rows_that_reference_jobs() {
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
     old_schema.run(&pool).await.unwrap();
     let old = Store { pool };
-    let id = insert_new_job(&old).await;
+    // Written as the first schema's columns, since `insert_job` now also
+    // writes columns of later migrations.
+    let id = JobId::new();
+    sqlx::query(
+        "INSERT INTO jobs (id, pipeline, project_dir, state, trigger_type, trigger_ref, \
+         repo, branch, commit_sha, created_at) \
+         VALUES (?1, 'build', '/p', 'pending', 'local', 'main', '/p', 'main', '', 1)",
+    )
+    .bind(id.as_str())
+    .execute(&old.pool)
+    .await
+    .unwrap();
     old.insert_tasks(&id, &[task("main", &[])]).await.unwrap();
     old.insert_step(&new_step(&id, "compile", 1)).await.unwrap();
     old.pool.close().await;
@@ -173,6 +185,12 @@ async fn watch_migration_keeps_rows_that_reference_jobs() {
     let found = store.find_job(watch_job.id.as_str()).await.unwrap();
     assert_eq!(found.trigger_type, TriggerType::Watch);
     assert_eq!(found.trigger_ref, "src/x.py");
+    assert_eq!(found.target, None);
+    let mut kube_job = new_job(&JobId::new().0, now_millis());
+    kube_job.target = Some("kube:kind-dev".to_owned());
+    store.insert_job(&kube_job).await.unwrap();
+    let found = store.find_job(kube_job.id.as_str()).await.unwrap();
+    assert_eq!(found.target.as_deref(), Some("kube:kind-dev"));
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' \
          AND name NOT LIKE 'sqlite_%' ORDER BY name",
