@@ -8,6 +8,7 @@ mod json;
 mod pack;
 mod request;
 mod run;
+mod shell;
 mod signals;
 mod steps;
 mod untar;
@@ -26,6 +27,8 @@ usage: danube-supervisor COMMAND
                                resume a step's output from those offsets and exit with its code
   status ID [--state-dir DIR]  print running, exited N, missing or lost, then
                                `output N M`: the bytes of stdout and stderr so far
+  shell [--shell PATH]         turn echo off, print `danube-shell-ready`, read a step's JSON
+                               request from stdin and start an interactive shell with it
   untar DIR                    unpack a tar stream from stdin into DIR
   pack DIR [--newer-than PATH] [--max-bytes N]
                                write a tar stream of DIR (entries changed since PATH) to stdout";
@@ -103,6 +106,13 @@ fn dispatch(arguments: &[String]) -> Result<i32, String> {
                     Ok(run::SUPERVISOR_FAILED)
                 }
             }
+        }
+        "shell" => {
+            let shell = options
+                .take("--shell")
+                .map_or_else(|| PathBuf::from("/bin/sh"), PathBuf::from);
+            options.finish()?;
+            Ok(shell::shell(&shell))
         }
         "untar" => {
             let dir = options.single_positional("DIR")?;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use danube_tests::kube::{Emulator, EmulatorOptions, ExecFault, JOBS_NAMESPACE};
+use danube_tests::kube::{Emulator, EmulatorOptions, ExecFault, JOBS_NAMESPACE, PolicyResource};
 use danube_tests::{Run, Sandbox, danube_bin, step, task, workspace_root};
 use serde_json::Value;
 
@@ -688,4 +688,438 @@ fn orphaned_pod_is_deleted_at_the_next_start() {
     let jobs = sandbox.danube(&["jobs", "--json", "--limit", "2"]);
     let list: Value = serde_json::from_str(&jobs.stdout).unwrap();
     assert_eq!(list[1]["state"], "failure");
+}
+
+/// A pipeline whose one step waits for the file `go` in the pod's
+/// workspace and exits with the code it holds.
+const EGRESS_PIPELINE: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="egress", egress_allowlist=["pypi.org", "10.0.0.0/8:5000"])
+def main():
+    step.run("echo started; while [ ! -e go ]; do sleep 0.1; done; exit $(cat go)", name="wait")
+"#;
+
+/// What a job's egress policy looked like while its step ran, and how the
+/// job ended.
+struct EgressRun {
+    run: Run,
+    pod: String,
+    pod_uid: String,
+    policies: Vec<Value>,
+}
+
+/// Runs [`EGRESS_PIPELINE`] with `extra` arguments, reads the policies of
+/// `resource` once its step runs, then lets `finish` end the step or the
+/// job.
+fn run_with_egress(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    resource: PolicyResource,
+    extra: &[&str],
+    finish: impl FnOnce(&Path, i32),
+) -> EgressRun {
+    sandbox.pipeline(EGRESS_PIPELINE);
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let pod = wait_for_running_step(cluster);
+    let policies = emulator.policies(resource, JOBS_NAMESPACE);
+    let pod_uid = cluster.runtime.block_on(async {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(emulator.client().await, JOBS_NAMESPACE);
+        api.get(&pod).await.unwrap().metadata.uid.unwrap()
+    });
+    let workspace = emulator
+        .volume_dir(JOBS_NAMESPACE, &pod, "workspace")
+        .unwrap();
+    finish(&workspace, child.id() as i32);
+    EgressRun {
+        run: Run::from_output(child.wait_with_output().unwrap()),
+        pod,
+        pod_uid,
+        policies,
+    }
+}
+
+/// Asserts that `policy` selects the pod of the run's job only and is
+/// owned by that pod.
+fn assert_selects_job_pod(policy: &Value, selector: &str, egress: &EgressRun) {
+    let pod = egress.pod.as_str();
+    let job_id = pod.strip_prefix("danube-job-").unwrap();
+    assert_eq!(policy["metadata"]["name"], format!("{pod}-egress"));
+    assert_eq!(
+        policy["spec"][selector]["matchLabels"]["danube.dev/job"],
+        job_id
+    );
+    let owner = &policy["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Pod");
+    assert_eq!(owner["name"], pod);
+    assert_eq!(owner["uid"], egress.pod_uid.as_str());
+}
+
+/// Writes the step's exit code where it waits for it.
+fn exit_step(code: u8) -> impl FnOnce(&Path, i32) {
+    move |workspace, _| std::fs::write(workspace.join("go"), format!("{code}\n")).unwrap()
+}
+
+#[test]
+fn cilium_policy_lives_with_job() {
+    let cluster = Cluster::start(EmulatorOptions::default().with_cilium());
+    let sandbox = Sandbox::new();
+
+    let egress = run_with_egress(
+        &cluster,
+        &sandbox,
+        PolicyResource::Cilium,
+        &["--egress-allow", "*.github.com"],
+        exit_step(0),
+    );
+
+    assert_eq!(egress.run.code, 0, "{}", egress.run.text());
+    let [policy] = egress.policies.as_slice() else {
+        panic!("expected one policy, got {:?}", egress.policies);
+    };
+    assert_selects_job_pod(policy, "endpointSelector", &egress);
+    let rules = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules[0]["toPorts"][0]["ports"][0]["port"], "53");
+    assert_eq!(rules[1]["toCIDR"], serde_json::json!(["10.0.0.0/8"]));
+    assert_eq!(rules[1]["toPorts"][0]["ports"][0]["port"], "5000");
+    assert_eq!(
+        rules[2]["toFQDNs"],
+        serde_json::json!([{"matchPattern": "*.github.com"}, {"matchName": "pypi.org"}])
+    );
+    assert_eq!(rules[2]["toPorts"][0]["ports"][0]["port"], "443");
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert!(
+        emulator
+            .policies(PolicyResource::Plain, JOBS_NAMESPACE)
+            .is_empty()
+    );
+    assert!(
+        emulator
+            .policies(PolicyResource::Cilium, JOBS_NAMESPACE)
+            .is_empty(),
+        "the policy outlived the job"
+    );
+    assert_eq!(emulator.request_count("get", "/apis/cilium.io/v2"), 1);
+    assert_eq!(emulator.request_count("create", "ciliumnetworkpolicies"), 1);
+    assert_eq!(emulator.request_count("delete", "ciliumnetworkpolicies"), 1);
+}
+
+#[test]
+fn plain_policy_keeps_only_cidrs() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+
+    let egress = run_with_egress(&cluster, &sandbox, PolicyResource::Plain, &[], exit_step(3));
+
+    assert_eq!(egress.run.code, 1, "{}", egress.run.text());
+    assert_eq!(sandbox.last_job()["job"]["state"], "failure");
+    let [policy] = egress.policies.as_slice() else {
+        panic!("expected one policy, got {:?}", egress.policies);
+    };
+    assert_selects_job_pod(policy, "podSelector", &egress);
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+    let rules = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules[1]["to"][0]["ipBlock"]["cidr"], "10.0.0.0/8");
+    assert_eq!(rules[1]["ports"][0]["port"], 5000);
+    let text = egress.run.text();
+    assert!(
+        text.contains("not enforced and their hosts stay unreachable: pypi.org:443"),
+        "{text}"
+    );
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert!(
+        emulator
+            .policies(PolicyResource::Plain, JOBS_NAMESPACE)
+            .is_empty(),
+        "the policy outlived the failed job"
+    );
+    assert_eq!(emulator.request_count("delete", "networkpolicies"), 1);
+}
+
+#[test]
+fn cancelled_job_deletes_its_policy() {
+    let cluster = Cluster::start(EmulatorOptions::default().with_cilium());
+    let sandbox = Sandbox::new();
+
+    let egress = run_with_egress(
+        &cluster,
+        &sandbox,
+        PolicyResource::Cilium,
+        &[],
+        |_, pid| unsafe {
+            libc::kill(pid, libc::SIGINT);
+        },
+    );
+
+    assert_eq!(egress.run.code, 1, "{}", egress.run.text());
+    assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
+    assert_eq!(egress.policies.len(), 1);
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert!(
+        emulator
+            .policies(PolicyResource::Cilium, JOBS_NAMESPACE)
+            .is_empty(),
+        "the policy outlived the cancelled job"
+    );
+    assert!(cluster.pods().is_empty());
+}
+
+#[test]
+fn fixed_egress_rejects_widening_pipeline() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(EGRESS_PIPELINE);
+
+    let run = cluster.run(
+        &sandbox,
+        &sandbox.project(),
+        &["--egress-allow", "pypi.org", "--egress-fixed"],
+    );
+
+    // 2: the pipeline could not be loaded, so nothing ran.
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.text().contains("adds `10.0.0.0/8:5000`"),
+        "{}",
+        run.text()
+    );
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "failure");
+    assert!(job["steps"].as_array().unwrap().is_empty(), "a step ran");
+    let emulator = cluster.emulator.as_ref().unwrap();
+    assert_eq!(emulator.request_count("create", "networkpolicies"), 0);
+    assert!(cluster.pods().is_empty());
+}
+
+#[test]
+fn dry_run_prints_egress_policy() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(EGRESS_PIPELINE);
+
+    let run = cluster.run(
+        &sandbox,
+        &sandbox.project(),
+        &["--dry-run", "--egress-allow", "10.0.0.0/8"],
+    );
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let documents: Vec<serde_json::Value> = run
+        .stdout
+        .split("\n---\n")
+        .map(|document| serde_saphyr::from_str(document).unwrap())
+        .collect();
+    assert_eq!(documents.len(), 2, "{}", run.stdout);
+    assert_eq!(documents[0]["kind"], "Pod");
+    let policy = &documents[1];
+    assert_eq!(policy["kind"], "CiliumNetworkPolicy");
+    assert_eq!(
+        policy["spec"]["endpointSelector"]["matchLabels"]["danube.dev/job"],
+        documents[0]["metadata"]["labels"]["danube.dev/job"]
+    );
+    assert_eq!(policy["spec"]["egress"][1]["toCIDR"][0], "10.0.0.0/8");
+    if let Some(emulator) = &cluster.emulator {
+        assert!(
+            emulator.request_counts().is_empty(),
+            "the dry run reached the cluster"
+        );
+    }
+}
+
+/// The controlling side of a pseudo-terminal whose output a thread collects.
+struct Terminal {
+    writer: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    /// Opens a pseudo-terminal of 33 rows and 111 columns and returns it
+    /// with its process side.
+    fn open() -> (Terminal, std::os::fd::OwnedFd) {
+        use std::os::fd::FromRawFd;
+
+        let (mut controller, mut process_side) = (-1, -1);
+        // SAFETY: openpty writes two descriptors; the other pointers may be null.
+        let result = unsafe {
+            libc::openpty(
+                &mut controller,
+                &mut process_side,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(result, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and have no other owner.
+        let (controller, process_side) = unsafe {
+            (
+                std::fs::File::from_raw_fd(controller),
+                std::os::fd::OwnedFd::from_raw_fd(process_side),
+            )
+        };
+        let window = libc::winsize {
+            ws_row: 33,
+            ws_col: 111,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+        let sized = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&controller),
+                libc::TIOCSWINSZ,
+                &window,
+            )
+        };
+        assert_eq!(sized, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = controller.try_clone().unwrap();
+        let collected = output.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = std::io::Read::read(&mut reader, &mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                collected.lock().unwrap().extend_from_slice(&buffer[..read]);
+            }
+        });
+        let terminal = Terminal {
+            writer: controller,
+            output,
+        };
+        (terminal, process_side)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output after byte `from` contains `text`, and
+    /// returns the byte after it.
+    fn wait_for(&self, text: &str, from: usize) -> usize {
+        let wanted = text.as_bytes();
+        for _ in 0..1200 {
+            let output = self.output.lock().unwrap();
+            let seen = &output[from.min(output.len())..];
+            if let Some(start) = seen
+                .windows(wanted.len())
+                .position(|window| window == wanted)
+            {
+                return from + start + wanted.len();
+            }
+            drop(output);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no `{text}` on the terminal within 60 s:\n{}", self.text());
+    }
+
+    fn type_text(&mut self, text: &str) {
+        std::io::Write::write_all(&mut self.writer, text.as_bytes()).unwrap();
+    }
+}
+
+/// Starts `danube run --break-on-failure` on a pseudo-terminal.
+fn run_on_terminal(cluster: &Cluster, sandbox: &Sandbox) -> (Terminal, std::process::Child) {
+    let (terminal, process_side) = Terminal::open();
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .arg("--break-on-failure")
+        .stdin(process_side.try_clone().unwrap())
+        .stdout(process_side.try_clone().unwrap())
+        .stderr(process_side);
+    let danube = command.spawn().unwrap();
+    (terminal, danube)
+}
+
+#[test]
+fn debug_shell_runs_in_the_pod_with_the_step_env() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, secrets
+
+@pipeline(name="shell")
+def main():
+    step.run("test -e fixed", name="check", env={"GREETING": "hello", "TOKEN": secrets.get("TOKEN")})
+    step.run("echo after the shell", name="after")
+"#,
+    );
+    let secret = "s3cr3t-shell-value-91";
+    let mut child = sandbox
+        .command()
+        .args(["secret", "set", "TOKEN"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), secret.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let (mut terminal, mut danube) = run_on_terminal(&cluster, &sandbox);
+
+    let opened = terminal.wait_for("opening a shell in the step's environment", 0);
+    let prompt = terminal.wait_for("$ ", opened);
+    terminal.type_text("echo \"got-$GREETING-${#TOKEN}-$(pwd)-$(stty size)\"; touch fixed; exit\n");
+    // The pod's terminal got the local one's size over the resize channel.
+    let answered = terminal.wait_for("got-hello-21-/workspace-33 111", prompt);
+    terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", answered);
+    terminal.type_text("r\n");
+    let status = danube.wait().unwrap();
+
+    let text = terminal.text();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "success", "{text}");
+    assert_eq!(step(&job, "main", "after")["state"], "success");
+    assert!(!text.contains(secret), "the secret was echoed: {text}");
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let uris = emulator.exec_uris();
+    assert!(uris.iter().any(|uri| uri.contains("tty=true")), "{uris:?}");
+    assert!(
+        uris.iter()
+            .all(|uri| !uri.contains(secret) && !uri.contains("GREETING")),
+        "{uris:?}"
+    );
+}
+
+#[test]
+fn debug_shell_names_an_image_without_shell() {
+    let cluster = Cluster::start(EmulatorOptions::default().image_without_shell("kaniko-like:1"));
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="no-shell")
+def main():
+    step.run("cat missing.txt", name="read", image="kaniko-like:1")
+"#,
+    );
+
+    let (mut terminal, mut danube) = run_on_terminal(&cluster, &sandbox);
+    let opened = terminal.wait_for("opening a shell in the step's environment", 0);
+    let refused = terminal.wait_for("this image has no shell at `/bin/sh`", opened);
+    terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", refused);
+    terminal.type_text("a\n");
+    let status = danube.wait().unwrap();
+
+    assert_eq!(status.code(), Some(1), "{}", terminal.text());
+    assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
 }

@@ -1270,3 +1270,161 @@ async fn ephemeral_container_shares_the_volume() {
         .expect_err("existing ephemeral containers are immutable");
     assert!(matches!(error, kube::Error::Api(s) if s.code == 422));
 }
+
+// --- Network policies ----------------------------------------------------
+
+fn plain_policy(name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": JOBS_NAMESPACE},
+        "spec": {"podSelector": {"matchLabels": {"danube.dev/job": "j1"}}, "policyTypes": ["Egress"]},
+    })
+}
+
+#[tokio::test]
+async fn network_policies_strict_cilium_optional() {
+    let (emulator, _client) = emulator().await;
+    let token = emulator.token().to_owned();
+    let plain = format!("/apis/networking.k8s.io/v1/namespaces/{JOBS_NAMESPACE}/networkpolicies");
+    let cilium = format!("/apis/cilium.io/v2/namespaces/{JOBS_NAMESPACE}/ciliumnetworkpolicies");
+
+    let mut misspelt = plain_policy("typo");
+    misspelt["spec"]["podSelecter"] = json!({"matchLabels": {"a": "b"}});
+    let (code, status) = http_request(
+        &emulator,
+        reqwest::Method::POST,
+        &plain,
+        &token,
+        Some(misspelt),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown field \"spec.podSelecter\""),
+        "{status}"
+    );
+    let (code, created) = http_request(
+        &emulator,
+        reqwest::Method::POST,
+        &plain,
+        &token,
+        Some(plain_policy("p1")),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"]["uid"].is_string());
+    let (code, _) = http_request(
+        &emulator,
+        reqwest::Method::POST,
+        &plain,
+        &token,
+        Some(plain_policy("p1")),
+    )
+    .await;
+    assert_eq!(code, 409);
+    let (_, groups) = http_request(&emulator, reqwest::Method::GET, "/apis", &token, None).await;
+    assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
+    let (code, _) = http_request(
+        &emulator,
+        reqwest::Method::GET,
+        "/apis/cilium.io/v2",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, _) = http_request(&emulator, reqwest::Method::GET, &cilium, &token, None).await;
+    assert_eq!(code, 404);
+    let (code, _) = http_request(
+        &emulator,
+        reqwest::Method::DELETE,
+        &format!("{plain}/p1"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(emulator.request_count("delete", "networkpolicies"), 1);
+
+    let (with_cilium, _client) = emulator_with(EmulatorOptions::default().with_cilium()).await;
+    let token = with_cilium.token().to_owned();
+    let (_, resources) = http_request(
+        &with_cilium,
+        reqwest::Method::GET,
+        "/apis/cilium.io/v2",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(resources["resources"][0]["name"], "ciliumnetworkpolicies");
+    let policy = json!({
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "c1", "namespace": JOBS_NAMESPACE},
+        "spec": {"endpointSelecter": {"matchLabels": {"a": "b"}}, "endpointSelector": {"matchLabels": {}}, "egress": []},
+    });
+    let (code, status) = http_request(
+        &with_cilium,
+        reqwest::Method::POST,
+        &cilium,
+        &token,
+        Some(policy),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown field `endpointSelecter`"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn tty_exec_runs_on_a_resizable_terminal() {
+    let (_emulator, client) = emulator().await;
+    running_pod(&client, "terminal").await;
+
+    let params = AttachParams::interactive_tty();
+    let mut attached = pods(&client)
+        .exec("terminal", vec!["sh"], &params)
+        .await
+        .expect("exec connects");
+    let mut resize = attached
+        .terminal_size()
+        .expect("a tty exec has a resize channel");
+    resize
+        .send(kube::api::TerminalSize {
+            width: 123,
+            height: 45,
+        })
+        .await
+        .expect("resize");
+    let mut writer = attached.stdin().expect("stdin");
+    let mut reader = attached.stdout().expect("stdout");
+    let status = attached.take_status().expect("status");
+    writer
+        .write_all(b"stty size; test -t 0 && echo on-a-tty; exit 3\n")
+        .await
+        .expect("write stdin");
+
+    let mut output = Vec::new();
+    tokio::time::timeout(PATIENCE, reader.read_to_end(&mut output))
+        .await
+        .expect("the shell ends in time")
+        .expect("read stdout");
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("45 123"), "{output}");
+    assert!(output.contains("on-a-tty"), "{output}");
+    let status = status.await.expect("a status");
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("NonZeroExitCode"),
+        "{status:?}"
+    );
+}

@@ -303,6 +303,27 @@ pub trait Backend: Send + Sync {
         self.run_step(spec, output, cancel).await
     }
 
+    /// Restricts the job's network egress to `allowlist` (the pipeline's
+    /// `egress_allowlist`, entries already validated) plus the backend's
+    /// own entries, before its first step runs. Returns notes for the
+    /// job's log. The default enforces nothing and says so when the
+    /// pipeline asked for a restriction.
+    async fn apply_egress(
+        &self,
+        job: &JobId,
+        allowlist: &[String],
+    ) -> Result<Vec<String>, BackendError> {
+        let _ = job;
+        if allowlist.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![
+            "danube: egress_allowlist is enforced on kube targets only; on this backend \
+             steps reach the network as the engine's host does"
+                .to_owned(),
+        ])
+    }
+
     /// Returns a command that opens an interactive shell in a paused step's
     /// environment, for a terminal attached to it (`danube run` while
     /// paused).
@@ -312,6 +333,34 @@ pub trait Backend: Send + Sync {
             backend: "this",
             operation: "open a debug shell",
         })
+    }
+
+    /// Runs an interactive shell in a paused step's environment on this
+    /// process's terminal and returns when it exits. The default runs the
+    /// command of [`Backend::debug_shell`] with the terminal attached.
+    /// Dropping the future ends the shell.
+    async fn interactive_shell(&self, spec: StepSpec) -> Result<(), BackendError> {
+        let command = self.debug_shell(&spec)?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let spawn_error = |source| BackendError::SpawnStep {
+            step: spec.step.clone(),
+            command_word: "shell".into(),
+            program: program.clone(),
+            workdir: spec.workdir.clone(),
+            source,
+        };
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_error)?;
+        child
+            .wait()
+            .await
+            .map_err(|source| BackendError::WaitStep {
+                step: spec.step.clone(),
+                source,
+            })?;
+        Ok(())
     }
 
     /// Lists the folder or reads the start of the file (at most `max_bytes`)

@@ -29,6 +29,8 @@ pub struct TargetSettings {
     pub worker_image: Option<String>,
     /// The image that carries `danube-supervisor`.
     pub tools_image: Option<String>,
+    /// The engine's part of every job's egress allowlist.
+    pub egress: kubernetes::network::EgressSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,7 @@ pub async fn connect(
             workspaces_root: data.workspaces_dir(),
             pod_start_limit: kubernetes::POD_START_LIMIT,
             max_download_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
+            egress: settings.egress.clone(),
         },
     )
     .map_err(ConnectError::Client)?;

@@ -85,32 +85,16 @@ async fn run_shell(
     interrupts: &mut Option<&mut Interrupts>,
     print: &(dyn Fn(&str) + Sync),
 ) -> Option<Decision> {
-    let command = match debugger.shell() {
-        Ok(command) => command,
-        Err(err) => {
-            print(&format!(
-                "cannot open a shell: {}",
-                crate::orchestrator::error_chain(&err)
-            ));
-            return None;
-        }
-    };
-    let mut child = match tokio::process::Command::from(command)
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(err) => {
-            print(&format!("cannot start the shell: {err}"));
-            return None;
-        }
-    };
-
+    let shell = debugger.interactive_shell();
+    tokio::pin!(shell);
     loop {
         tokio::select! {
-            status = child.wait() => {
-                if let Err(err) = status {
-                    print(&format!("failed to wait for the shell: {err}"));
+            result = &mut shell => {
+                if let Err(err) = result {
+                    print(&format!(
+                        "cannot open a shell: {}",
+                        crate::orchestrator::error_chain(&err)
+                    ));
                 }
                 return None;
             }
@@ -119,8 +103,8 @@ async fn run_shell(
                     // The terminal sent it to the shell too, which handles it.
                     continue;
                 }
+                // Dropping the shell's future ends it and restores the terminal.
                 print(&format!("received {name}: closing the shell and aborting the job"));
-                let _ = child.kill().await;
                 return Some(Decision::Abort);
             }
         }

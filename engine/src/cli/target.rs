@@ -50,6 +50,18 @@ pub struct ClusterArgs {
     /// deploy/coordinator]
     #[arg(long, env = "DANUBE_TOOLS_IMAGE", value_name = "IMAGE", value_parser = parse_image)]
     pub tools_image: Option<String>,
+
+    /// Destination every job on a kube target may reach, besides its
+    /// pipeline's `egress_allowlist`: a host name (pypi.org), a wildcard
+    /// domain (*.github.com) or a CIDR (10.0.0.0/8), optionally with :PORT.
+    /// Repeat for more
+    #[arg(long = "egress-allow", value_name = "ENTRY", value_parser = parse_egress_entry)]
+    pub egress_allow: Vec<String>,
+
+    /// Reject pipelines whose `egress_allowlist` adds entries beyond
+    /// --egress-allow: their plan fails with the entries named
+    #[arg(long)]
+    pub egress_fixed: bool,
 }
 
 impl ClusterArgs {
@@ -59,6 +71,10 @@ impl ClusterArgs {
             namespace: self.namespace.clone(),
             worker_image: self.worker_image.clone(),
             tools_image: self.tools_image.clone(),
+            egress: kubernetes::network::EgressSettings {
+                allow: self.egress_allow.clone(),
+                fixed: self.egress_fixed,
+            },
         }
     }
 }
@@ -79,6 +95,12 @@ fn parse_image(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+fn parse_egress_entry(text: &str) -> Result<String, String> {
+    kubernetes::network::EgressEntry::parse(text)
+        .map(|_| text.trim().to_owned())
+        .map_err(|err| err.to_string())
 }
 
 impl TargetArgs {
@@ -110,7 +132,8 @@ impl TargetArgs {
         Ok(connected.backend)
     }
 
-    /// Prints the pod a job would get as YAML, without contacting the cluster.
+    /// Prints the pod a job would get as YAML, then its egress policy as a
+    /// second document, without contacting the cluster.
     pub async fn print_dry_run(
         &self,
         data: &DataDir,
@@ -127,6 +150,25 @@ impl TargetArgs {
         );
         let yaml = kubernetes::pod::to_yaml(&pod).context("failed to write the pod as YAML")?;
         println!("# The pod of one job; each job gets a new id.\n{yaml}");
+
+        let egress = self.settings().egress;
+        let entries = kubernetes::network::parse_allowlist(&egress.allow)?;
+        let policy = kubernetes::network::cilium_egress_policy(
+            &kubernetes::network::PolicyFor {
+                namespace: &settings.namespace,
+                job_id: &job_id,
+                owner: None,
+            },
+            &entries,
+        );
+        let yaml =
+            serde_saphyr::to_string(&policy).context("failed to write the policy as YAML")?;
+        println!(
+            "---\n# The job's egress policy from --egress-allow; the pipeline's egress_allowlist \
+             adds its entries when the job declares its plan. Owned by the pod once it exists. \
+             Without Cilium the job gets a plain NetworkPolicy with the CIDR entries only; with no \
+             entries at all, no policy of its own.\n{yaml}"
+        );
         Ok(())
     }
 }

@@ -271,6 +271,7 @@ impl JobRuntime {
             .breakpoints
             .check_plan(&request.pipeline, &tasks)
             .map_err(Status::invalid_argument)?;
+        self.apply_egress(&request.egress_allowlist).await?;
 
         let store = &self.context.store;
         let new_tasks: Vec<NewTask> = tasks
@@ -316,6 +317,25 @@ impl JobRuntime {
             reason: None,
         });
         self.plan_declared.notify_waiters();
+        Ok(())
+    }
+
+    /// Checks the pipeline's egress allowlist and has the backend enforce
+    /// it before any step runs.
+    async fn apply_egress(&self, allowlist: &[String]) -> Result<(), Status> {
+        crate::backend::kubernetes::network::parse_allowlist(allowlist)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let notes = self
+            .backend
+            .apply_egress(self.id(), allowlist)
+            .await
+            .map_err(|err| {
+                tracing::warn!(job_id = %self.id(), error = %err, "failed to apply the egress allowlist");
+                Status::failed_precondition(err.to_string())
+            })?;
+        for note in notes {
+            self.engine_note(&note).await;
+        }
         Ok(())
     }
 

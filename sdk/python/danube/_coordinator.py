@@ -146,6 +146,7 @@ class Coordinator:
             ],
             max_duration_seconds=plan.max_duration_seconds,
             fail_fast=plan.fail_fast,
+            egress_allowlist=list(plan.egress_allowlist),
         )
 
     def _run_schedule(self, plan: Plan) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import overload
 
-from ._validate import check_bool, check_name, check_optional_name, to_seconds
+from ._validate import check_bool, check_egress_allowlist, check_name, check_optional_name, to_seconds
 from .errors import PlanError
 
 __all__ = ["Pipeline", "Plan", "PlannedTask", "Task", "pipeline", "task"]
@@ -92,6 +92,8 @@ class Plan:
     max_duration_seconds: int
     """0 keeps the engine's default."""
     fail_fast: bool
+    egress_allowlist: tuple[str, ...] = ()
+    """Destinations the job's steps may reach on a kube target."""
 
 
 class Pipeline:
@@ -102,6 +104,8 @@ class Pipeline:
     max_duration: float | None
     """The job's maximum wall time in seconds; None keeps the engine's default."""
     fail_fast: bool
+    egress_allowlist: tuple[str, ...]
+    """Destinations the job's steps may reach on a kube target."""
 
     def __init__(
         self,
@@ -112,12 +116,16 @@ class Pipeline:
         image: str | None = None,
         max_duration: float | timedelta | None = None,
         fail_fast: bool = False,
+        egress_allowlist: Sequence[str] = (),
     ) -> None:
         self.name = check_name(name, "pipeline name")
         self.max_duration = (
             None if max_duration is None else to_seconds(max_duration, "max_duration")
         )
         self.fail_fast = check_bool(fail_fast, "fail_fast")
+        self.egress_allowlist = check_egress_allowlist(
+            egress_allowlist, f"egress_allowlist of pipeline `{self.name}`"
+        )
         self._func = func
         self._tasks = _check_task_refs(tasks, f"tasks of pipeline `{self.name}`")
         self._image = check_optional_name(image, f"image of pipeline `{self.name}`")
@@ -143,7 +151,7 @@ class Pipeline:
         else:
             tasks = _order_tasks(_resolve_closure(self))
         max_duration = 0 if self.max_duration is None else math.ceil(self.max_duration)
-        return Plan(self.name, tasks, max_duration, self.fail_fast)
+        return Plan(self.name, tasks, max_duration, self.fail_fast, self.egress_allowlist)
 
     def __repr__(self) -> str:
         return f"<danube pipeline {self.name!r}>"
@@ -200,6 +208,7 @@ def pipeline(
     tasks: Sequence[Task | str],
     max_duration: float | timedelta | None = None,
     fail_fast: bool = False,
+    egress_allowlist: Sequence[str] = (),
 ) -> Pipeline: ...
 
 
@@ -210,6 +219,7 @@ def pipeline(
     max_duration: float | timedelta | None = None,
     fail_fast: bool = False,
     image: str | None = None,
+    egress_allowlist: Sequence[str] = (),
 ) -> Callable[[TaskFunction], Pipeline]: ...
 
 
@@ -222,6 +232,7 @@ def pipeline(
     max_duration: float | timedelta | None = None,
     fail_fast: bool = False,
     image: str | None = None,
+    egress_allowlist: Sequence[str] = (),
 ) -> Pipeline | Callable[[TaskFunction], Pipeline]:
     """Define a pipeline, in one of two forms.
 
@@ -235,6 +246,11 @@ def pipeline(
     `max_duration` (seconds or a `timedelta`) bounds the job's wall time.
     With `fail_fast=True` the engine starts no new task after a failure;
     by default, tasks that do not depend on the failed one still run.
+
+    `egress_allowlist` lists what the job's steps may reach on a kube
+    target: host names (`"pypi.org"`), wildcard domains (`"*.github.com"`)
+    and CIDRs (`"10.0.0.0/8"`), each optionally followed by `:PORT`. Host
+    names need Cilium in the cluster; the local backend enforces nothing.
     """
     if func is not None:
         return Pipeline(func.__name__, func=_sequential_body(func))
@@ -251,7 +267,13 @@ def pipeline(
             raise ValueError(
                 f"tasks of pipeline `{name}` must not be empty: list the tasks to run, as in tasks=[package]"
             )
-        return Pipeline(name, tasks=refs, max_duration=max_duration, fail_fast=fail_fast)
+        return Pipeline(
+            name,
+            tasks=refs,
+            max_duration=max_duration,
+            fail_fast=fail_fast,
+            egress_allowlist=egress_allowlist,
+        )
 
     def decorate(func: TaskFunction) -> Pipeline:
         return Pipeline(
@@ -260,6 +282,7 @@ def pipeline(
             image=image,
             max_duration=max_duration,
             fail_fast=fail_fast,
+            egress_allowlist=egress_allowlist,
         )
 
     return decorate

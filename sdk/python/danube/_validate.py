@@ -6,8 +6,11 @@ of the right type that is out of range, each naming the argument.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import timedelta
 
 
@@ -53,3 +56,53 @@ def to_seconds(value: object, argument: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{argument} must be a positive number of seconds, not {value!r}")
     return seconds
+
+
+_EGRESS_FORMS = (
+    "use a host name (`pypi.org`), a wildcard domain (`*.github.com`) or a CIDR "
+    "(`10.0.0.0/8`), optionally followed by `:PORT`"
+)
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def check_egress_allowlist(value: object, argument: str) -> tuple[str, ...]:
+    """Return the entries of an egress allowlist, each checked as the engine
+    checks it: a host name, a `*.` wildcard domain or a CIDR, each with an
+    optional `:PORT` (for a CIDR, after the prefix length)."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(
+            f'{argument} must be a list of strings, as in ["pypi.org", "10.0.0.0/8"], '
+            f"not {type(value).__name__}"
+        )
+    entries = []
+    for entry in value:
+        if not isinstance(entry, str):
+            raise TypeError(f"{argument} entries must be strings, not {type(entry).__name__}")
+        if not _valid_egress_entry(entry.strip()):
+            raise ValueError(f"{argument} entry {entry!r} is invalid: {_EGRESS_FORMS}")
+        entries.append(entry.strip())
+    return tuple(entries)
+
+
+def _valid_egress_entry(entry: str) -> bool:
+    if "/" in entry:
+        address, rest = entry.split("/", 1)
+        prefix, _, port = rest.partition(":")
+        if port and not _valid_port(port):
+            return False
+        try:
+            ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+        except ValueError:
+            return False
+        return prefix.isdigit()
+    host, colon, port = entry.rpartition(":")
+    if not colon:
+        host = entry
+    elif not _valid_port(port):
+        return False
+    host = host.removeprefix("*.")
+    return 0 < len(host) <= 253 and all(_HOST_LABEL.match(label) for label in host.split("."))
+
+
+def _valid_port(text: str) -> bool:
+    return text.isdigit() and 0 < int(text) <= 65535

@@ -34,7 +34,13 @@ DAG = textwrap.dedent(
     def package():
         step.run("python -m build")
 
-    pipeline(name="web", tasks=[package], max_duration=600, fail_fast=True)
+    pipeline(
+        name="web",
+        tasks=[package],
+        max_duration=600,
+        fail_fast=True,
+        egress_allowlist=["pypi.org", "10.0.0.0/8:5000"],
+    )
     """
 )
 
@@ -122,6 +128,7 @@ def test_graph_plan_is_declared_in_topological_order(
     assert plan.pipeline == "web"
     assert plan.max_duration_seconds == 600
     assert plan.fail_fast is True
+    assert list(plan.egress_allowlist) == ["pypi.org", "10.0.0.0/8:5000"]
     assert plan_of(engine) == [
         ("install", [], "node:20"),
         ("lint", ["install"], ""),

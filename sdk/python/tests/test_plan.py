@@ -337,3 +337,36 @@ def test_task_object_calls_its_function() -> None:
     assert compute() == 42
     assert compute.name == "compute"
     assert "test_plan.py" in repr(compute)
+
+
+def test_egress_allowlist_reaches_the_plan() -> None:
+    @task
+    def fetch() -> None:
+        pass
+
+    web = pipeline(
+        name="web",
+        tasks=[fetch],
+        egress_allowlist=["pypi.org", "*.github.com:443", " 10.0.0.0/8 ", "fd00::/8:5000"],
+    )
+
+    plan = web.plan()
+
+    assert plan.egress_allowlist == ("pypi.org", "*.github.com:443", "10.0.0.0/8", "fd00::/8:5000")
+
+
+@pytest.mark.parametrize(
+    "entry", ["http://pypi.org", "*.", "10.0.0.0/33", "pypi.org:0", "pypi.org:70000", "a b", ""]
+)
+def test_invalid_egress_entry_is_named_with_the_accepted_forms(entry: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        pipeline(name="p", egress_allowlist=[entry])(lambda: None)
+
+    message = str(raised.value)
+    assert f"entry {entry!r} is invalid" in message
+    assert "a wildcard domain (`*.github.com`)" in message
+
+
+def test_egress_allowlist_must_be_a_list_of_strings() -> None:
+    with pytest.raises(TypeError, match="must be a list of strings"):
+        pipeline(name="p", egress_allowlist="pypi.org")(lambda: None)  # type: ignore[arg-type]

@@ -3,10 +3,14 @@
 //!
 //! Every binary message starts with a channel byte: 0 stdin (client to
 //! server), 1 stdout, 2 stderr, 3 the final `Status` as JSON, 4 terminal
-//! resize (ignored). v5 adds channel 255, whose one-byte payload names a
+//! resize. v5 adds channel 255, whose one-byte payload names a
 //! stream the client has closed; `[255, 0]` ends the process's stdin. Under
 //! v4 a client can only end stdin by closing the socket, after which no
 //! output reaches it.
+//!
+//! With `tty=true` the process runs on a pseudo-terminal ([`terminal`]):
+//! its output, stderr included, arrives on channel 1, and channel 4 sets
+//! the terminal's window size.
 //!
 //! The server sends an empty message on channels 1 to 3 when the session
 //! opens, then output as it is read. Once the process has exited and both
@@ -38,9 +42,10 @@ use tracing::{debug, info};
 
 use super::pods::pick_container;
 use super::query::Query;
-use super::runtime::{self, Namespaces, Process, ProcessSpec};
+use super::runtime::{self, Namespaces, Process, ProcessSpec, Streams};
 use super::server::AppState;
 use super::status::ApiError;
+use super::terminal::{self, Terminal};
 use super::{ExecFault, ExecProtocol, Shared, pod_state};
 
 const STDIN: u8 = 0;
@@ -57,6 +62,11 @@ pub(crate) async fn exec(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Response {
+    shared
+        .exec_uris
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(request.uri().to_string());
     let query = Query::parse(raw.as_deref());
     start(shared, &namespace, &name, &query, request).unwrap_or_else(IntoResponse::into_response)
 }
@@ -65,6 +75,8 @@ pub(crate) async fn exec(
 struct Session {
     shared: Arc<Shared>,
     process: std::io::Result<Process>,
+    /// The emulator's side of the process's pseudo-terminal, for `tty=true`.
+    terminal: Option<Terminal>,
     argv: Vec<String>,
     protocol: ExecProtocol,
     pod_drops: watch::Receiver<u64>,
@@ -139,7 +151,20 @@ fn start(
         stdin,
         ..running.spec.clone()
     };
-    let process = runtime::start_exec(&spec, &namespaces);
+    let (process, terminal) = if query.flag("tty")? {
+        match terminal::open() {
+            Ok((terminal, process_side)) => (
+                runtime::start_exec(&spec, &namespaces, Streams::Terminal(process_side)),
+                Some(terminal),
+            ),
+            Err(error) => (Err(error), None),
+        }
+    } else {
+        (
+            runtime::start_exec(&spec, &namespaces, Streams::Pipes),
+            None,
+        )
+    };
     let label = format!("{namespace}/{name}/{container}");
     info!(exec = %label, protocol = protocol.as_str(), started = process.is_ok(), "exec started");
 
@@ -147,6 +172,7 @@ fn start(
     let session = Session {
         shared,
         process,
+        terminal,
         argv,
         protocol,
         pod_drops: runtime.exec_drops.subscribe(),
@@ -304,6 +330,21 @@ async fn pump(mut reader: impl AsyncRead + Unpin, channel: u8, out: mpsc::Sender
     }
 }
 
+/// Returns a sender whose bytes are written to `pipe` in order.
+fn feed(
+    mut pipe: impl tokio::io::AsyncWrite + Unpin + Send + 'static,
+) -> mpsc::UnboundedSender<Bytes> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        while let Some(bytes) = receiver.recv().await {
+            if pipe.write_all(&bytes).await.is_err() || pipe.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    sender
+}
+
 async fn run<S>(mut session: Session, socket: WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -338,18 +379,21 @@ where
     if let Some(stderr) = process.child.stderr.take() {
         tokio::spawn(pump(stderr, STDERR, output.clone()));
     }
+    let mut stdin = process.child.stdin.take().map(feed);
+    if let Some(terminal) = &session.terminal
+        && let (Ok(reader), Ok(writer)) = (
+            terminal.controller.try_clone(),
+            terminal.controller.try_clone(),
+        )
+    {
+        tokio::spawn(pump(
+            tokio::fs::File::from_std(reader),
+            STDOUT,
+            output.clone(),
+        ));
+        stdin = Some(feed(tokio::fs::File::from_std(writer)));
+    }
     drop(output);
-    let mut stdin = process.child.stdin.take().map(|mut pipe| {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<Bytes>();
-        tokio::spawn(async move {
-            while let Some(bytes) = receiver.recv().await {
-                if pipe.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
-        });
-        sender
-    });
     let mut exit = tokio::spawn(async move {
         match process.child.wait().await {
             Ok(status) => status.code().unwrap_or(137),
@@ -390,7 +434,11 @@ where
                     (Some(&CLOSE), ExecProtocol::V5) if data.get(1) == Some(&STDIN) => {
                         stdin = None;
                     }
-                    (Some(&RESIZE), _) => {}
+                    (Some(&RESIZE), _) => {
+                        if let Some(terminal) = &session.terminal {
+                            terminal.resize(&data[1..]);
+                        }
+                    }
                     (channel, _) => debug!(exec = %session.label, ?channel, "ignoring a message"),
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {

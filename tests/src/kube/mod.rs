@@ -27,6 +27,9 @@
 //!   cause, or `InternalError` for a command that cannot start).
 //! - `pods/log` (`container`, `follow`, `tailLines`, `timestamps`,
 //!   `limitBytes`) and `pods/ephemeralcontainers` (get, patch, update).
+//! - `networking.k8s.io/v1` `networkpolicies` and, with
+//!   [`EmulatorOptions::cilium`], `cilium.io/v2` `ciliumnetworkpolicies`
+//!   (create, get, list, delete), in discovery too; stored, not enforced.
 //! - Containers as processes: each in its own mount and PID namespace with
 //!   its `emptyDir` volumes bind-mounted at their `mountPath`s, its
 //!   `workingDir`, `env` (values, `$(VAR)` references and a few `fieldRef`s),
@@ -46,13 +49,15 @@
 //! # What it does not emulate
 //!
 //! Other resources (deployments, services, secrets, config maps, events),
+//! watches of network policies, garbage collection by `ownerReferences`
+//! (a policy owned by a deleted pod stays),
 //! admission (Pod Security, quotas, defaults such as a service-account
 //! token volume), TLS, paging (`limit` is ignored and every list is
 //! complete), updates and patches of pods other than ephemeral containers,
 //! container restarts (`restartPolicy` is treated as `Never`), probes,
 //! resource limits (nothing is enforced; OOM kills are injected), volumes
 //! other than `emptyDir`, image entrypoints (a container needs `command`),
-//! TTYs (a resize message is ignored), `attach`, port forwarding, and
+//! TTYs for containers (execs get them), `attach`, port forwarding, and
 //! selector transitions in watches (an object that stops matching is not
 //! sent as `DELETED`). Mount points missing on
 //! the host are created there as empty folders, because a bind mount needs
@@ -79,16 +84,19 @@ mod logs;
 mod node;
 mod pod_state;
 mod pods;
+mod policies;
 mod query;
 mod runtime;
 mod selector;
 mod server;
 mod status;
 mod store;
+mod terminal;
 mod validation;
 mod watch;
 
 pub use node::NODE_NAME;
+pub use policies::PolicyResource;
 
 /// The kubeconfig context, cluster and user name.
 pub const CONTEXT: &str = "danube-emulator";
@@ -165,6 +173,9 @@ pub struct EmulatorOptions {
     /// bound in each would allow: anything else, cluster-scoped requests
     /// included, is `403 Forbidden`. Default: no limit.
     pub allowed_namespaces: Option<Vec<String>>,
+    /// Serve `cilium.io/v2` `ciliumnetworkpolicies`, in discovery too, as
+    /// a cluster running Cilium does. Default: off.
+    pub cilium: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -182,6 +193,7 @@ impl Default for EmulatorOptions {
             image_pull_backoff: Duration::from_secs(1),
             namespaces: vec!["default".to_owned(), JOBS_NAMESPACE.to_owned()],
             allowed_namespaces: None,
+            cilium: false,
         }
     }
 }
@@ -196,6 +208,12 @@ impl EmulatorOptions {
     /// Adds an image without a shell.
     pub fn image_without_shell(mut self, image: &str) -> Self {
         self.images_without_shell.insert(image.to_owned());
+        self
+    }
+
+    /// Serves CiliumNetworkPolicy, as a cluster running Cilium does.
+    pub fn with_cilium(mut self) -> Self {
+        self.cilium = true;
         self
     }
 
@@ -254,6 +272,9 @@ pub(crate) struct Shared {
     pub refuse_execs: std::sync::atomic::AtomicBool,
     /// Exec connections open now.
     pub exec_open: AtomicUsize,
+    pub policies: policies::PolicyStore,
+    /// The path and query of every exec request, as an audit log has them.
+    pub exec_uris: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -325,6 +346,8 @@ impl Emulator {
             exec_fault: Mutex::new(ExecFault::Reset),
             refuse_execs: std::sync::atomic::AtomicBool::new(false),
             exec_open: AtomicUsize::new(0),
+            policies: policies::PolicyStore::default(),
+            exec_uris: Mutex::default(),
         });
         for name in &shared.options.namespaces {
             let namespace = Namespace {
@@ -389,6 +412,22 @@ impl Emulator {
             .await
             .expect("the emulator's kubeconfig has a context");
         kube::Client::try_from(config).expect("a client for plain HTTP builds")
+    }
+
+    /// Returns the stored policies of `resource` in `namespace` as JSON,
+    /// sorted by name.
+    pub fn policies(&self, resource: PolicyResource, namespace: &str) -> Vec<serde_json::Value> {
+        policies::stored(&self.shared, resource, namespace)
+    }
+
+    /// Returns the path and query of every exec request so far, as an API
+    /// server's audit log records them.
+    pub fn exec_uris(&self) -> Vec<String> {
+        self.shared
+            .exec_uris
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Returns the host folder backing volume `volume` of a running pod.

@@ -57,6 +57,14 @@ pub(crate) struct ProcessSpec {
     pub stdin: bool,
 }
 
+/// Streams of a process: pipes, or a pseudo-terminal's process side for
+/// all three.
+#[derive(Debug)]
+pub(crate) enum Streams {
+    Pipes,
+    Terminal(std::os::fd::OwnedFd),
+}
+
 /// What a new container's namespace contains.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Isolation {
@@ -219,7 +227,7 @@ impl Prepared {
     }
 }
 
-fn command(spec: &ProcessSpec) -> io::Result<Command> {
+fn command(spec: &ProcessSpec, streams: Streams) -> io::Result<Command> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -238,6 +246,12 @@ fn command(spec: &ProcessSpec) -> io::Result<Command> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Streams::Terminal(terminal) = streams {
+        command
+            .stdin(Stdio::from(terminal.try_clone()?))
+            .stdout(Stdio::from(terminal.try_clone()?))
+            .stderr(Stdio::from(terminal));
+    }
     Ok(command)
 }
 
@@ -249,7 +263,7 @@ fn command(spec: &ProcessSpec) -> io::Result<Command> {
 /// error's kind is then `NotFound`).
 pub(crate) fn start_container(spec: &ProcessSpec, isolation: &Isolation) -> io::Result<Process> {
     let prepared = Prepared::new(spec, Some(isolation))?;
-    let mut command = command(spec)?;
+    let mut command = command(spec, Streams::Pipes)?;
     // SAFETY: the closure runs in the forked child before exec. It only
     // makes system calls on data prepared before the fork and allocates
     // nothing.
@@ -271,11 +285,16 @@ pub(crate) fn start_container(spec: &ProcessSpec, isolation: &Isolation) -> io::
 /// # Errors
 ///
 /// Joining the namespaces failed, or the command was not found.
-pub(crate) fn start_exec(spec: &ProcessSpec, namespaces: &Namespaces) -> io::Result<Process> {
+pub(crate) fn start_exec(
+    spec: &ProcessSpec,
+    namespaces: &Namespaces,
+    streams: Streams,
+) -> io::Result<Process> {
     let prepared = Prepared::new(spec, None)?;
     let mount_fd = namespaces.mount.as_raw_fd();
     let pid_fd = namespaces.pid.as_raw_fd();
-    let mut command = command(spec)?;
+    let terminal = matches!(streams, Streams::Terminal(_));
+    let mut command = command(spec, streams)?;
     // SAFETY: as in `start_container`; the two descriptors stay open until
     // `spawn` returns because `namespaces` outlives this call.
     unsafe {
@@ -285,6 +304,12 @@ pub(crate) fn start_exec(spec: &ProcessSpec, namespaces: &Namespaces) -> io::Res
             check(libc::setns(pid_fd, libc::CLONE_NEWPID))?;
             fork_and_wait()?;
             die_with_parent()?;
+            if terminal {
+                // A new session whose controlling terminal is the pty, so
+                // that the shell gets job control and Ctrl-C.
+                check(libc::setsid())?;
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
             enter_working_dir_and_user(&prepared)
         });
     }

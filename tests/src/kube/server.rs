@@ -19,6 +19,7 @@ use tracing::{debug, info};
 use super::Shared;
 use super::exec;
 use super::pods;
+use super::policies;
 use super::query::Query;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -61,6 +62,26 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/v1/pods", get(pods::list_all));
 
+    let policy_routes = Router::new()
+        .route("/apis/networking.k8s.io/v1", get(policies::plain_resources))
+        .route(
+            "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
+            get(policies::plain_collection).post(policies::plain_create),
+        )
+        .route(
+            "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
+            get(policies::plain_get).delete(policies::plain_delete),
+        )
+        .route("/apis/cilium.io/v2", get(policies::cilium_resources))
+        .route(
+            "/apis/cilium.io/v2/namespaces/{namespace}/ciliumnetworkpolicies",
+            get(policies::cilium_collection).post(policies::cilium_create),
+        )
+        .route(
+            "/apis/cilium.io/v2/namespaces/{namespace}/ciliumnetworkpolicies/{name}",
+            get(policies::cilium_get).delete(policies::cilium_delete),
+        );
+
     Router::new()
         .route("/version", get(version))
         .route("/api", get(api_versions))
@@ -77,6 +98,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(get_node))
         .merge(pod_routes)
+        .merge(policy_routes)
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
@@ -117,6 +139,13 @@ pub(crate) fn classify(method: &Method, path: &str, query: &Query) -> Action {
             namespace: namespace.map(str::to_owned),
             name: name.map(str::to_owned),
         };
+    // Named API groups put two segments where the core group has `api/v1`.
+    let segments: Vec<&str> = match segments.as_slice() {
+        ["apis", _group, _version, rest @ ..] if !rest.is_empty() => {
+            [&["api", "v1"][..], rest].concat()
+        }
+        _ => segments,
+    };
     match segments.as_slice() {
         ["api", "v1", "namespaces"] => action(collection_verb(), "namespaces".into(), None, None),
         ["api", "v1", "namespaces", name] => {
@@ -214,8 +243,10 @@ async fn api_versions(headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn api_groups() -> Response {
-    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})).into_response()
+async fn api_groups(State(shared): AppState) -> Response {
+    let groups = policies::groups(&shared);
+    axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        .into_response()
 }
 
 async fn api_resources() -> Response {
@@ -479,6 +510,18 @@ mod tests {
         assert_eq!(
             classified(Method::GET, "/api/v1/namespaces", ""),
             ("list".into(), "namespaces".into(), None)
+        );
+        assert_eq!(
+            classified(
+                Method::DELETE,
+                "/apis/cilium.io/v2/namespaces/jobs/ciliumnetworkpolicies/p",
+                ""
+            ),
+            (
+                "delete".into(),
+                "ciliumnetworkpolicies".into(),
+                Some("jobs".to_owned())
+            )
         );
         assert_eq!(
             classified(Method::GET, "/version", ""),

@@ -132,6 +132,14 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Advances the resource version for a write outside the watched
+    /// kinds (network policies) and returns the new one.
+    pub fn bump_revision(&self) -> u64 {
+        let mut state = self.lock();
+        state.revision += 1;
+        state.revision
+    }
+
     /// Returns the current resource version, for list responses.
     pub fn revision(&self) -> u64 {
         self.lock().revision

@@ -108,4 +108,33 @@ pub enum KubeError {
 
     #[error("no pod is known for job `{job}` (the workspace was not prepared)")]
     UnknownJob { job: String },
+
+    #[error(transparent)]
+    Egress(#[from] super::network::NetworkError),
+
+    #[error("failed to ask the API server whether it serves `{group_version}`")]
+    Discover {
+        group_version: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error(
+        "failed to create egress policy `{policy}` in namespace `{namespace}` (the engine's \
+         Role needs `create` on `{resource}`; see deploy/kubernetes/engine-rbac.yaml)"
+    )]
+    CreatePolicy {
+        policy: String,
+        namespace: String,
+        resource: &'static str,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("failed to delete egress policy `{policy}`")]
+    DeletePolicy {
+        policy: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
 }

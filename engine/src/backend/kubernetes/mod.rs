@@ -11,10 +11,12 @@
 //!    by watch until its worker runs, and streams the files into the pod's
 //!    `/workspace` ([`upload`]). A pod that cannot start ends the job with
 //!    the Kubernetes reason.
-//! 2. Each step is an exec of the supervisor in the worker, or in an
+//! 2. Once the pipeline declares its plan, `apply_egress` creates the job's
+//!    egress policy, owned by the pod ([`egress`]).
+//! 3. Each step is an exec of the supervisor in the worker, or in an
 //!    ephemeral container for another image ([`exec`], [`images`]).
-//! 3. `remove_workspace` deletes the pod, whatever the outcome, and the
-//!    local copy.
+//! 4. `remove_workspace` deletes the egress policy and the pod, whatever
+//!    the outcome, and the local copy.
 //!
 //! Paths under the local workspace map to `/workspace` in the pod, so
 //! `DANUBE_WORKSPACE` and a step's workdir name the pod's paths.
@@ -23,6 +25,7 @@
 //! [`REQUESTS_PER_SECOND`].
 
 pub mod download;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod images;
@@ -31,6 +34,7 @@ pub mod network;
 pub mod orphans;
 pub mod pod;
 pub mod retry;
+pub mod shell;
 pub mod strict;
 pub mod target;
 pub mod upload;
@@ -52,9 +56,11 @@ pub use error::KubeError;
 pub use pod::{JobPod, PodSettings, Resources};
 pub use target::{Cluster, ClusterOptions, Target, TargetError};
 
+use self::egress::{AppliedPolicy, EgressPolicies};
 use self::exec::{ExecTarget, StepRun};
 use self::images::ImageContainers;
 use self::lifecycle::{PodState, PodWatch};
+use self::network::{EgressSettings, PodOwner, PolicyFor};
 use super::local::workspace;
 use super::{
     Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace, WorkspaceEntry,
@@ -121,11 +127,14 @@ pub struct KubeSettings {
     /// Upper bound on the file data one step's changes copy back from the
     /// pod to the local copy ([`download`]).
     pub max_download_bytes: u64,
+    /// The engine's part of every job's egress allowlist.
+    pub egress: EgressSettings,
 }
 
 /// Runs each job in a pod.
 pub struct KubernetesBackend {
     api: Api<Pod>,
+    egress: EgressPolicies,
     settings: KubeSettings,
     jobs: Mutex<HashMap<JobId, Arc<JobPodHandle>>>,
 }
@@ -133,6 +142,10 @@ pub struct KubernetesBackend {
 /// A job's pod as the backend follows it.
 struct JobPodHandle {
     name: String,
+    /// The pod's uid, which its egress policy's owner reference names.
+    uid: String,
+    /// The job's egress policy, once the plan is declared.
+    policy: Mutex<Option<AppliedPolicy>>,
     watch: PodWatch,
     local_workspace: PathBuf,
     images: ImageContainers,
@@ -173,9 +186,10 @@ impl KubernetesBackend {
                 Duration::from_secs(1),
             ))
             .build();
-        let api = Api::namespaced(client, &settings.pod.namespace);
+        let api = Api::namespaced(client.clone(), &settings.pod.namespace);
         Ok(KubernetesBackend {
             api,
+            egress: EgressPolicies::new(client, settings.pod.namespace.clone()),
             settings,
             jobs: Mutex::new(HashMap::new()),
         })
@@ -213,7 +227,7 @@ impl KubernetesBackend {
         );
         let name = pod::pod_name(job);
         let params = PostParams::default();
-        retry::with_backoff("create pod", || self.api.create(&params, &pod))
+        let created = retry::with_backoff("create pod", || self.api.create(&params, &pod))
             .await
             .map_err(|source| KubeError::CreatePod {
                 pod: name.clone(),
@@ -224,6 +238,8 @@ impl KubernetesBackend {
 
         let handle = Arc::new(JobPodHandle {
             name: name.clone(),
+            uid: created.metadata.uid.unwrap_or_default(),
+            policy: Mutex::new(None),
             watch: PodWatch::start(self.api.clone(), &name),
             local_workspace: local_workspace.to_owned(),
             images: ImageContainers::default(),
@@ -274,6 +290,22 @@ impl KubernetesBackend {
                     limit_seconds: self.settings.pod_start_limit.as_secs(),
                     detail,
                 })
+            }
+        }
+    }
+
+    /// Deletes a job's egress policy, if it has one. A failure is logged
+    /// only: the pod owns the policy, so the cluster removes it with the pod.
+    async fn delete_policy(&self, job: &JobId, handle: &JobPodHandle) {
+        let Some(policy) = lock(&handle.policy).take() else {
+            return;
+        };
+        match self.egress.delete(&policy).await {
+            Ok(()) => {
+                tracing::info!(job_id = %job, policy = %policy.name, "egress policy deleted");
+            }
+            Err(error) => {
+                tracing::warn!(job_id = %job, policy = %policy.name, error = %error, "failed to delete the egress policy; the cluster removes it with the pod");
             }
         }
     }
@@ -423,6 +455,7 @@ impl Backend for KubernetesBackend {
             job.and_then(|job| jobs.remove(&job).map(|handle| (job, handle)))
         };
         if let Some((job, handle)) = job {
+            self.delete_policy(&job, &handle).await;
             self.delete_pod(&handle.name).await?;
             tracing::info!(job_id = %job, pod = %handle.name, "pod deleted");
         }
@@ -442,15 +475,71 @@ impl Backend for KubernetesBackend {
         self.run_in_pod(spec, &prefix, output, cancel).await
     }
 
-    fn debug_shell(&self, spec: &StepSpec) -> Result<std::process::Command, BackendError> {
-        // TODO: open a terminal in the pod through an exec with a TTY whose
-        // first stdin line carries the step's environment. Until then the
-        // debugger's ad-hoc commands run in the pod instead.
-        let _ = spec;
-        Err(BackendError::Unsupported {
-            backend: "kubernetes",
-            operation: "open an interactive debug shell (run ad-hoc commands from the debugger instead)",
-        })
+    /// Creates the job's egress policy from the engine's entries and
+    /// `allowlist`, before any step runs. Without Cilium, the returned note
+    /// names the host-name entries that cannot be enforced.
+    async fn apply_egress(
+        &self,
+        job: &JobId,
+        allowlist: &[String],
+    ) -> Result<Vec<String>, BackendError> {
+        let entries = self
+            .settings
+            .egress
+            .job_allowlist(allowlist)
+            .map_err(KubeError::from)?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let handle = self.handle(job).ok_or_else(|| KubeError::UnknownJob {
+            job: job.to_string(),
+        })?;
+        if lock(&handle.policy).is_some() {
+            return Ok(Vec::new());
+        }
+
+        let target = PolicyFor {
+            namespace: &self.settings.pod.namespace,
+            job_id: job,
+            owner: Some(PodOwner {
+                name: &handle.name,
+                uid: &handle.uid,
+            }),
+        };
+        let applied = self.egress.apply(&target, &entries).await?;
+        *lock(&handle.policy) = Some(applied.policy);
+        if applied.dropped.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "danube: the cluster has no Cilium, so the job's egress policy is a plain \
+             NetworkPolicy, which cannot name hosts; these egress_allowlist entries are not \
+             enforced and their hosts stay unreachable: {}",
+            applied.dropped.join(", ")
+        )])
+    }
+
+    /// Opens a terminal in the paused step's container through an exec
+    /// with a TTY, its environment sent over the exec's stdin ([`shell`]).
+    async fn interactive_shell(&self, spec: StepSpec) -> Result<(), BackendError> {
+        super::local::check_env_names(&spec)?;
+        let handle = self
+            .handle(&spec.job_id)
+            .ok_or_else(|| KubeError::UnknownJob {
+                job: spec.job_id.to_string(),
+            })?;
+        let container = self.container_for(&handle, &spec).await?;
+        let id = handle.next_execution_id(&format!("shell{}", spec.step_id));
+        let request = step_request(&spec, &id, &handle.local_workspace);
+        let target = ExecTarget {
+            api: self.api.clone(),
+            pod: handle.name.clone(),
+            container,
+        };
+        shell::run_shell(&target, &spec.step, request).await?;
+        // NOTE: what the shell changed is not copied back to the local copy,
+        // since the supervisor keeps no change marker for a shell.
+        Ok(())
     }
 
     /// Browses the local copy, which contains what the pod's workspace
@@ -513,6 +602,13 @@ impl KubernetesBackend {
         .instrument(span)
         .await
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values are plain data, valid even after a panic.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Builds the supervisor's request for `spec` under supervisor id `id`,

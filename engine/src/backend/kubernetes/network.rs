@@ -1,5 +1,7 @@
-//! Egress of job pods: the CiliumNetworkPolicy built from `egress_allowlist`,
-//! and the plain NetworkPolicy for clusters without Cilium.
+//! Egress of job pods: the allowlist a job gets (the engine's entries
+//! plus its pipeline's `egress_allowlist`), and the one policy per job that
+//! opens it: a CiliumNetworkPolicy when the cluster runs Cilium, else a plain
+//! NetworkPolicy. Applying them is [`super::egress`]'s part.
 //!
 //! An allowlist entry is a host name (`pypi.org`), a wildcard domain
 //! (`*.github.com`) or an IPv4/IPv6 CIDR (`10.20.0.0/16`), optionally with
@@ -11,13 +13,9 @@
 //! A plain NetworkPolicy cannot name hosts, so its version keeps only the
 //! CIDR entries and DNS.
 //!
-//! TODO: nothing applies these policies yet. No pipeline or engine setting
-//! carries an `egress_allowlist`, the engine's Role may not write
-//! `ciliumnetworkpolicies.cilium.io` or `networkpolicies`, and the policies
-//! select every job pod of the namespace rather than one job's. Applying
-//! them needs all three: the setting, those verbs in the Role, and a policy
-//! per job that selects `danube.dev/job`, created before the job's pod and
-//! deleted with it.
+//! Each policy selects one job's pod by its `danube.dev/job` label and is
+//! owned by that pod, so the cluster's garbage collector removes it with
+//! the pod even when the engine could not.
 
 use std::collections::BTreeMap;
 
@@ -25,14 +23,12 @@ use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
-use super::pod::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-
-/// Name of both generated policies.
-pub const EGRESS_POLICY_NAME: &str = "danube-jobs-egress";
+use super::pod::{JOB_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, label_value};
+use crate::model::JobId;
 
 /// Port allowed for a host name without one.
 const DEFAULT_HOST_PORT: u16 = 443;
@@ -44,6 +40,61 @@ pub enum NetworkError {
          domain (`*.github.com`) or a CIDR (`10.0.0.0/8`), optionally followed by `:PORT`"
     )]
     InvalidEntry(String),
+
+    #[error(
+        "this engine does not let pipelines widen egress (`--egress-fixed`), but the \
+         pipeline's egress_allowlist adds {}: remove them from the pipeline, or ask the \
+         engine's admin to add them with `--egress-allow`",
+        .0.iter().map(|entry| format!("`{entry}`")).collect::<Vec<_>>().join(", ")
+    )]
+    WideningForbidden(Vec<String>),
+}
+
+/// The engine's own part of every job's allowlist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EgressSettings {
+    /// Entries every job gets (`--egress-allow`).
+    pub allow: Vec<String>,
+    /// Pipelines may not add entries beyond [`Self::allow`]; one that tries
+    /// fails when it declares its plan.
+    pub fixed: bool,
+}
+
+impl EgressSettings {
+    /// Returns the allowlist of a job whose pipeline declared `pipeline`:
+    /// the engine's entries, then the pipeline's new ones, each once.
+    ///
+    /// # Errors
+    ///
+    /// An entry is invalid (the error names it), or the pipeline adds
+    /// entries while [`Self::fixed`] is set (the error lists them).
+    pub fn job_allowlist(&self, pipeline: &[String]) -> Result<Vec<EgressEntry>, NetworkError> {
+        let mut entries = parse_allowlist(&self.allow)?;
+        let mut added = Vec::new();
+        for text in pipeline {
+            let entry = EgressEntry::parse(text)?;
+            if !entries.contains(&entry) {
+                added.push(text.trim().to_owned());
+                entries.push(entry);
+            }
+        }
+        if self.fixed && !added.is_empty() {
+            return Err(NetworkError::WideningForbidden(added));
+        }
+        Ok(entries)
+    }
+}
+
+/// Parses every entry of an allowlist.
+///
+/// # Errors
+///
+/// The first invalid entry, named.
+pub fn parse_allowlist(allowlist: &[String]) -> Result<Vec<EgressEntry>, NetworkError> {
+    allowlist
+        .iter()
+        .map(|entry| EgressEntry::parse(entry))
+        .collect()
 }
 
 /// One parsed allowlist entry.
@@ -55,6 +106,11 @@ pub enum EgressEntry {
 }
 
 impl EgressEntry {
+    /// Whether a plain NetworkPolicy can express the entry: CIDRs only.
+    pub fn is_cidr(&self) -> bool {
+        matches!(self, EgressEntry::Cidr { .. })
+    }
+
     /// Parses one entry of `egress_allowlist`.
     pub fn parse(text: &str) -> Result<EgressEntry, NetworkError> {
         let invalid = || NetworkError::InvalidEntry(text.chars().take(200).collect());
@@ -109,6 +165,63 @@ impl EgressEntry {
     }
 }
 
+impl std::fmt::Display for EgressEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EgressEntry::Host { name, port } => write!(f, "{name}:{port}"),
+            EgressEntry::Domain { pattern, port } => write!(f, "{pattern}:{port}"),
+            EgressEntry::Cidr { cidr, port: None } => f.write_str(cidr),
+            EgressEntry::Cidr {
+                cidr,
+                port: Some(port),
+            } => write!(f, "{cidr}:{port}"),
+        }
+    }
+}
+
+/// The job a policy is for, and the pod that owns it once it exists.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyFor<'a> {
+    pub namespace: &'a str,
+    pub job_id: &'a JobId,
+    /// The job's pod; `None` before it exists, as in `--dry-run`.
+    pub owner: Option<PodOwner<'a>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PodOwner<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
+/// Returns the name of a job's egress policy.
+pub fn policy_name(job_id: &JobId) -> String {
+    format!("{}-egress", super::pod::pod_name(job_id))
+}
+
+impl PolicyFor<'_> {
+    fn selector(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+            (JOB_LABEL.to_owned(), label_value(self.job_id.as_str())),
+        ])
+    }
+
+    fn owner_references(&self) -> Vec<OwnerReference> {
+        self.owner
+            .map(|owner| OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: owner.name.into(),
+                uid: owner.uid.into(),
+                controller: None,
+                block_owner_deletion: None,
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
 fn is_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
@@ -135,10 +248,21 @@ pub struct CiliumNetworkPolicy {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CiliumMetadata {
     pub name: String,
     pub namespace: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
+    /// Set by the API server; never sent by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,10 +321,6 @@ pub struct CiliumL7Rules {
     pub dns: Vec<CiliumFqdn>,
 }
 
-fn job_pods() -> BTreeMap<String, String> {
-    BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())])
-}
-
 fn port_rule(port: u16, protocol: &str) -> CiliumPortRule {
     CiliumPortRule {
         ports: vec![CiliumPort {
@@ -211,21 +331,8 @@ fn port_rule(port: u16, protocol: &str) -> CiliumPortRule {
     }
 }
 
-/// Builds the CiliumNetworkPolicy that lets job pods in `namespace` reach
-/// the allowlisted destinations and nothing else.
-///
-/// # Errors
-///
-/// An entry is invalid; the error names it.
-pub fn cilium_egress_policy(
-    namespace: &str,
-    allowlist: &[String],
-) -> Result<CiliumNetworkPolicy, NetworkError> {
-    let entries = allowlist
-        .iter()
-        .map(|entry| EgressEntry::parse(entry))
-        .collect::<Result<Vec<_>, _>>()?;
-
+/// Builds the CiliumNetworkPolicy that lets the job's pod reach `entries`.
+pub fn cilium_egress_policy(job: &PolicyFor<'_>, entries: &[EgressEntry]) -> CiliumNetworkPolicy {
     let dns = CiliumEgressRule {
         to_endpoints: vec![CiliumSelector {
             match_labels: BTreeMap::from([
@@ -254,7 +361,7 @@ pub fn cilium_egress_policy(
 
     // One rule per port, so a name allowed on 443 is not allowed on 22.
     let mut names_by_port: BTreeMap<u16, Vec<CiliumFqdn>> = BTreeMap::new();
-    for entry in &entries {
+    for entry in entries {
         match entry {
             EgressEntry::Host { name, port } => {
                 names_by_port.entry(*port).or_default().push(CiliumFqdn {
@@ -285,36 +392,30 @@ pub fn cilium_egress_policy(
         });
     }
 
-    Ok(CiliumNetworkPolicy {
+    CiliumNetworkPolicy {
         api_version: "cilium.io/v2".into(),
         kind: "CiliumNetworkPolicy".into(),
         metadata: CiliumMetadata {
-            name: EGRESS_POLICY_NAME.into(),
-            namespace: namespace.into(),
+            name: policy_name(job.job_id),
+            namespace: job.namespace.into(),
+            labels: job.selector(),
+            owner_references: job.owner_references(),
+            uid: None,
+            resource_version: None,
+            creation_timestamp: None,
         },
         spec: CiliumSpec {
             endpoint_selector: CiliumSelector {
-                match_labels: job_pods(),
+                match_labels: job.selector(),
             },
             egress,
         },
-    })
+    }
 }
 
 /// Builds the plain NetworkPolicy equivalent for clusters without Cilium:
 /// DNS and the CIDR entries only, since it cannot name hosts.
-///
-/// # Errors
-///
-/// An entry is invalid; the error names it.
-pub fn plain_egress_policy(
-    namespace: &str,
-    allowlist: &[String],
-) -> Result<NetworkPolicy, NetworkError> {
-    let entries = allowlist
-        .iter()
-        .map(|entry| EgressEntry::parse(entry))
-        .collect::<Result<Vec<_>, _>>()?;
+pub fn plain_egress_policy(job: &PolicyFor<'_>, entries: &[EgressEntry]) -> NetworkPolicy {
     let dns_port = |protocol: &str| NetworkPolicyPort {
         port: Some(IntOrString::Int(53)),
         protocol: Some(protocol.into()),
@@ -328,7 +429,10 @@ pub fn plain_egress_policy(
         if let EgressEntry::Cidr { cidr, port } = entry {
             egress.push(NetworkPolicyEgressRule {
                 to: Some(vec![NetworkPolicyPeer {
-                    ip_block: Some(IPBlock { cidr, except: None }),
+                    ip_block: Some(IPBlock {
+                        cidr: cidr.clone(),
+                        except: None,
+                    }),
                     ..NetworkPolicyPeer::default()
                 }]),
                 ports: port.map(|port| {
@@ -341,22 +445,25 @@ pub fn plain_egress_policy(
             });
         }
     }
-    Ok(NetworkPolicy {
+    let owners = job.owner_references();
+    NetworkPolicy {
         metadata: ObjectMeta {
-            name: Some(EGRESS_POLICY_NAME.into()),
-            namespace: Some(namespace.into()),
+            name: Some(policy_name(job.job_id)),
+            namespace: Some(job.namespace.into()),
+            labels: Some(job.selector()),
+            owner_references: Some(owners).filter(|owners| !owners.is_empty()),
             ..ObjectMeta::default()
         },
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(job_pods()),
+                match_labels: Some(job.selector()),
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Egress".into()]),
             egress: Some(egress),
             ..NetworkPolicySpec::default()
         }),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -414,15 +521,29 @@ mod tests {
         }
     }
 
+    fn entries(allowlist: &[&str]) -> Vec<EgressEntry> {
+        allowlist
+            .iter()
+            .map(|entry| EgressEntry::parse(entry).unwrap())
+            .collect()
+    }
+
     #[test]
     fn cilium_policy_groups_names_by_port_and_allows_dns() {
-        let allowlist = [
-            "pypi.org".to_owned(),
-            "*.github.com".to_owned(),
-            "10.0.0.0/8:5000".to_owned(),
-        ];
+        let job_id = JobId("0190-job".into());
+        let job = PolicyFor {
+            namespace: "danube-jobs",
+            job_id: &job_id,
+            owner: Some(PodOwner {
+                name: "danube-job-0190-job",
+                uid: "uid-1",
+            }),
+        };
 
-        let policy = cilium_egress_policy("danube-jobs", &allowlist).unwrap();
+        let policy = cilium_egress_policy(
+            &job,
+            &entries(&["pypi.org", "*.github.com", "10.0.0.0/8:5000"]),
+        );
 
         let egress = &policy.spec.egress;
         assert_eq!(egress.len(), 3);
@@ -432,20 +553,64 @@ mod tests {
         assert_eq!(egress[2].to_fqdns.len(), 2);
         assert_eq!(egress[2].to_ports[0].ports[0].port, "443");
         assert_eq!(
-            policy.spec.endpoint_selector.match_labels[MANAGED_BY_LABEL],
-            "danube"
+            policy.spec.endpoint_selector.match_labels[JOB_LABEL],
+            "0190-job"
         );
+        assert_eq!(policy.metadata.name, "danube-job-0190-job-egress");
+        let owner = &policy.metadata.owner_references[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Pod", "uid-1"));
     }
 
     #[test]
     fn plain_policy_keeps_only_cidrs() {
-        let allowlist = ["pypi.org".to_owned(), "192.168.0.0/16".to_owned()];
+        let job_id = JobId("0190-job".into());
+        let job = PolicyFor {
+            namespace: "danube-jobs",
+            job_id: &job_id,
+            owner: None,
+        };
 
-        let policy = plain_egress_policy("danube-jobs", &allowlist).unwrap();
+        let policy = plain_egress_policy(&job, &entries(&["pypi.org", "192.168.0.0/16"]));
 
-        let egress = policy.spec.unwrap().egress.unwrap();
+        assert_eq!(policy.metadata.owner_references, None);
+        let spec = policy.spec.unwrap();
+        let selector = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(selector[JOB_LABEL], "0190-job");
+        let egress = spec.egress.unwrap();
         assert_eq!(egress.len(), 2);
         let peer = &egress[1].to.as_ref().unwrap()[0];
         assert_eq!(peer.ip_block.as_ref().unwrap().cidr, "192.168.0.0/16");
+    }
+
+    #[test]
+    fn job_allowlist_adds_the_pipeline_entries_once() {
+        let settings = EgressSettings {
+            allow: vec!["pypi.org".into()],
+            fixed: false,
+        };
+
+        let list = settings
+            .job_allowlist(&["PyPI.org:443".into(), "10.0.0.0/8".into()])
+            .unwrap();
+
+        assert_eq!(list, entries(&["pypi.org", "10.0.0.0/8"]));
+        let error = settings.job_allowlist(&["bad entry".into()]).unwrap_err();
+        assert_eq!(error, NetworkError::InvalidEntry("bad entry".into()));
+    }
+
+    #[test]
+    fn fixed_settings_refuse_new_pipeline_entries() {
+        let settings = EgressSettings {
+            allow: vec!["pypi.org".into()],
+            fixed: true,
+        };
+
+        assert!(settings.job_allowlist(&["pypi.org".into()]).is_ok());
+        let error = settings
+            .job_allowlist(&["pypi.org".into(), "*.github.com".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("adds `*.github.com`"), "{error}");
+        assert!(error.contains("--egress-allow"), "{error}");
     }
 }

@@ -369,6 +369,25 @@ impl Debugger {
             })
     }
 
+    /// Runs an interactive shell in the paused step's environment on this
+    /// process's terminal until it exits. Dropping the future ends it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::shell`], and when the shell cannot start.
+    pub async fn interactive_shell(&self) -> Result<(), DebugError> {
+        let spec = self.paused_spec().ok_or_else(|| self.not_paused())?;
+        let step = spec.step.clone();
+        self.runtime
+            .backend
+            .interactive_shell(spec)
+            .await
+            .map_err(|source| DebugError::RunCommand {
+                step,
+                source: Box::new(source),
+            })
+    }
+
     /// Runs `command` with `/bin/sh -c` in the paused step's environment
     /// (workspace, workdir, env, image) and returns its output with the
     /// job's secrets masked. The output is not stored in the step's log; the

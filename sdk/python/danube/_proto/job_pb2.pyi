@@ -40,16 +40,18 @@ class TaskSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ...) -> None: ...
 
 class DeclarePlanRequest(_message.Message):
-    __slots__ = ("pipeline", "tasks", "max_duration_seconds", "fail_fast")
+    __slots__ = ("pipeline", "tasks", "max_duration_seconds", "fail_fast", "egress_allowlist")
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     MAX_DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FAIL_FAST_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     pipeline: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
     max_duration_seconds: int
     fail_fast: bool
-    def __init__(self, pipeline: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., fail_fast: _Optional[bool] = ...) -> None: ...
+    egress_allowlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pipeline: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., max_duration_seconds: _Optional[int] = ..., fail_fast: _Optional[bool] = ..., egress_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeclarePlanResponse(_message.Message):
     __slots__ = ()
