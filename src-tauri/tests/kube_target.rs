@@ -24,6 +24,9 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 /// The context of the test kubeconfig whose server refuses connections.
 const DEAD_CONTEXT: &str = "dead-cluster";
 
+/// The context of the test kubeconfig whose server never answers.
+const SILENT_CONTEXT: &str = "silent-cluster";
+
 /// A dialog that the tests never open.
 struct NoDialog;
 
@@ -117,25 +120,39 @@ impl DesktopEngine {
     }
 }
 
-/// Writes the emulator's kubeconfig with a second context whose server is
-/// a loopback port that nothing listens on.
-fn kubeconfig_with_dead_context(emulator: &Emulator, into: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(emulator.kubeconfig_path()).unwrap();
-    let mut config: Value = serde_json::from_str(&text).unwrap();
+/// Writes the emulator's kubeconfig with two more contexts: one whose
+/// server is a loopback port that nothing listens on, and one whose server
+/// is `silent`, which accepts connections and never answers.
+fn kubeconfig_with_dead_contexts(
+    emulator: &Emulator,
+    silent: &std::net::TcpListener,
+    into: &Path,
+) -> PathBuf {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server = format!("https://{}", closed.local_addr().unwrap());
     drop(closed);
+    let path = into.join("kubeconfig");
+    std::fs::copy(emulator.kubeconfig_path(), &path).unwrap();
+    add_context(&path, DEAD_CONTEXT, &server);
+    let silent_server = format!("https://{}", silent.local_addr().unwrap());
+    add_context(&path, SILENT_CONTEXT, &silent_server);
+    path
+}
+
+/// Adds context `name` for a cluster at `server` to the kubeconfig at
+/// `path`, with the emulator's user.
+fn add_context(path: &Path, name: &str, server: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut config: Value = serde_json::from_str(&text).unwrap();
     config["clusters"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"name": DEAD_CONTEXT, "cluster": {"server": server}}));
+        .push(json!({"name": name, "cluster": {"server": server}}));
     config["contexts"].as_array_mut().unwrap().push(json!({
-        "name": DEAD_CONTEXT,
-        "context": {"cluster": DEAD_CONTEXT, "user": CONTEXT},
+        "name": name,
+        "context": {"cluster": name, "user": CONTEXT},
     }));
-    let path = into.join("kubeconfig");
-    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-    path
+    std::fs::write(path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 
 /// The emulator, and a desktop engine whose kubeconfig lists it and a dead
@@ -145,6 +162,9 @@ struct Setup {
     emulator: Emulator,
     sandbox: tempfile::TempDir,
     desktop: DesktopEngine,
+    /// The server of [`SILENT_CONTEXT`]: its backlog completes connections
+    /// that nothing reads.
+    _silent: std::net::TcpListener,
 }
 
 impl Setup {
@@ -162,13 +182,15 @@ impl Setup {
             ))
             .expect("the emulator starts");
         let sandbox = tempfile::tempdir().unwrap();
-        let kubeconfig = kubeconfig_with_dead_context(&emulator, sandbox.path());
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let kubeconfig = kubeconfig_with_dead_contexts(&emulator, &silent, sandbox.path());
         let desktop = DesktopEngine::start(&sandbox.path().join("data"), &kubeconfig);
         Setup {
             runtime,
             emulator,
             sandbox,
             desktop,
+            _silent: silent,
         }
     }
 }
@@ -193,6 +215,7 @@ fn job_runs_on_kubeconfig_context() {
         emulator,
         sandbox: _sandbox,
         desktop,
+        _silent,
     } = Setup::start();
 
     // The picker lists both contexts as targets a job can start on.
@@ -206,7 +229,12 @@ fn job_runs_on_kubeconfig_context() {
     let emulator_target = format!("kube:{CONTEXT}");
     assert_eq!(
         ids,
-        ["local", emulator_target.as_str(), "kube:dead-cluster"]
+        [
+            "local",
+            emulator_target.as_str(),
+            "kube:dead-cluster",
+            "kube:silent-cluster"
+        ]
     );
     assert_eq!(listed["targets"][1]["available"], true);
 
@@ -265,6 +293,7 @@ fn watch_reruns_on_kubeconfig_context() {
         emulator,
         sandbox,
         desktop,
+        _silent,
     } = Setup::start();
     let project = sandbox.path().join("project");
     std::fs::create_dir(&project).unwrap();
@@ -341,10 +370,11 @@ fn wait_for_next_job(desktop: &DesktopEngine, watch_id: &str, previous: &str) ->
 #[test]
 fn unreachable_context_fails_job_start() {
     let Setup {
+        runtime: _runtime,
         emulator: _emulator,
         sandbox: _sandbox,
         desktop,
-        ..
+        _silent,
     } = Setup::start();
 
     let (status, body) = desktop.start_job(&format!("kube:{DEAD_CONTEXT}"));
@@ -356,6 +386,12 @@ fn unreachable_context_fails_job_start() {
     assert!(message.contains("failed to reach the cluster"), "{message}");
     let jobs = desktop.get("/api/v1/jobs");
     assert_eq!(jobs["jobs"], json!([]), "no job was recorded");
+
+    let (status, body) = desktop.start_job(&format!("kube:{SILENT_CONTEXT}"));
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(SILENT_CONTEXT), "{message}");
+    assert!(message.contains("did not respond within 20s"), "{message}");
 
     let (status, body) = desktop.start_job("kube:no-such-context");
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");

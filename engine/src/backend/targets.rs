@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Backend;
 use super::kubernetes::{
@@ -48,6 +49,12 @@ pub enum ConnectError {
     #[error(transparent)]
     Client(KubeError),
 
+    #[error(
+        "the cluster ({cluster}) did not respond within {}s; check that it runs and that the kubeconfig's server address is right",
+        REACH_LIMIT.as_secs()
+    )]
+    Unresponsive { cluster: String },
+
     #[error("failed to reach the cluster ({cluster})")]
     Reach {
         /// The context and namespace, as `context `NAME`, namespace `NS``.
@@ -56,6 +63,12 @@ pub enum ConnectError {
         source: KubeError,
     },
 }
+
+/// How long the first requests to a cluster may take before connecting
+/// gives up. A server that accepts connections and never answers (a
+/// stopped VM behind a port forward, say) would otherwise hold the job's
+/// start for minutes.
+pub const REACH_LIMIT: Duration = Duration::from_secs(20);
 
 /// A backend that is ready, and what making it cleaned up.
 pub struct Connected {
@@ -147,17 +160,21 @@ pub async fn connect(
     )
     .map_err(ConnectError::Client)?;
 
-    let orphans = kubernetes::orphans::clean_orphans(
+    let cleaning = kubernetes::orphans::clean_orphans(
         backend.api(),
         &backend.settings().pod.engine_id,
         store,
         |job| ownership::is_owned(&data.job_logs_dir(job)),
-    )
-    .await
-    .map_err(|source| ConnectError::Reach {
-        cluster: described.clone(),
-        source,
-    })?;
+    );
+    let orphans = tokio::time::timeout(REACH_LIMIT, cleaning)
+        .await
+        .map_err(|_| ConnectError::Unresponsive {
+            cluster: described.clone(),
+        })?
+        .map_err(|source| ConnectError::Reach {
+            cluster: described.clone(),
+            source,
+        })?;
     tracing::info!(%target, cluster = %described, "kubernetes backend ready");
     Ok(Connected {
         backend: Arc::new(backend),

@@ -852,10 +852,16 @@ fn last_line(text: &str) -> &str {
 /// Formats an error with its sources, for reasons stored with a job.
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
+    let mut last = text.clone();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        // Wrappers such as hyper's repeat their source's message.
+        if cause_text != last {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        last = cause_text;
         source = cause.source();
     }
     text
