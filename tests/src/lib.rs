@@ -14,6 +14,7 @@ pub mod desktop;
 pub mod engine;
 pub mod http;
 pub mod kube;
+pub mod terminal;
 
 /// The workspace root (the folder with the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {

@@ -1,5 +1,6 @@
 //! `danube run --break-on-failure` and `--break-before` driven through
-//! stdin, as a script without a terminal drives them.
+//! stdin, as a script without a terminal drives them, and `danube watch`
+//! with its debug shell on a pseudo-terminal.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use danube_tests::Sandbox;
+use danube_tests::terminal::Terminal;
 
 /// Upper bound for each line the test waits for.
 const LINE_LIMIT: Duration = Duration::from_secs(60);
@@ -173,4 +175,50 @@ fn unknown_task_in_breakpoint_is_a_usage_error() {
     assert_eq!(run.code, 2, "{}", run.text());
     assert!(run.stderr.contains("`deploy`"), "{}", run.text());
     assert!(run.stderr.contains("its tasks are: test"), "{}", run.text());
+}
+
+/// A change that a watch session sees while the debug shell is open stops
+/// the job and its shell. The terminal must come back to `danube`: the next
+/// pause opens a shell again, and Ctrl-C then ends the session.
+#[test]
+fn watch_change_during_shell_keeps_terminal() {
+    let sandbox = failing_sandbox();
+    let mut command = sandbox.command();
+    command
+        .arg("watch")
+        .arg(sandbox.project())
+        .arg("--break-on-failure")
+        .env("SHELL", "/bin/sh")
+        .env("PS1", "dbg$ ");
+    let (mut terminal, mut danube) = Terminal::spawn_session(&mut command);
+
+    let opened = terminal.wait_for("opening a shell in the step's environment", 0);
+    let prompt = terminal.wait_for("dbg$ ", opened);
+    std::fs::write(sandbox.project().join("notes.txt"), "changed\n").unwrap();
+    let ended = terminal.wait_for("the pause ended while the shell was open", prompt);
+    let reopened = terminal.wait_for("opening a shell in the step's environment", ended);
+    let prompt = terminal.wait_for("dbg$ ", reopened);
+    terminal.type_text("exit\n");
+    let asked = terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", prompt);
+    terminal.type_text("c\n");
+    terminal.wait_for("(Ctrl-C to stop)", asked);
+    terminal.type_text("\x03");
+
+    let deadline = std::time::Instant::now() + LINE_LIMIT;
+    let status = loop {
+        if let Some(status) = danube.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = danube.kill();
+            panic!("Ctrl-C did not end `danube watch`:\n{}", terminal.text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "{status:?}\n{}", terminal.text());
+    assert!(
+        !terminal.text().contains("stdin closed without a decision"),
+        "{}",
+        terminal.text()
+    );
 }

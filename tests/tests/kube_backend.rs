@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use danube_tests::kube::{Emulator, EmulatorOptions, ExecFault, JOBS_NAMESPACE, PolicyResource};
+use danube_tests::terminal::Terminal;
 use danube_tests::{Run, Sandbox, danube_bin, step, task, workspace_root};
 use serde_json::Value;
 
@@ -936,99 +937,6 @@ fn dry_run_prints_egress_policy() {
             emulator.request_counts().is_empty(),
             "the dry run reached the cluster"
         );
-    }
-}
-
-/// The controlling side of a pseudo-terminal whose output a thread collects.
-struct Terminal {
-    writer: std::fs::File,
-    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-}
-
-impl Terminal {
-    /// Opens a pseudo-terminal of 33 rows and 111 columns and returns it
-    /// with its process side.
-    fn open() -> (Terminal, std::os::fd::OwnedFd) {
-        use std::os::fd::FromRawFd;
-
-        let (mut controller, mut process_side) = (-1, -1);
-        // SAFETY: openpty writes two descriptors; the other pointers may be null.
-        let result = unsafe {
-            libc::openpty(
-                &mut controller,
-                &mut process_side,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(result, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors were just opened and have no other owner.
-        let (controller, process_side) = unsafe {
-            (
-                std::fs::File::from_raw_fd(controller),
-                std::os::fd::OwnedFd::from_raw_fd(process_side),
-            )
-        };
-        let window = libc::winsize {
-            ws_row: 33,
-            ws_col: 111,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
-        let sized = unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&controller),
-                libc::TIOCSWINSZ,
-                &window,
-            )
-        };
-        assert_eq!(sized, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
-        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut reader = controller.try_clone().unwrap();
-        let collected = output.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(read) = std::io::Read::read(&mut reader, &mut buffer) {
-                if read == 0 {
-                    break;
-                }
-                collected.lock().unwrap().extend_from_slice(&buffer[..read]);
-            }
-        });
-        let terminal = Terminal {
-            writer: controller,
-            output,
-        };
-        (terminal, process_side)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
-    }
-
-    /// Waits until the output after byte `from` contains `text`, and
-    /// returns the byte after it.
-    fn wait_for(&self, text: &str, from: usize) -> usize {
-        let wanted = text.as_bytes();
-        for _ in 0..1200 {
-            let output = self.output.lock().unwrap();
-            let seen = &output[from.min(output.len())..];
-            if let Some(start) = seen
-                .windows(wanted.len())
-                .position(|window| window == wanted)
-            {
-                return from + start + wanted.len();
-            }
-            drop(output);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no `{text}` on the terminal within 60 s:\n{}", self.text());
-    }
-
-    fn type_text(&mut self, text: &str) {
-        std::io::Write::write_all(&mut self.writer, text.as_bytes()).unwrap();
     }
 }
 

@@ -47,14 +47,62 @@ impl DebugPrompt {
 
         if self.terminal {
             print("opening a shell in the step's environment; exit it to continue, retry or abort");
-            if let Some(decision) = run_shell(debugger, interrupts, print).await {
+            let shell_end = {
+                let _foreground = Foreground::keep();
+                run_shell(debugger, interrupts, print).await
+            };
+            if let Some(decision) = shell_end {
                 resume(debugger, decision, print);
+                return;
+            }
+            if debugger.pause().is_none() {
+                // A watch session's change or the job's timeout ended the
+                // pause while the shell ran; there is nothing to decide.
+                print("the pause ended while the shell was open (the job stopped)");
                 return;
             }
         }
 
         let decision = ask(interrupts, print).await;
         resume(debugger, decision, print);
+    }
+}
+
+/// Gives the terminal back to `danube`'s process group when dropped.
+///
+/// An interactive shell makes its own process group the terminal's
+/// foreground. When the shell is killed (a watch session's change stops the
+/// job, say), the terminal would stay with that dead group: Ctrl-C would no
+/// longer reach `danube`, and reading the answer would stop it with SIGTTIN.
+struct Foreground {
+    group: Option<nix::unistd::Pid>,
+}
+
+impl Foreground {
+    fn keep() -> Foreground {
+        let group = nix::unistd::tcgetpgrp(std::io::stdin()).ok();
+        Foreground { group }
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+
+        let Some(group) = self.group else {
+            return;
+        };
+        // A background group that sets the foreground gets SIGTTOU, which
+        // stops it unless ignored.
+        // SAFETY: SIG_IGN runs no code, and the old handler is restored at once.
+        let previous = unsafe { signal(Signal::SIGTTOU, SigHandler::SigIgn) };
+        if let Err(err) = nix::unistd::tcsetpgrp(std::io::stdin(), group) {
+            tracing::warn!(error = %err, "failed to give the terminal back to danube after the shell");
+        }
+        if let Ok(previous) = previous {
+            // SAFETY: this puts back the handler that was installed before.
+            let _ = unsafe { signal(Signal::SIGTTOU, previous) };
+        }
     }
 }
 

@@ -91,7 +91,7 @@ mod selector;
 mod server;
 mod status;
 mod store;
-mod terminal;
+pub(crate) mod terminal;
 mod validation;
 mod watch;
 
