@@ -242,10 +242,18 @@ pub async fn start_local_engine(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Engine, ServerError> {
     let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
-    start_engine(data, store, backend, progress).await
+    start_engine(
+        data,
+        store,
+        backend,
+        crate::rpc::LOOPBACK_EPHEMERAL,
+        progress,
+    )
+    .await
 }
 
-/// Sets up the SDK's Python environment and starts an engine on `backend`.
+/// Sets up the SDK's Python environment and starts an engine on `backend`
+/// whose gRPC server for coordinators listens on `rpc_bind`.
 ///
 /// # Errors
 ///
@@ -255,16 +263,20 @@ pub async fn start_engine(
     data: &DataDir,
     store: Store,
     backend: Arc<dyn Backend>,
+    rpc_bind: SocketAddr,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Engine, ServerError> {
     let python = crate::python::ensure_env(data, progress).await?;
-    Engine::start(EngineParts {
-        data: data.clone(),
-        store,
-        backend,
-        python,
-        max_artifact_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
-    })
+    Engine::start_with_rpc(
+        EngineParts {
+            data: data.clone(),
+            store,
+            backend,
+            python,
+            max_artifact_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
+        },
+        rpc_bind,
+    )
     .await
     .map_err(ServerError::StartEngine)
 }

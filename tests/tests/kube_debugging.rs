@@ -49,6 +49,7 @@ async fn kube_engine(sandbox: &Sandbox) -> (Emulator, Engine) {
             workspaces_root: data.workspaces_dir(),
             pod_start_limit: POD_START_LIMIT,
             max_download_bytes: 1 << 20,
+            coordinator: None,
         },
     )
     .unwrap();

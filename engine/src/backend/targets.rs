@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Backend;
+use super::kubernetes::coordinator::{self as pod_coordinator, Placement, PodCoordinator};
+use super::kubernetes::pod::CoordinatorContainer;
 use super::kubernetes::{
-    self, ClusterOptions, KubeError, KubeSettings, KubernetesBackend, PodSettings, Target,
-    TargetError,
+    self, ClusterOptions, KubeError, KubeSettings, KubernetesBackend, PodSettings, Resources,
+    Target, TargetError,
 };
 use super::local::LocalBackend;
 use crate::config::DataDir;
@@ -29,6 +31,30 @@ pub struct TargetSettings {
     pub worker_image: Option<String>,
     /// The image that carries `danube-supervisor`.
     pub tools_image: Option<String>,
+    /// Where the coordinator runs; `None` for `pod` with the in-cluster
+    /// configuration and `engine` with a kubeconfig context.
+    pub coordinator: Option<Placement>,
+    /// The image of the job pod's `coordinator` container instead of the
+    /// tools image.
+    pub coordinator_image: Option<String>,
+    /// The Python in the coordinator image instead of
+    /// [`pod_coordinator::DEFAULT_PYTHON`].
+    pub coordinator_python: Option<String>,
+    /// `HOST:PORT` of the engine's gRPC server as job pods reach it.
+    pub engine_address: Option<String>,
+}
+
+impl TargetSettings {
+    /// Returns where the coordinator runs on `cluster`: as set, else in the
+    /// pod when the engine itself runs in the cluster (its own container
+    /// must not run users' code), else beside the engine (a laptop that the
+    /// cluster usually cannot reach).
+    pub fn placement(&self, cluster: &kubernetes::Cluster) -> Placement {
+        self.coordinator.unwrap_or(match cluster.context {
+            None => Placement::Pod,
+            Some(_) => Placement::Engine,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +123,15 @@ pub async fn pod_settings(
     if let Some(image) = &settings.tools_image {
         pod.tools_image = image.clone();
     }
+    if settings.placement(&cluster) == Placement::Pod {
+        pod.coordinator = Some(CoordinatorContainer {
+            image: settings
+                .coordinator_image
+                .clone()
+                .unwrap_or_else(|| pod.tools_image.clone()),
+            resources: Resources::coordinator_default(),
+        });
+    }
     Ok((cluster, pod))
 }
 
@@ -133,6 +168,14 @@ pub async fn connect(
         cluster.context.as_deref().unwrap_or("in-cluster"),
         cluster.namespace
     );
+    let placement = settings.placement(&cluster);
+    let coordinator = pod.coordinator.as_ref().map(|_| PodCoordinator {
+        python: settings
+            .coordinator_python
+            .clone()
+            .unwrap_or_else(|| pod_coordinator::DEFAULT_PYTHON.to_owned()),
+        engine_address: settings.engine_address.clone(),
+    });
     let backend = KubernetesBackend::connect(
         cluster,
         KubeSettings {
@@ -140,6 +183,7 @@ pub async fn connect(
             workspaces_root: data.workspaces_dir(),
             pod_start_limit: kubernetes::POD_START_LIMIT,
             max_download_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
+            coordinator,
         },
     )
     .map_err(ConnectError::Client)?;
@@ -155,7 +199,7 @@ pub async fn connect(
         cluster: described.clone(),
         source,
     })?;
-    tracing::info!(%target, cluster = %described, "kubernetes backend ready");
+    tracing::info!(%target, cluster = %described, coordinator = %placement, "kubernetes backend ready");
     Ok(Connected {
         backend: Arc::new(backend),
         deleted_orphans: orphans.len(),

@@ -689,7 +689,7 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
     }
 
     let mut shared = runtime.shared.lock().await;
-    runtime.close_open_tasks(&mut shared, exit).await;
+    runtime.close_open_tasks(&mut shared, exit.clone()).await;
     let outcome = decide(runtime, &shared, exit);
     drop(shared);
     check_breakpoints_matched(runtime, outcome)

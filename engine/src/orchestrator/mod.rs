@@ -62,8 +62,12 @@ pub enum OrchestratorError {
     #[error("failed to load the encryption key")]
     LoadKey(#[source] Box<SecretsError>),
 
-    #[error("failed to start the engine's gRPC server on loopback")]
-    StartRpc(#[source] std::io::Error),
+    #[error("failed to start the engine's gRPC server on {bind}")]
+    StartRpc {
+        bind: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(transparent)]
     Project(#[from] ProjectError),
@@ -185,16 +189,29 @@ impl Engine {
     /// Loads the encryption key and starts the gRPC server on an ephemeral
     /// loopback port.
     pub async fn start(parts: EngineParts) -> Result<Engine, OrchestratorError> {
+        Engine::start_with_rpc(parts, rpc::LOOPBACK_EPHEMERAL).await
+    }
+
+    /// Loads the encryption key and starts the gRPC server on `rpc_bind`,
+    /// for coordinators that reach the engine from elsewhere, such as job
+    /// pods.
+    pub async fn start_with_rpc(
+        parts: EngineParts,
+        rpc_bind: SocketAddr,
+    ) -> Result<Engine, OrchestratorError> {
         let vault = SecretVault::open(parts.store.clone(), &parts.data.encryption_key_path())
             .await
             .map_err(|err| OrchestratorError::LoadKey(Box::new(err)))?;
         let artifacts = ArtifactStore::new(parts.data.artifacts_dir(), parts.max_artifact_bytes);
 
         let tokens = Arc::new(TokenRegistry::default());
-        let rpc_addr = rpc::serve(tokens.clone())
+        let rpc_addr = rpc::serve(tokens.clone(), rpc_bind)
             .await
-            .map_err(OrchestratorError::StartRpc)?;
-        tracing::debug!(%rpc_addr, "engine gRPC server listening");
+            .map_err(|source| OrchestratorError::StartRpc {
+                bind: rpc_bind,
+                source,
+            })?;
+        tracing::info!(%rpc_addr, "engine gRPC server listening");
 
         let context = EngineContext {
             data: parts.data,

@@ -22,6 +22,7 @@
 //! All API calls go through one client whose request rate is bounded by
 //! [`REQUESTS_PER_SECOND`].
 
+pub mod coordinator;
 pub mod download;
 pub mod error;
 pub mod exec;
@@ -57,7 +58,8 @@ use self::images::ImageContainers;
 use self::lifecycle::{PodState, PodWatch};
 use super::local::workspace;
 use super::{
-    Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace, WorkspaceEntry,
+    Backend, BackendError, CoordinatorLaunch, OutputChunk, SpawnHook, StepOutcome, StepSpec,
+    Workspace, WorkspaceEntry,
 };
 use crate::model::JobId;
 
@@ -121,6 +123,9 @@ pub struct KubeSettings {
     /// Upper bound on the file data one step's changes copy back from the
     /// pod to the local copy ([`download`]).
     pub max_download_bytes: u64,
+    /// Set when the coordinator runs in the job pod; `pod.coordinator` then
+    /// holds its container.
+    pub coordinator: Option<coordinator::PodCoordinator>,
 }
 
 /// Runs each job in a pod.
@@ -405,6 +410,68 @@ impl Backend for KubernetesBackend {
         self.run_in_pod(spec, &prefix, output, cancel).await
     }
 
+    fn runs_coordinator(&self) -> bool {
+        self.settings.coordinator.is_some()
+    }
+
+    /// Runs the coordinator in the pod's `coordinator` container, followed
+    /// across dropped exec connections as a step is ([`exec`]).
+    async fn run_coordinator(
+        &self,
+        launch: CoordinatorLaunch,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<StepOutcome, BackendError> {
+        let Some(settings) = &self.settings.coordinator else {
+            return Err(BackendError::Unsupported {
+                backend: "kubernetes",
+                operation: "run the coordinator with `coordinator = engine`",
+            });
+        };
+        let span = tracing::info_span!("kube_coordinator", job_id = %launch.job_id);
+        async {
+            let handle =
+                self.handle(&launch.job_id)
+                    .ok_or_else(|| KubeError::UnknownJob {
+                        job: launch.job_id.to_string(),
+                    })?;
+            let address = coordinator::dial_address(settings, launch.engine_addr).map_err(
+                |reason| KubeError::StepStatus {
+                    step: "coordinator".into(),
+                    pod: handle.name.clone(),
+                    reason,
+                },
+            )?;
+            let id = handle.next_execution_id("coordinator");
+            let run = StepRun {
+                target: ExecTarget {
+                    api: self.api.clone(),
+                    pod: handle.name.clone(),
+                    container: pod::COORDINATOR_CONTAINER.into(),
+                },
+                step: "coordinator".into(),
+                request: coordinator::request(&launch, settings, &address, &id),
+                id,
+                timeout: None,
+                pod_state: handle.watch.subscribe(),
+                on_started: Box::new(|| {}),
+            };
+            tracing::info!(job_id = %launch.job_id, pod = %handle.name, engine = %address, "starting the coordinator in the pod");
+            let outcome = exec::run_step(run, output, cancel)
+                .await
+                .map_err(|err| match err {
+                    KubeError::StepLost { pod, reason, .. } => {
+                        KubeError::CoordinatorLost { pod, reason }
+                    }
+                    other => other,
+                })?;
+            tracing::info!(job_id = %launch.job_id, ?outcome, "the coordinator in the pod ended");
+            Ok(outcome)
+        }
+        .instrument(span)
+        .await
+    }
+
     fn kill_leftovers(&self, _job: &JobId) -> usize {
         // Whatever a step left running dies with the pod.
         0
@@ -504,8 +571,9 @@ impl KubernetesBackend {
             };
             let outcome = exec::run_step(run, output.clone(), cancel).await?;
 
-            // A cancelled job is over, so its copy is not read any more.
-            if outcome != StepOutcome::Cancelled {
+            // A cancelled job is over, so its copy is not read any more. A
+            // coordinator in the pod reads the pod's files itself.
+            if outcome != StepOutcome::Cancelled && self.settings.coordinator.is_none() {
                 self.download_changes(&handle, &spec, &id, &output).await?;
             }
             Ok(outcome)
