@@ -21,7 +21,7 @@ use crate::backend::local::OutputReader;
 use crate::backend::local::process::{GroupChild, spawn_in_new_group};
 use crate::backend::{BackendError, CoordinatorLaunch, OutputChunk, StepOutcome, Workspace};
 use crate::logs::{LogKey, LogWriter};
-use crate::model::Stream;
+use crate::model::{JobId, Stream};
 
 use super::PIPELINE_FILE;
 use super::job::JobRuntime;
@@ -73,7 +73,7 @@ impl fmt::Display for CoordinatorExit {
     }
 }
 
-/// Where the coordinator runs.
+/// The process or task that runs the coordinator.
 enum Running {
     /// A child process of the engine.
     Process {
@@ -270,7 +270,9 @@ impl Coordinator {
                     CoordinatorExit::Lost("could not be waited for".into())
                 }
             },
-            Running::Backend { task, exit, .. } => backend_exit(task, exit).await,
+            Running::Backend { task, exit, .. } => {
+                backend_exit(self.runtime.id(), task, exit).await
+            }
         };
         self.finish().await;
         exit
@@ -291,7 +293,10 @@ impl Coordinator {
             },
             Running::Backend { task, cancel, exit } => {
                 cancel.cancel();
-                let ended = tokio::time::timeout(BACKEND_STOP_LIMIT, backend_exit(task, exit));
+                let ended = tokio::time::timeout(
+                    BACKEND_STOP_LIMIT,
+                    backend_exit(self.runtime.id(), task, exit),
+                );
                 match ended.await {
                     Ok(exit) => exit,
                     Err(_) => {
@@ -362,6 +367,7 @@ impl Coordinator {
 /// Waits for the backend's task and returns how the coordinator ended,
 /// remembering it, so that a call dropped part way can be repeated.
 async fn backend_exit(
+    job_id: &JobId,
     task: &mut Option<JoinHandle<Result<StepOutcome, BackendError>>>,
     exit: &mut Option<CoordinatorExit>,
 ) -> CoordinatorExit {
@@ -381,11 +387,11 @@ async fn backend_exit(
         }
         Ok(Err(err)) => {
             let reason = super::error_chain(&err);
-            tracing::warn!(error = %reason, "the backend lost the coordinator");
+            tracing::warn!(job_id = %job_id, error = %reason, "the backend lost the coordinator");
             CoordinatorExit::Lost(format!("was lost: {reason}"))
         }
         Err(err) => {
-            tracing::error!(error = %err, "the coordinator's task failed");
+            tracing::error!(job_id = %job_id, error = %err, "the coordinator's task failed");
             CoordinatorExit::Lost(format!("could not be followed: {err}"))
         }
     };

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use super::pod::WORKSPACE_PATH;
 use crate::backend::CoordinatorLaunch;
 
-/// Where the coordinator runs when the engine is in a cluster or outside it.
+/// The place the coordinator runs in, for jobs on a kube target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
     /// In a `coordinator` container of each job pod.
@@ -53,14 +53,14 @@ impl std::fmt::Display for Placement {
 /// venv with the SDK installed.
 pub const DEFAULT_PYTHON: &str = "/opt/danube/venv/bin/python";
 
-/// How the engine starts coordinators in job pods.
+/// Settings of coordinators in job pods.
 #[derive(Clone, Debug)]
 pub struct PodCoordinator {
     /// The interpreter in the coordinator image that can import `danube`.
     pub python: String,
-    /// The `host:port` of the engine's gRPC server as job pods reach it;
-    /// `None` for the address the server is bound to, which works only
-    /// when pods share the engine's network (as in the API-server emulator).
+    /// The `host:port` of the engine's gRPC server as job pods reach it.
+    /// `None` uses the address the server is bound to, which works only
+    /// when pods share the engine's network, as in the API-server emulator.
     pub engine_address: Option<String>,
 }
 
@@ -136,7 +136,7 @@ pub fn request(
     env.insert("DANUBE_WORKSPACE", WORKSPACE_PATH.to_owned());
     env.insert("DANUBE_ENGINE_ADDR", engine_address.to_owned());
     env.insert("PYTHONUNBUFFERED", "1".to_owned());
-    // The workspace is shared with the steps; keep bytecode caches out of it.
+    // Keep bytecode caches out of the workspace, which the steps share.
     env.insert("PYTHONDONTWRITEBYTECODE", "1".to_owned());
 
     let mut command = format!(
@@ -163,8 +163,8 @@ pub fn request(
         serde_json::to_vec(&request).expect("a JSON object of strings always serialises"),
     );
     line.push(b'\n');
-    // NOTE: `request` holds a copy of the token and is freed without being
-    // wiped; only the line sent is zeroised.
+    // NOTE: `request` contains a copy of the token and is freed without
+    // being wiped. Only the line sent is zeroised.
     line
 }
 

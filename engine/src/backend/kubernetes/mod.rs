@@ -1,18 +1,23 @@
 //! The kubernetes backend: one pod per job on a cluster that a kubeconfig
 //! context (or the engine's own service account) reaches.
 //!
-//! The coordinator runs where the engine runs, so on a laptop it stays a
-//! local process and the pod holds only workers; the coordinator never
-//! needs to reach into the cluster, and the cluster never needs to reach
-//! back to the laptop. The job's lifecycle:
+//! The coordinator runs in one of two places ([`coordinator::Placement`]).
+//! With `engine`, the default with a kubeconfig context, it is a local
+//! process beside the engine and the pod holds only workers, so a laptop
+//! never needs to be reachable from the cluster. With `pod`, the default
+//! with the in-cluster configuration, the pod gets a `coordinator`
+//! container and the engine starts the SDK in it by exec
+//! ([`coordinator`]), so users' Python never runs in the engine's own
+//! container. The job's lifecycle:
 //!
-//! 1. `prepare_workspace` copies the project folder into a local workspace
-//!    (the coordinator reads `danubefile.py` there), creates the pod, waits
-//!    by watch until its worker runs, and streams the files into the pod's
-//!    `/workspace` ([`upload`]). A pod that cannot start ends the job with
-//!    the Kubernetes reason.
+//! 1. `prepare_workspace` copies the project folder into a local workspace,
+//!    creates the pod, waits by watch until its containers run, and streams
+//!    the files into the pod's `/workspace` ([`upload`]). A pod that cannot
+//!    start ends the job with the Kubernetes reason.
 //! 2. Each step is an exec of the supervisor in the worker, or in an
-//!    ephemeral container for another image ([`exec`], [`images`]).
+//!    ephemeral container for another image ([`exec`], [`images`]). With
+//!    the coordinator beside the engine, what a step changed is copied back
+//!    to the local copy, which the script reads ([`download`]).
 //! 3. `remove_workspace` deletes the pod, whatever the outcome, and the
 //!    local copy.
 //!
@@ -117,7 +122,8 @@ pub fn load_engine_id(path: &Path) -> std::io::Result<String> {
 #[derive(Clone, Debug)]
 pub struct KubeSettings {
     pub pod: PodSettings,
-    /// Local copies of the project, for the coordinator: `<data_dir>/workspaces`.
+    /// Local copies of the project, sent into the pod and read by a
+    /// coordinator beside the engine: `<data_dir>/workspaces`.
     pub workspaces_root: PathBuf,
     pub pod_start_limit: Duration,
     /// Upper bound on the file data one step's changes copy back from the
@@ -523,6 +529,9 @@ impl Backend for KubernetesBackend {
     /// Browses the local copy, which contains what the pod's workspace
     /// contained after the last step or debug command, except files past
     /// [`KubeSettings::max_download_bytes`].
+    ///
+    /// NOTE: with the coordinator in the pod nothing is copied back, so the
+    /// local copy shows the project as it was sent into the pod.
     async fn browse_workspace(
         &self,
         workspace: &Workspace,
