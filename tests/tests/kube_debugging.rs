@@ -73,6 +73,7 @@ async fn kube_engine(sandbox: &Sandbox) -> (Emulator, Engine) {
 fn request(sandbox: &Sandbox, breakpoints: Breakpoints) -> JobRequest {
     JobRequest {
         project: sandbox.project(),
+        repository: None,
         pipeline: None,
         in_place: false,
         max_parallel: 4,
