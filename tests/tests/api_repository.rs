@@ -1,7 +1,8 @@
-//! Server jobs from a Git repository at a commit: a real `danube serve`
-//! clones real repositories made in temp dirs (`file://` URLs, which each
-//! server here allows through `--allow-repository-path`), on the local
-//! backend and on the kubernetes backend through the API-server emulator.
+//! Server jobs from a Git repository at a commit. A real `danube serve`
+//! clones real repositories made in temp dirs through `file://` URLs, which
+//! each server here allows with `--allow-repository-path`. Jobs run on the
+//! local backend and, through the API-server emulator, on the kubernetes
+//! backend.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,7 +88,7 @@ impl Origin {
     }
 }
 
-/// A sandbox with a repository under `<sandbox>/repos/origin`.
+/// Makes a sandbox with a repository under `<sandbox>/repos/origin`.
 fn sandbox_with_origin() -> (Sandbox, Origin) {
     let sandbox = Sandbox::new();
     let origin = Origin::create(&sandbox.path().join("repos/origin"));
@@ -120,7 +121,7 @@ fn wait_final(server: &Server, id: &str) -> Value {
     }
 }
 
-/// The job's whole log, as `danube logs` prints it from the data dir.
+/// Reads the job's whole log, as `danube logs` prints it from the data dir.
 fn job_logs(sandbox: &Sandbox, id: &str) -> String {
     let logs = sandbox.danube(&["logs", id]);
     assert_eq!(logs.code, 0, "{}", logs.text());
@@ -299,7 +300,7 @@ fn local_repositories_are_refused_by_default() {
 }
 
 #[test]
-fn rerun_of_a_repository_job_runs_the_same_commit() {
+fn repository_rerun_clones_the_same_commit() {
     let (sandbox, origin) = sandbox_with_origin();
     let server = sandbox.serve_with(&[&allow_repos(&sandbox)]);
     let (_, created) = start(

@@ -149,7 +149,7 @@ pub struct CreateJob {
     pub target: Option<String>,
 }
 
-/// What a job runs: a folder on the server, or a repository at a commit.
+/// The source of a job: a folder on the server, or a repository at a commit.
 #[derive(Debug)]
 enum JobSource {
     Folder(PathBuf),

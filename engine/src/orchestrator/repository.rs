@@ -216,6 +216,8 @@ pub fn clone_at(source: &RepositorySource, into: &Path) -> Result<SourceInfo, Re
         .strip_prefix("file://")
         .unwrap_or(&source.url)
         .to_owned();
+    // NOTE: a full clone, every branch's history included; a shallow fetch
+    // of just the commit would be faster on large repositories.
     let repository = git2::build::RepoBuilder::new()
         .bare(false)
         .clone(&clone_url, into)
