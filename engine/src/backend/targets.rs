@@ -72,6 +72,13 @@ pub enum ConnectError {
     #[error(transparent)]
     Client(KubeError),
 
+    #[error(
+        "the coordinator runs in job pods, which cannot reach this engine's gRPC server on \
+         loopback: set --engine-address (DANUBE_ENGINE_ADDRESS) to the address pods reach it at \
+         and --rpc-listen (DANUBE_RPC_LISTEN) to match, or pass --coordinator engine"
+    )]
+    EngineAddressMissing,
+
     #[error("failed to reach the cluster ({cluster})")]
     Reach {
         /// The context and namespace, as `context `NAME`, namespace `NS``.
@@ -169,6 +176,12 @@ pub async fn connect(
         cluster.namespace
     );
     let placement = settings.placement(&cluster);
+    // In a cluster the pods and the engine never share a network namespace,
+    // so the bound loopback address cannot serve as the pods' address.
+    if placement == Placement::Pod && cluster.context.is_none() && settings.engine_address.is_none()
+    {
+        return Err(ConnectError::EngineAddressMissing);
+    }
     let coordinator = pod.coordinator.as_ref().map(|_| PodCoordinator {
         python: settings
             .coordinator_python
