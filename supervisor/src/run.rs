@@ -172,8 +172,8 @@ fn start(request: &StepRequest, shell: &Path) -> Result<Child, String> {
         )
     })?;
     if let (Some(text), Some(mut stdin)) = (&request.stdin, child.stdin.take()) {
-        // A command that exits without reading its stdin breaks the pipe;
-        // its exit code then tells what happened. Dropping `stdin` closes it.
+        // A command that exits without reading its stdin breaks the pipe,
+        // and its exit code then shows why. Dropping `stdin` closes it.
         let _ = stdin.write_all(text.as_bytes());
     }
     Ok(child)

@@ -95,7 +95,7 @@ enum Placement<'a> {
     KubePod(&'a Emulator, &'a str),
 }
 
-/// Runs a pipeline of `steps` steps where `placement` says.
+/// Runs a pipeline of `steps` steps on `placement`.
 fn run_job(steps: usize, placement: Placement<'_>) -> JobRun {
     let (kube, coordinator_python) = match placement {
         Placement::Local => (None, None),

@@ -109,10 +109,11 @@ impl Cluster {
     }
 }
 
-/// A venv for coordinators in job pods, as the coordinator image has one:
-/// made from the system's `/usr/bin/python3`, which the pod's user (65532)
-/// may run, unlike an interpreter under `/root`. It has the SDK's pinned
-/// packages and finds the SDK in the repository through a `.pth` file.
+/// Returns a venv for coordinators in job pods, as the coordinator image
+/// has one. It is made from the system's `/usr/bin/python3`, which the
+/// pod's user (65532) may run, unlike an interpreter under `/root`. It has
+/// the SDK's pinned packages and finds the SDK in the repository through a
+/// `.pth` file.
 fn coordinator_venv() -> PathBuf {
     static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     VENV.get_or_init(|| {

@@ -217,7 +217,7 @@ pub struct OutputChunk {
     pub data: Bytes,
 }
 
-/// What a backend needs to run a job's coordinator in the job's own
+/// The inputs a backend needs to run a job's coordinator in the job's own
 /// environment ([`Backend::run_coordinator`]).
 pub struct CoordinatorLaunch {
     pub job_id: JobId,

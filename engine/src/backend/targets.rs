@@ -31,7 +31,7 @@ pub struct TargetSettings {
     pub worker_image: Option<String>,
     /// The image that carries `danube-supervisor`.
     pub tools_image: Option<String>,
-    /// Where the coordinator runs; `None` for `pod` with the in-cluster
+    /// The coordinator's placement. `None` is `pod` with the in-cluster
     /// configuration and `engine` with a kubeconfig context.
     pub coordinator: Option<Placement>,
     /// The image of the job pod's `coordinator` container instead of the
@@ -45,10 +45,10 @@ pub struct TargetSettings {
 }
 
 impl TargetSettings {
-    /// Returns where the coordinator runs on `cluster`: as set, else in the
-    /// pod when the engine itself runs in the cluster (its own container
-    /// must not run users' code), else beside the engine (a laptop that the
-    /// cluster usually cannot reach).
+    /// Returns the coordinator's placement on `cluster`: as set, else `pod`
+    /// when the engine itself runs in the cluster, because its own container
+    /// must not run users' code. Otherwise it is `engine`, because the
+    /// cluster usually cannot reach a laptop.
     pub fn placement(&self, cluster: &kubernetes::Cluster) -> Placement {
         self.coordinator.unwrap_or(match cluster.context {
             None => Placement::Pod,

@@ -45,7 +45,7 @@ pub struct TargetArgs {
     #[arg(long, env = "DANUBE_TOOLS_IMAGE", value_name = "IMAGE", value_parser = parse_image)]
     pub tools_image: Option<String>,
 
-    /// Where the pipeline script runs on a kube target: `pod` (a
+    /// Placement of the pipeline script on a kube target: `pod` (a
     /// `coordinator` container in each job pod) or `engine` (a process
     /// beside the engine) [default: pod when the engine runs in the
     /// cluster, engine with a kubeconfig context]

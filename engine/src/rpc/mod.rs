@@ -1,7 +1,7 @@
 //! The engine's gRPC server for coordinators (`JobService` in
 //! `proto/danube/v1/job.proto`), on an ephemeral loopback port unless the
-//! engine is told otherwise (coordinators in job pods dial it over the
-//! cluster network).
+//! engine is given another address, which coordinators in job pods dial
+//! over the cluster network.
 //!
 //! Every call must carry `authorization: Bearer <token>` with the token
 //! issued to its job. Tokens live only in memory, are stored hashed, and are

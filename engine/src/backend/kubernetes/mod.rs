@@ -130,7 +130,7 @@ pub struct KubeSettings {
     /// pod to the local copy ([`download`]).
     pub max_download_bytes: u64,
     /// Set when the coordinator runs in the job pod; `pod.coordinator` then
-    /// holds its container.
+    /// describes its container.
     pub coordinator: Option<coordinator::PodCoordinator>,
 }
 
