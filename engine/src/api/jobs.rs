@@ -124,8 +124,9 @@ pub struct CreateJob {
     /// Absolute path of a folder on the server's machine that contains
     /// `danubefile.py`. Pass either this or `repository` with `commit`.
     pub project: Option<String>,
-    /// A Git repository to clone as the project: an `https://`, `http://`
-    /// or `git://` URL without a password. `file://` URLs and absolute
+    /// A Git repository to clone as the project: an `https://` (in builds
+    /// with the `git-https` feature), `http://` or `git://` URL without a
+    /// password. `file://` URLs and absolute
     /// paths are accepted only inside the folders the server allows
     /// (`danube serve --allow-repository-path`).
     pub repository: Option<String>,

@@ -15,8 +15,9 @@ use super::source::SourceInfo;
 /// A repository and the commit to run, as a client names them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepositorySource {
-    /// `https://`, `http://`, `git://`, or a `file://` URL or absolute path
-    /// inside a folder the server allows ([`RepositoryPolicy`]).
+    /// `https://` (with the `git-https` feature), `http://`, `git://`, or a
+    /// `file://` URL or absolute path inside a folder the server allows
+    /// ([`RepositoryPolicy`]).
     pub url: String,
     /// A full or abbreviated commit SHA, a branch or a tag.
     pub commit: String,
@@ -34,8 +35,8 @@ pub struct RepositoryPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum RepositoryError {
     #[error(
-        "repository `{url}` is invalid: {reason}; pass an `https://` URL, or a `file://` URL \
-         inside a folder the server allows"
+        "repository `{url}` is invalid: {reason}; pass an `https://`, `http://` or `git://` \
+         URL, or a `file://` URL inside a folder the server allows"
     )]
     InvalidUrl { url: String, reason: String },
 
@@ -129,19 +130,31 @@ impl RepositoryPolicy {
         let Ok(parsed) = url::Url::parse(url) else {
             return Err(invalid("it is not a URL"));
         };
+        // Every message from here on shows the URL without its password.
+        let mut shown = parsed.clone();
+        if parsed.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        let invalid = |reason: &str| RepositoryError::InvalidUrl {
+            url: shown_url(shown.as_str()),
+            reason: reason.to_owned(),
+        };
+        if parsed.password().is_some() {
+            return Err(invalid(
+                "it contains a password, which would be stored with the job",
+            ));
+        }
         if !matches!(parsed.scheme(), "https" | "http" | "git") {
             return Err(invalid(&format!(
                 "scheme `{}` is not supported",
                 parsed.scheme()
             )));
         }
-        if parsed.password().is_some() {
-            let mut redacted = parsed.clone();
-            let _ = redacted.set_password(Some("***"));
-            return Err(RepositoryError::InvalidUrl {
-                url: redacted.to_string(),
-                reason: "it contains a password, which would be stored with the job".into(),
-            });
+        if parsed.scheme() == "https" && !cfg!(feature = "git-https") {
+            return Err(invalid(
+                "this build of danube cannot clone over HTTPS (build it with \
+                 `--features git-https`, as the coordinator image is)",
+            ));
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(invalid("it names no host"));
@@ -429,8 +442,15 @@ mod tests {
     #[test]
     fn remote_urls_and_commits_are_checked() {
         let policy = RepositoryPolicy::default();
+        let https = policy.check(&source("https://git.example/team/app.git", "main"));
+        if cfg!(feature = "git-https") {
+            https.unwrap();
+        } else {
+            let error = https.unwrap_err().to_string();
+            assert!(error.contains("--features git-https"), "{error}");
+        }
         policy
-            .check(&source("https://git.example/team/app.git", "main"))
+            .check(&source("http://git.example/team/app.git", "main"))
             .unwrap();
         for (url, reason) in [
             (
