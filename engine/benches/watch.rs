@@ -94,6 +94,7 @@ async fn bench(saves: usize) -> anyhow::Result<()> {
         WatchRequest {
             job: JobRequest {
                 project: project.clone(),
+                repository: None,
                 pipeline: None,
                 in_place: false,
                 max_parallel: 4,

@@ -135,6 +135,12 @@ impl DataDir {
         self.root.join("workspaces")
     }
 
+    /// Clones of server jobs' repositories, one folder per job, removed
+    /// when the job ends.
+    pub fn checkouts_dir(&self) -> PathBuf {
+        self.root.join("checkouts")
+    }
+
     pub fn keys_dir(&self) -> PathBuf {
         self.root.join("keys")
     }

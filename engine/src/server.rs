@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Cap on open connections below the one the descriptor limit allows.
     pub max_connections: Option<usize>,
+    /// Folders whose Git repositories jobs may clone by `file://` URL or
+    /// path; empty allows remote repositories only.
+    pub allowed_repository_paths: Vec<PathBuf>,
 }
 
 /// A server whose engine runs and whose listener is bound, not serving yet.
@@ -156,6 +159,9 @@ impl Server {
             header_read_timeout: config.header_read_timeout,
             max_connections: config.max_connections,
             token,
+            repository_policy: crate::orchestrator::RepositoryPolicy {
+                allowed_local_roots: config.allowed_repository_paths,
+            },
         });
         tracing::info!(%addr, "server listening");
         Ok(Server {
@@ -242,10 +248,18 @@ pub async fn start_local_engine(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Engine, ServerError> {
     let backend = Arc::new(LocalBackend::new(data.workspaces_dir()));
-    start_engine(data, store, backend, progress).await
+    start_engine(
+        data,
+        store,
+        backend,
+        crate::rpc::LOOPBACK_EPHEMERAL,
+        progress,
+    )
+    .await
 }
 
-/// Sets up the SDK's Python environment and starts an engine on `backend`.
+/// Sets up the SDK's Python environment and starts an engine on `backend`
+/// whose gRPC server for coordinators listens on `rpc_bind`.
 ///
 /// # Errors
 ///
@@ -255,16 +269,20 @@ pub async fn start_engine(
     data: &DataDir,
     store: Store,
     backend: Arc<dyn Backend>,
+    rpc_bind: SocketAddr,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Engine, ServerError> {
     let python = crate::python::ensure_env(data, progress).await?;
-    Engine::start(EngineParts {
-        data: data.clone(),
-        store,
-        backend,
-        python,
-        max_artifact_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
-    })
+    Engine::start_with_rpc(
+        EngineParts {
+            data: data.clone(),
+            store,
+            backend,
+            python,
+            max_artifact_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
+        },
+        rpc_bind,
+    )
     .await
     .map_err(ServerError::StartEngine)
 }

@@ -8,7 +8,12 @@ use danube::rpc::{TokenRegistry, serve};
 use tonic::Code;
 
 async fn client() -> JobServiceClient<tonic::transport::Channel> {
-    let addr = serve(Arc::new(TokenRegistry::default())).await.unwrap();
+    let addr = serve(
+        Arc::new(TokenRegistry::default()),
+        danube::rpc::LOOPBACK_EPHEMERAL,
+    )
+    .await
+    .unwrap();
     JobServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap()

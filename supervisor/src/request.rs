@@ -6,6 +6,10 @@
 //! ```json
 //! {"id": "42", "command": "make test", "workdir": "/workspace", "env": {"CI": "true"}}
 //! ```
+//!
+//! An optional `stdin` string is written to the command's stdin, which is
+//! then closed; without it the command's stdin is `/dev/null`. The engine
+//! hands the coordinator its job token this way.
 
 use crate::json::{self, Value};
 
@@ -18,6 +22,9 @@ pub struct StepRequest {
     pub workdir: String,
     /// Added to the container's environment; a request value wins.
     pub env: Vec<(String, String)>,
+    /// Written to the command's stdin before it is closed; `None` gives
+    /// the command `/dev/null`.
+    pub stdin: Option<String>,
 }
 
 impl StepRequest {
@@ -46,11 +53,18 @@ impl StepRequest {
             Some(Value::Object(variables)) => env_pairs(variables)?,
             Some(_) => return Err("invalid step request: `env` must be an object".into()),
         };
+        // Never quoted in an error: it can hold a token.
+        let stdin = match members.remove("stdin") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text),
+            Some(_) => return Err("invalid step request: `stdin` must be a string".into()),
+        };
         Ok(StepRequest {
             id,
             command,
             workdir,
             env,
+            stdin,
         })
     }
 }
@@ -97,8 +111,22 @@ mod tests {
                 command: "echo hi".into(),
                 workdir: "/workspace".into(),
                 env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
+                stdin: None,
             }
         );
+    }
+
+    #[test]
+    fn stdin_text_parses_and_is_never_quoted() {
+        let request = StepRequest::parse(
+            r#"{"id":"c-0","command":"python","workdir":"/workspace","stdin":"tok-123\n"}"#,
+        )
+        .unwrap();
+        assert_eq!(request.stdin.as_deref(), Some("tok-123\n"));
+
+        let wrong =
+            StepRequest::parse(r#"{"id":"c","command":"x","workdir":"/","stdin":5}"#).unwrap_err();
+        assert!(wrong.contains("`stdin` must be a string"), "{wrong}");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! the supervisor's own stdout and stderr (the exec stream) and to files in
 //! its state directory, and its exit code is recorded there when it ends.
 //!
-//! After the request, stdin stays open as a control channel:
+//! The request's `stdin` text, when it has one, is written to the step's
+//! stdin, which is then closed; otherwise the step's stdin is `/dev/null`.
+//!
+//! After the request, the supervisor's stdin stays open as a control channel:
 //!
 //! - a [`CANCEL`] byte kills the whole process group (SIGTERM, then SIGKILL
 //!   after [`KILL_GRACE`]);
@@ -147,7 +150,11 @@ fn start(request: &StepRequest, shell: &Path) -> Result<Child, String> {
     command
         .current_dir(&request.workdir)
         .envs(request.env.iter().map(|(name, value)| (name, value)))
-        .stdin(Stdio::null())
+        .stdin(if request.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -157,13 +164,19 @@ fn start(request: &StepRequest, shell: &Path) -> Result<Child, String> {
         command.pre_exec(unblock_signals);
     }
 
-    command.spawn().map_err(|err| {
+    let mut child = command.spawn().map_err(|err| {
         let program = command.get_program().to_string_lossy().into_owned();
         format!(
             "failed to start `{program}` in `{}`: {err}",
             request.workdir
         )
-    })
+    })?;
+    if let (Some(text), Some(mut stdin)) = (&request.stdin, child.stdin.take()) {
+        // A command that exits without reading its stdin breaks the pipe,
+        // and its exit code then shows why. Dropping `stdin` closes it.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    Ok(child)
 }
 
 /// Clears the signal mask the supervisor set for its signal thread, since a

@@ -465,3 +465,48 @@ fn usage_errors_exit_2() {
         assert_eq!(output.status.code(), Some(2), "{arguments:?}");
     }
 }
+
+#[test]
+fn request_stdin_reaches_the_step_and_is_closed() {
+    let temp = tempfile::tempdir().unwrap();
+    let state = temp.path().join("state");
+    let line = format!(
+        "{{\"id\":\"c-0\",\"command\":\"read first; echo \\\"got $first\\\"; cat; echo end\",\"workdir\":{:?},\"stdin\":\"tok-42\\n\"}}\n",
+        temp.path().display().to_string()
+    );
+
+    // The supervisor's own stdin stays open, so only the request's text
+    // and its end can let `cat` finish.
+    let mut child = start_run(&state, &line, &[]);
+    let status = wait_for_exit(&mut child, Duration::from_secs(10));
+
+    assert!(status.success(), "{status:?}");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(stdout, "got tok-42\nend\n");
+}
+
+#[test]
+fn step_without_request_stdin_reads_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let state = temp.path().join("state");
+    let line = request("s-0", "cat; echo done", temp.path(), &[]);
+
+    let mut child = start_run(&state, &line, &[]);
+    let status = wait_for_exit(&mut child, Duration::from_secs(10));
+
+    assert!(status.success(), "{status:?}");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(stdout, "done\n");
+}

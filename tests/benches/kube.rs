@@ -14,6 +14,10 @@
 //! times leave out image pulls, scheduling and the network of a real
 //! cluster; the request counts are the engine's own.
 //!
+//! With `--coordinator-python PATH` it also runs the kube jobs with the
+//! coordinator in the job pod (`--coordinator pod`), run by that Python,
+//! which must import the SDK and be executable by the pod's user (65532).
+//!
 //! Run it with `cargo build -p danube -p danube-supervisor && cargo bench
 //! -p danube-tests --bench kube -- --repeats 3 --steps 20`. `cargo test
 //! --all-targets` runs this binary without `--bench`, and it then only
@@ -28,6 +32,8 @@ use danube_tests::{Sandbox, danube_bin};
 struct Args {
     repeats: usize,
     steps: usize,
+    /// Also measure the coordinator in the pod, run by this Python.
+    coordinator_python: Option<String>,
 }
 
 fn parse_args() -> Option<Args> {
@@ -36,6 +42,7 @@ fn parse_args() -> Option<Args> {
     let mut parsed = Args {
         repeats: 3,
         steps: 20,
+        coordinator_python: None,
     };
     while let Some(arg) = args.next() {
         let mut count = |name: &str| -> usize {
@@ -48,6 +55,12 @@ fn parse_args() -> Option<Args> {
             "--bench" => bench = true,
             "--repeats" => parsed.repeats = count("--repeats"),
             "--steps" => parsed.steps = count("--steps").max(2),
+            "--coordinator-python" => {
+                parsed.coordinator_python = Some(
+                    args.next()
+                        .expect("--coordinator-python takes the path of a Python"),
+                );
+            }
             _ => {}
         }
     }
@@ -72,8 +85,23 @@ fn pipeline(steps: usize) -> String {
     )
 }
 
-/// Runs a pipeline of `steps` steps, on the emulator when `kube` is given.
-fn run_job(steps: usize, kube: Option<&Emulator>) -> JobRun {
+/// Where a bench job runs.
+#[derive(Clone, Copy)]
+enum Placement<'a> {
+    Local,
+    /// On the emulator, with the coordinator beside the engine.
+    Kube(&'a Emulator),
+    /// On the emulator, with the coordinator in the pod run by this Python.
+    KubePod(&'a Emulator, &'a str),
+}
+
+/// Runs a pipeline of `steps` steps on `placement`.
+fn run_job(steps: usize, placement: Placement<'_>) -> JobRun {
+    let (kube, coordinator_python) = match placement {
+        Placement::Local => (None, None),
+        Placement::Kube(emulator) => (Some(emulator), None),
+        Placement::KubePod(emulator, python) => (Some(emulator), Some(python)),
+    };
     let sandbox = Sandbox::new();
     sandbox.pipeline(&pipeline(steps));
     let mut args = vec!["run".to_owned(), sandbox.project().display().to_string()];
@@ -86,6 +114,14 @@ fn run_job(steps: usize, kube: Option<&Emulator>) -> JobRun {
             emulator.kubeconfig_path().display().to_string(),
             "--tools-image".to_owned(),
             "danube-coordinator:bench".to_owned(),
+        ]);
+    }
+    if let Some(python) = coordinator_python {
+        args.extend([
+            "--coordinator".to_owned(),
+            "pod".to_owned(),
+            "--coordinator-python".to_owned(),
+            python.to_owned(),
         ]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -124,13 +160,16 @@ fn main() {
     let extra = (args.steps - 1) as f64;
     let mut local_overhead = Vec::new();
     let mut kube_overhead = Vec::new();
+    let mut pod_overhead = Vec::new();
     let mut per_step = Counts::new();
     let mut per_job = Counts::new();
+    let mut pod_per_step = Counts::new();
+    let mut pod_per_job = Counts::new();
     for repeat in 1..=args.repeats {
-        let local_one = run_job(1, None);
-        let local_many = run_job(args.steps, None);
-        let kube_one = run_job(1, Some(&emulator));
-        let kube_many = run_job(args.steps, Some(&emulator));
+        let local_one = run_job(1, Placement::Local);
+        let local_many = run_job(args.steps, Placement::Local);
+        let kube_one = run_job(1, Placement::Kube(&emulator));
+        let kube_many = run_job(args.steps, Placement::Kube(&emulator));
 
         // Signed, since noise can make the longer job finish first.
         let per_extra_step = |many: &JobRun, one: &JobRun| {
@@ -146,15 +185,20 @@ fn main() {
         );
         local_overhead.push(local_ms);
         kube_overhead.push(kube_ms);
-
         // Request counts do not vary between repeats, so the last is kept.
-        per_step.clear();
-        per_job.clear();
-        for (key, many) in &kube_many.requests {
-            let one = kube_one.requests.get(key).copied().unwrap_or(0);
-            let step_count = (many - one) / (args.steps as u64 - 1);
-            per_step.insert(key.clone(), step_count);
-            per_job.insert(key.clone(), one.saturating_sub(step_count));
+        (per_job, per_step) = split_counts(&kube_one, &kube_many, args.steps);
+
+        if let Some(python) = &args.coordinator_python {
+            let pod_one = run_job(1, Placement::KubePod(&emulator, python));
+            let pod_many = run_job(args.steps, Placement::KubePod(&emulator, python));
+            let pod_ms = per_extra_step(&pod_many, &pod_one);
+            println!(
+                "repeat {repeat}: coordinator in the pod: per extra step {pod_ms:.1} ms; \
+                 one-step job {:.2} s",
+                pod_one.wall.as_secs_f64(),
+            );
+            pod_overhead.push(pod_ms);
+            (pod_per_job, pod_per_step) = split_counts(&pod_one, &pod_many, args.steps);
         }
     }
 
@@ -169,10 +213,39 @@ fn main() {
         "| kubernetes (emulator) | {:.1} |",
         median(&mut kube_overhead)
     );
+    if !pod_overhead.is_empty() {
+        println!(
+            "| kubernetes (emulator), coordinator in the pod | {:.1} |",
+            median(&mut pod_overhead)
+        );
+    }
+    print_counts("coordinator beside the engine", &per_job, &per_step);
+    if args.coordinator_python.is_some() {
+        print_counts("coordinator in the pod", &pod_per_job, &pod_per_step);
+    }
+}
+
+/// Splits the requests of a one-step and a many-step job into those of the
+/// job and those of each step.
+fn split_counts(one: &JobRun, many: &JobRun, steps: usize) -> (Counts, Counts) {
+    let mut per_job = Counts::new();
+    let mut per_step = Counts::new();
+    for (key, total) in &many.requests {
+        let single = one.requests.get(key).copied().unwrap_or(0);
+        let step_count = (total - single) / (steps as u64 - 1);
+        per_step.insert(key.clone(), step_count);
+        per_job.insert(key.clone(), single.saturating_sub(step_count));
+    }
+    (per_job, per_step)
+}
+
+fn print_counts(title: &str, per_job: &Counts, per_step: &Counts) {
+    println!();
+    println!("{title}:");
     println!();
     println!("| verb | resource | requests per job | requests per step |");
     println!("|---|---|---|---|");
-    for ((verb, resource), job) in &per_job {
+    for ((verb, resource), job) in per_job {
         let step = per_step
             .get(&(verb.clone(), resource.clone()))
             .copied()

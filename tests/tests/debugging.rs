@@ -22,6 +22,7 @@ const WAIT_LIMIT: Duration = Duration::from_secs(60);
 fn request(sandbox: &Sandbox, breakpoints: Breakpoints) -> JobRequest {
     JobRequest {
         project: sandbox.project(),
+        repository: None,
         pipeline: None,
         in_place: false,
         max_parallel: 4,

@@ -533,12 +533,17 @@ fn egress_rules_name_peer_and_port() {
         .map(|(_, document)| strict(document).unwrap())
         .collect();
 
-    assert_eq!(policies.len(), 3);
+    assert_eq!(policies.len(), 5);
     for policy in policies {
         let name = policy.metadata.name.clone().unwrap();
+        let expected_namespace = if name == "engine-grpc-from-jobs" {
+            SYSTEM_NAMESPACE
+        } else {
+            JOBS_NAMESPACE
+        };
         assert_eq!(
             policy.metadata.namespace.as_deref(),
-            Some(JOBS_NAMESPACE),
+            Some(expected_namespace),
             "{name}"
         );
         // A rule without peers or ports allows every destination or port.
@@ -557,6 +562,109 @@ fn egress_rules_name_peer_and_port() {
     assert_eq!(
         peer.pod_selector.as_ref().unwrap().match_labels,
         label_selector("app.kubernetes.io/name", "danube-registry")
+    );
+}
+
+/// The namespace labels and pod labels of a policy's one peer, and its
+/// ports as `PROTOCOL/PORT`.
+type PeerAndPorts = (
+    Option<BTreeMap<String, String>>,
+    Option<BTreeMap<String, String>>,
+    Vec<String>,
+);
+
+fn peer_and_ports(
+    peers: &[k8s_openapi::api::networking::v1::NetworkPolicyPeer],
+    ports: &[k8s_openapi::api::networking::v1::NetworkPolicyPort],
+) -> PeerAndPorts {
+    assert_eq!(peers.len(), 1);
+    let ports = ports
+        .iter()
+        .map(|port| {
+            format!(
+                "{}/{}",
+                port.protocol.clone().unwrap(),
+                serde_json::to_string(port.port.as_ref().unwrap()).unwrap()
+            )
+        })
+        .collect();
+    (
+        peers[0].namespace_selector.clone().unwrap().match_labels,
+        peers[0].pod_selector.clone().unwrap().match_labels,
+        ports,
+    )
+}
+
+#[test]
+fn only_job_pods_reach_the_engine_grpc_port() {
+    let deployment = engine_deployment();
+    let args = pod_spec(&deployment).containers[0].args.clone().unwrap();
+    assert!(args.contains(&"--coordinator=pod".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--rpc-listen=0.0.0.0:7001".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--engine-address=http://danube-engine.danube-system.svc:7001".to_owned()),
+        "{args:?}"
+    );
+    let service: Service = find("Service", "danube-engine");
+    let grpc = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|port| port.name.as_deref() == Some("grpc"))
+        .expect("the engine's Service exposes the gRPC port");
+    assert_eq!(grpc.port, 7001);
+
+    let egress = network_policy("jobs-to-engine-grpc");
+    let spec = egress.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels,
+        label_selector("app.kubernetes.io/managed-by", "danube")
+    );
+    let rules = spec.egress.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        peer_and_ports(
+            rules[0].to.as_deref().unwrap(),
+            rules[0].ports.as_deref().unwrap()
+        ),
+        (
+            label_selector("kubernetes.io/metadata.name", SYSTEM_NAMESPACE),
+            label_selector("app.kubernetes.io/name", "danube-engine"),
+            vec!["TCP/7001".to_owned()]
+        )
+    );
+
+    let ingress: NetworkPolicy = find("NetworkPolicy", "engine-grpc-from-jobs");
+    assert_eq!(
+        ingress.metadata.namespace.as_deref(),
+        Some(SYSTEM_NAMESPACE)
+    );
+    let spec = ingress.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels,
+        label_selector("app.kubernetes.io/name", "danube-engine")
+    );
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&strings(&["Ingress"])[..])
+    );
+    let rules = spec.ingress.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        peer_and_ports(
+            rules[0].from.as_deref().unwrap(),
+            rules[0].ports.as_deref().unwrap()
+        ),
+        (
+            label_selector("kubernetes.io/metadata.name", JOBS_NAMESPACE),
+            label_selector("app.kubernetes.io/managed-by", "danube"),
+            vec!["TCP/7001".to_owned()]
+        )
     );
 }
 

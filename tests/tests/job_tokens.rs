@@ -13,6 +13,7 @@ use danube_tests::engine::local_engine;
 fn request(sandbox: &Sandbox) -> JobRequest {
     JobRequest {
         project: sandbox.project(),
+        repository: None,
         pipeline: None,
         in_place: true,
         max_parallel: 4,

@@ -80,6 +80,19 @@ impl Cluster {
         ]
     }
 
+    /// Arguments that put the coordinator in the job pod, run by a Python
+    /// that the pod's user may execute.
+    fn pod_coordinator_args(&self) -> Vec<String> {
+        vec![
+            "--coordinator".into(),
+            "pod".into(),
+            "--coordinator-image".into(),
+            "danube-coordinator:test".into(),
+            "--coordinator-python".into(),
+            coordinator_venv().join("bin/python").display().to_string(),
+        ]
+    }
+
     fn run(&self, sandbox: &Sandbox, project: &Path, extra: &[&str]) -> Run {
         let mut args = vec!["run".to_owned(), project.display().to_string()];
         args.extend(self.args());
@@ -104,6 +117,59 @@ impl Cluster {
                 .collect()
         })
     }
+}
+
+/// Returns a venv for coordinators in job pods, as the coordinator image
+/// has one. It is made from the system's `/usr/bin/python3`, which the
+/// pod's user (65532) may run, unlike an interpreter under `/root`. It has
+/// the SDK's pinned packages and finds the SDK in the repository through a
+/// `.pth` file.
+fn coordinator_venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let target = danube_bin().parent().unwrap().to_owned();
+        let venv = target.join("test-coordinator-venv");
+        let requirements = workspace_root().join("sdk/python/danube/_requirements.txt");
+        let wanted = std::fs::read_to_string(&requirements).unwrap();
+        let ready = venv.join(".ready");
+        if std::fs::read_to_string(&ready).ok().as_deref() == Some(wanted.as_str()) {
+            return venv;
+        }
+
+        let _ = std::fs::remove_dir_all(&venv);
+        let made = std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let installed = std::process::Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements)
+            .output()
+            .unwrap();
+        assert!(installed.status.success(), "{installed:?}");
+        let site = std::process::Command::new(venv.join("bin/python"))
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ])
+            .output()
+            .unwrap();
+        let site = PathBuf::from(String::from_utf8(site.stdout).unwrap().trim());
+        let sdk = workspace_root().join("sdk/python");
+        std::fs::write(site.join("danube-sdk.pth"), format!("{}\n", sdk.display())).unwrap();
+        std::fs::write(&ready, wanted).unwrap();
+        venv
+    })
+    .clone()
 }
 
 fn example(name: &str) -> PathBuf {
@@ -165,6 +231,22 @@ fn examples_end_the_same_as_on_the_local_backend() {
         path: SYSTEM_PATH.into(),
         ..EmulatorOptions::default()
     });
+    compare_examples_with_local_backend(&cluster, &[]);
+}
+
+#[test]
+fn examples_with_the_coordinator_in_the_pod_end_as_on_the_local_backend() {
+    let cluster = Cluster::start(EmulatorOptions {
+        path: SYSTEM_PATH.into(),
+        ..EmulatorOptions::default()
+    });
+    compare_examples_with_local_backend(&cluster, &cluster.pod_coordinator_args());
+}
+
+/// Runs each example on the local backend and on `cluster` with `extra`
+/// arguments, and compares states, step logs and artifacts.
+fn compare_examples_with_local_backend(cluster: &Cluster, extra: &[String]) {
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     for name in ["quickstart", "dag", "release"] {
         let local = Sandbox::new();
         let local_run = Run::from_output(
@@ -176,8 +258,7 @@ fn examples_end_the_same_as_on_the_local_backend() {
                 .unwrap(),
         );
         let kube = Sandbox::new();
-        let kube_run = cluster.run(&kube, &example(name), &[]);
-
+        let kube_run = cluster.run(&kube, &example(name), &extra);
         assert_eq!(kube_run.code, local_run.code, "{name}: {}", kube_run.text());
         let local_job = local.last_job();
         let kube_job = kube.last_job();
@@ -731,7 +812,7 @@ fn run_with_egress(
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
 
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     let pod = wait_for_running_step(cluster);
     let policies = emulator.policies(resource, JOBS_NAMESPACE);
     let pod_uid = cluster.runtime.block_on(async {
@@ -800,7 +881,7 @@ fn cilium_policy_lives_with_job() {
         serde_json::json!([{"matchPattern": "*.github.com"}, {"matchName": "pypi.org"}])
     );
     assert_eq!(rules[2]["toPorts"][0]["ports"][0]["port"], "443");
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     assert!(
         emulator
             .policies(PolicyResource::Plain, JOBS_NAMESPACE)
@@ -840,7 +921,7 @@ fn plain_policy_keeps_only_cidrs() {
         text.contains("not enforced and their hosts stay unreachable: pypi.org:443"),
         "{text}"
     );
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     assert!(
         emulator
             .policies(PolicyResource::Plain, JOBS_NAMESPACE)
@@ -868,7 +949,7 @@ fn cancelled_job_deletes_its_policy() {
     assert_eq!(egress.run.code, 1, "{}", egress.run.text());
     assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
     assert_eq!(egress.policies.len(), 1);
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     assert!(
         emulator
             .policies(PolicyResource::Cilium, JOBS_NAMESPACE)
@@ -900,7 +981,7 @@ fn fixed_egress_rejects_widening_pipeline() {
     let job = sandbox.last_job();
     assert_eq!(job["job"]["state"], "failure");
     assert!(job["steps"].as_array().unwrap().is_empty(), "a step ran");
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     assert_eq!(emulator.request_count("create", "networkpolicies"), 0);
     assert!(cluster.pods().is_empty());
 }
@@ -997,7 +1078,7 @@ def main():
     assert_eq!(job["job"]["state"], "success", "{text}");
     assert_eq!(step(&job, "main", "after")["state"], "success");
     assert!(!text.contains(secret), "the secret was echoed: {text}");
-    let emulator = cluster.emulator.as_ref().unwrap();
+    let emulator = cluster.emulator();
     let uris = emulator.exec_uris();
     assert!(uris.iter().any(|uri| uri.contains("tty=true")), "{uris:?}");
     assert!(
@@ -1030,4 +1111,262 @@ def main():
 
     assert_eq!(status.code(), Some(1), "{}", terminal.text());
     assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
+}
+
+/// Starts `danube run` with the coordinator in the pod and returns the
+/// child and the job pod's workspace folder on the host, once the
+/// coordinator has written `marker` there.
+fn start_with_pod_coordinator(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    marker: &str,
+) -> (std::process::Child, String, PathBuf) {
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .args(cluster.pod_coordinator_args())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+
+    let emulator = cluster.emulator();
+    for _ in 0..1200 {
+        for pod in cluster.pods() {
+            if let Some(workspace) = emulator.volume_dir(JOBS_NAMESPACE, &pod, "workspace")
+                && workspace.join(marker).exists()
+            {
+                return (child, pod, workspace);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = Run::from_output(child.wait_with_output().unwrap());
+    panic!("the coordinator never wrote `{marker}`: {}", run.text());
+}
+
+#[test]
+fn coordinator_in_the_pod_gets_its_token_over_stdin_only() {
+    let Some(cluster) = Cluster::for_faults("coordinator_in_the_pod_gets_its_token_over_stdin_only", EmulatorOptions::default()) else {
+        return;
+    };
+    let emulator = cluster.emulator();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+import os, sys, time
+from danube import artifacts, ctx, pipeline, step
+from danube import _client
+
+@pipeline(name="token")
+def main():
+    token = dict(_client.get_client()._metadata)["authorization"].split(" ", 1)[1]
+    assert len(token) >= 20, "no token"
+    assert all(token not in value for value in os.environ.values()), "the token is in the environment"
+    for own in ("/proc/self/cmdline", "/proc/self/environ"):
+        assert token.encode() not in open(own, "rb").read(), own
+    assert sys.stdin.read() == "", "stdin still holds data"
+    assert ctx.workspace == "/workspace", ctx.workspace
+    print("coordinator runs in", os.getcwd())
+    with open("token-seen", "w") as seen:
+        seen.write(token)
+    while not os.path.exists("release"):
+        time.sleep(0.05)
+    step.run("echo from the worker > out.txt", name="write")
+    assert open("out.txt").read() == "from the worker\n"
+    artifacts.upload("out.txt")
+"#,
+    );
+
+    let (child, pod, workspace) = start_with_pod_coordinator(&cluster, &sandbox, "token-seen");
+    let token = std::fs::read_to_string(workspace.join("token-seen")).unwrap();
+    let spec = cluster.runtime.block_on(async {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(emulator.client().await, JOBS_NAMESPACE);
+        api.get(&pod).await.unwrap()
+    });
+    std::fs::write(workspace.join("release"), "").unwrap();
+    let run = Run::from_output(child.wait_with_output().unwrap());
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let containers: Vec<&str> = spec
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .map(|container| container.name.as_str())
+        .collect();
+    assert_eq!(containers, ["worker", "coordinator"]);
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(
+        !json.contains(token.trim()),
+        "the token is in the pod: {json}"
+    );
+    assert!(!run.text().contains(token.trim()), "the token was printed");
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "success");
+    let names: Vec<&str> = job["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|artifact| artifact["name"].as_str())
+        .collect();
+    assert_eq!(names, ["out.txt"]);
+    let id = job["job"]["id"].as_str().unwrap();
+    let logs = sandbox.danube(&["logs", id]);
+    assert!(
+        logs.stdout.contains("coordinator runs in /workspace"),
+        "{}",
+        logs.text()
+    );
+}
+
+#[test]
+fn cancel_stops_the_coordinator_in_the_pod() {
+    let Some(cluster) = Cluster::for_faults("cancel_stops_the_coordinator_in_the_pod", EmulatorOptions::default()) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+import time
+from danube import pipeline
+
+@pipeline(name="wait")
+def main():
+    open("waiting", "w").close()
+    time.sleep(600)
+"#,
+    );
+
+    let (child, _, _) = start_with_pod_coordinator(&cluster, &sandbox, "waiting");
+    // SIGINT is what Ctrl-C sends to the danube process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let run = Run::from_output(child.wait_with_output().unwrap());
+
+    assert_eq!(run.code, 1, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "cancelled");
+    assert_eq!(task(&job, "main")["state"], "cancelled");
+    assert!(
+        cluster.pods().is_empty(),
+        "the pod outlived the cancelled job"
+    );
+}
+
+#[test]
+fn dropped_coordinator_exec_is_reattached() {
+    let Some(cluster) = Cluster::for_faults("dropped_coordinator_exec_is_reattached", EmulatorOptions::default()) else {
+        return;
+    };
+    let emulator = cluster.emulator();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+import os, time
+from danube import pipeline, step
+
+@pipeline(name="drop")
+def main():
+    print("before the drop", flush=True)
+    open("waiting", "w").close()
+    while not os.path.exists("release"):
+        time.sleep(0.05)
+    print("script resumed", flush=True)
+    step.run("echo step ran", name="after")
+"#,
+    );
+
+    let (child, _, workspace) = start_with_pod_coordinator(&cluster, &sandbox, "waiting");
+    assert!(
+        emulator.fail_exec_connections(ExecFault::Reset) > 0,
+        "no exec was open"
+    );
+    std::fs::write(workspace.join("release"), "").unwrap();
+    let run = Run::from_output(child.wait_with_output().unwrap());
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "success");
+    let id = job["job"]["id"].as_str().unwrap();
+    let logs = sandbox.danube(&["logs", id]).stdout;
+    assert_eq!(logs.matches("before the drop").count(), 1, "{logs}");
+    assert_eq!(logs.matches("script resumed").count(), 1, "{logs}");
+    assert!(
+        logs.contains("the connection to this step dropped; reattaching"),
+        "{logs}"
+    );
+    assert!(logs.contains("step ran"), "{logs}");
+}
+
+#[test]
+fn lost_coordinator_fails_the_job_with_the_reason() {
+    let Some(cluster) = Cluster::for_faults("lost_coordinator_fails_the_job_with_the_reason", EmulatorOptions::default()) else {
+        return;
+    };
+    let emulator = cluster.emulator();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+import time
+from danube import pipeline
+
+@pipeline(name="lost")
+def main():
+    open("waiting", "w").close()
+    time.sleep(600)
+"#,
+    );
+
+    let (child, _, _) = start_with_pod_coordinator(&cluster, &sandbox, "waiting");
+    emulator.refuse_execs(true);
+    assert!(emulator.fail_exec_connections(ExecFault::Reset) > 0);
+    let run = Run::from_output(child.wait_with_output().unwrap());
+
+    assert_eq!(run.code, 1, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "failure");
+    let reason = job["job"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("lost the connection to the coordinator"),
+        "{reason}"
+    );
+    assert!(cluster.pods().is_empty(), "the pod outlived the job");
+}
+
+#[test]
+fn dry_run_shows_the_coordinator_container() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline("from danube import pipeline, step\n@pipeline(name='p')\ndef main():\n    step.run('true')\n");
+
+    let run = cluster.run(
+        &sandbox,
+        &sandbox.project(),
+        &[
+            "--dry-run",
+            "--coordinator",
+            "pod",
+            "--coordinator-image",
+            "registry.test/coordinator:7",
+        ],
+    );
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(run.stdout.contains("name: coordinator"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("image: registry.test/coordinator:7"),
+        "{}",
+        run.stdout
+    );
+    let engine = cluster.run(&sandbox, &sandbox.project(), &["--dry-run"]);
+    assert!(
+        !engine.stdout.contains("name: coordinator"),
+        "a kubeconfig context puts the coordinator beside the engine: {}",
+        engine.stdout
+    );
 }

@@ -51,6 +51,7 @@ async fn kube_engine(sandbox: &Sandbox) -> (Emulator, Engine) {
             pod_start_limit: POD_START_LIMIT,
             max_download_bytes: 1 << 20,
             egress: Default::default(),
+            coordinator: None,
         },
     )
     .unwrap();
@@ -74,6 +75,7 @@ async fn kube_engine(sandbox: &Sandbox) -> (Emulator, Engine) {
 fn request(sandbox: &Sandbox, breakpoints: Breakpoints) -> JobRequest {
     JobRequest {
         project: sandbox.project(),
+        repository: None,
         pipeline: None,
         in_place: false,
         max_parallel: 4,

@@ -80,6 +80,7 @@ impl Watching {
         let request = WatchRequest {
             job: JobRequest {
                 project: sandbox.project(),
+                repository: None,
                 pipeline: None,
                 in_place: false,
                 max_parallel: 4,

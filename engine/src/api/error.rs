@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
-use crate::orchestrator::OrchestratorError;
+use crate::orchestrator::{OrchestratorError, RepositoryError, error_chain};
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -108,6 +108,17 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Project(_)
             | OrchestratorError::InvalidPipelineName(_)
             | OrchestratorError::InvalidBreakpoint(_) => ApiError::unprocessable(err.to_string()),
+            OrchestratorError::Repository(
+                RepositoryError::InvalidUrl { .. }
+                | RepositoryError::LocalNotAllowed { .. }
+                | RepositoryError::InvalidCommit { .. },
+            ) => ApiError::bad_request(err.to_string()),
+            OrchestratorError::Repository(
+                RepositoryError::Clone { .. }
+                | RepositoryError::UnknownCommit { .. }
+                | RepositoryError::Checkout { .. }
+                | RepositoryError::NoPipelineFile { .. },
+            ) => ApiError::unprocessable(error_chain(&err)),
             err => ApiError::internal("start the job", &err),
         }
     }

@@ -17,7 +17,9 @@ use super::artifacts::{Artifact, artifact_body};
 use super::debug::DebugPause;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{JobId, JobState, RunState};
-use crate::orchestrator::{Breakpoints, JobBackend, JobRequest, PIPELINE_FILE, check_project};
+use crate::orchestrator::{
+    Breakpoints, JobBackend, JobRequest, PIPELINE_FILE, RepositorySource, check_project,
+};
 use crate::store::{JobFilter, JobRecord, StepRecord, TaskRecord};
 
 /// Jobs per page when the request gives no `limit`.
@@ -31,7 +33,8 @@ pub struct Job {
     pub id: String,
     /// Empty until the script declared its pipeline.
     pub pipeline: String,
-    /// The project folder the job ran from.
+    /// The project folder the job ran from, or the URL of the repository
+    /// it cloned.
     pub project: String,
     /// `pending`, `scheduling`, `running`, `success`, `failure`, `timeout`
     /// or `cancelled`.
@@ -122,8 +125,17 @@ pub struct JobPage {
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// Absolute path of a folder on the server's machine that contains
-    /// `danubefile.py`.
-    pub project: String,
+    /// `danubefile.py`. Pass either this or `repository` with `commit`.
+    pub project: Option<String>,
+    /// A Git repository to clone as the project: an `https://` (in builds
+    /// with the `git-https` feature), `http://` or `git://` URL without a
+    /// password. `file://` URLs and absolute
+    /// paths are accepted only inside the folders the server allows
+    /// (`danube serve --allow-repository-path`).
+    pub repository: Option<String>,
+    /// The commit of `repository` to run: a full or abbreviated SHA, a
+    /// branch or a tag. The job's `branch` is set when it names a branch.
+    pub commit: Option<String>,
     /// The pipeline to run when the file defines several.
     pub pipeline: Option<String>,
     /// Steps to pause before: `task/step`, a step name, or a task name (its
@@ -139,6 +151,49 @@ pub struct CreateJob {
     /// context) or `kube:CONTEXT`. Only servers that let each job choose
     /// accept it, as the desktop app does; absent, the server's own target.
     pub target: Option<String>,
+}
+
+/// The source of a job: a folder on the server, or a repository at a commit.
+#[derive(Debug)]
+enum JobSource {
+    Folder(PathBuf),
+    Repository(RepositorySource),
+}
+
+/// Reads the source of a [`CreateJob`]: exactly one of `project` and
+/// `repository`, the latter with `commit`.
+fn job_source(state: &AppState, body: &CreateJob) -> Result<JobSource, ApiError> {
+    match (&body.project, &body.repository, &body.commit) {
+        (Some(project), None, None) => {
+            let project = absolute_project(project)?;
+            check_project(&project).map_err(|err| ApiError::unprocessable(err.to_string()))?;
+            Ok(JobSource::Folder(project))
+        }
+        (None, Some(url), Some(commit)) => {
+            let source = RepositorySource {
+                url: url.clone(),
+                commit: commit.clone(),
+            };
+            state
+                .repository_policy
+                .check(&source)
+                .map_err(|err| ApiError::bad_request(err.to_string()))?;
+            Ok(JobSource::Repository(source))
+        }
+        (None, Some(_), None) => Err(ApiError::bad_request(
+            "`commit` is missing: pass the commit SHA, branch or tag of `repository` to run",
+        )),
+        (Some(_), Some(_), _) => Err(ApiError::bad_request(
+            "pass either `project` (a folder on the server) or `repository` with `commit`, not both",
+        )),
+        (Some(_), None, Some(_)) | (None, None, Some(_)) => Err(ApiError::bad_request(
+            "`commit` goes with `repository`; a `project` folder runs as it is on disk",
+        )),
+        (None, None, None) => Err(ApiError::bad_request(format!(
+            "the job has no source: pass `project` (the absolute path of a folder that contains \
+             {PIPELINE_FILE}) or `repository` with `commit`"
+        ))),
+    }
 }
 
 /// The optional body of a rerun: breakpoints for the new job, as in
@@ -179,9 +234,9 @@ pub struct ListQuery {
     path = "/api/v1/jobs",
     request_body = CreateJob,
     responses(
-        (status = 201, description = "The job was recorded and started", body = Job),
-        (status = 400, description = "The project path is not absolute", body = ErrorBody),
-        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py; or a breakpoint or the target is malformed", body = ErrorBody),
+        (status = 201, description = "The job was recorded and started; a repository was cloned first", body = Job),
+        (status = 400, description = "Neither or both of `project` and `repository`, `repository` without `commit`, a project path that is not absolute, or a repository URL or commit the server does not accept", body = ErrorBody),
+        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py; the repository cannot be cloned, lacks the commit, or has no danubefile.py at it; or a breakpoint or the target is malformed", body = ErrorBody),
         (status = 502, description = "The target's cluster cannot be reached", body = ErrorBody),
         (status = 503, description = "The server is stopping", body = ErrorBody),
     )
@@ -190,12 +245,11 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<Response, ApiError> {
-    let project = absolute_project(&body.project)?;
-    check_project(&project).map_err(|err| ApiError::unprocessable(err.to_string()))?;
+    let source = job_source(&state, &body)?;
     let pipeline = body.pipeline.filter(|name| !name.is_empty());
     let breakpoints = breakpoints(body.break_before, body.break_on_failure);
     let backend = super::targets::job_backend(&state, body.target.as_deref()).await?;
-    submit(&state, project, pipeline, breakpoints, backend).await
+    submit(&state, source, pipeline, breakpoints, backend).await
 }
 
 /// Reads the `project` of a request, which must be an absolute path.
@@ -221,7 +275,7 @@ pub(super) fn stopping(what: &str) -> ApiError {
 
 async fn submit(
     state: &AppState,
-    project: PathBuf,
+    source: JobSource,
     pipeline: Option<String>,
     breakpoints: Breakpoints,
     backend: Option<JobBackend>,
@@ -229,10 +283,15 @@ async fn submit(
     if state.stopping.is_cancelled() {
         return Err(stopping("job"));
     }
+    let (project, repository) = match source {
+        JobSource::Folder(project) => (project, None),
+        JobSource::Repository(repository) => (PathBuf::new(), Some(repository)),
+    };
     let handle = state
         .engine
         .submit(JobRequest {
             project,
+            repository,
             pipeline,
             in_place: false,
             max_parallel: state.max_parallel,
@@ -430,9 +489,25 @@ pub async fn rerun(
         Some(target) => super::targets::job_backend(&state, Some(&target)).await?,
         None => rerun_backend(&state, &record.id, record.target.as_deref()).await?,
     };
+    // A job from a repository records its URL as the project, and reruns
+    // the commit it ran.
+    let project = PathBuf::from(&record.project_dir);
+    let source = if project.is_absolute() || record.commit_sha.is_empty() {
+        JobSource::Folder(project)
+    } else {
+        let repository = RepositorySource {
+            url: record.project_dir.clone(),
+            commit: record.commit_sha.clone(),
+        };
+        state
+            .repository_policy
+            .check(&repository)
+            .map_err(|err| ApiError::bad_request(err.to_string()))?;
+        JobSource::Repository(repository)
+    };
     submit(
         &state,
-        PathBuf::from(record.project_dir),
+        source,
         pipeline,
         breakpoints(body.break_before, body.break_on_failure),
         backend,
@@ -447,7 +522,7 @@ pub async fn rerun(
 ///
 /// As [`super::targets::job_backend`]; a job whose own target this server
 /// cannot choose (its database was shared with the desktop app, say) gets a
-/// 422 that says to pass `target`.
+/// 422 that says so.
 async fn rerun_backend(
     state: &AppState,
     id: &JobId,

@@ -44,7 +44,7 @@ use self::doc::CheckResponses;
 use crate::artifacts::{ArtifactStore, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::backend::targets::TargetBackends;
 use crate::config::DataDir;
-use crate::orchestrator::{Engine, JobHandle};
+use crate::orchestrator::{Engine, JobHandle, RepositoryPolicy};
 use crate::store::Store;
 use crate::watch::Watches;
 
@@ -82,6 +82,8 @@ pub struct AppState {
     /// Backends of the targets a request may name; unset, every job runs
     /// on the engine's own backend.
     targets: OnceLock<Arc<TargetBackends>>,
+    /// The repository URLs `POST /api/v1/jobs` accepts.
+    pub(crate) repository_policy: RepositoryPolicy,
 }
 
 /// How to build an [`AppState`].
@@ -97,6 +99,8 @@ pub struct ServerParts {
     pub header_read_timeout: Duration,
     /// Cap on open connections, below the one the descriptor limit allows.
     pub max_connections: Option<usize>,
+    /// The repository URLs jobs may clone.
+    pub repository_policy: RepositoryPolicy,
 }
 
 impl AppState {
@@ -116,6 +120,7 @@ impl AppState {
             max_parallel: parts.max_parallel,
             header_read_timeout: parts.header_read_timeout,
             max_connections: parts.max_connections,
+            repository_policy: parts.repository_policy,
             watches: Watches::default(),
             targets: OnceLock::new(),
         })

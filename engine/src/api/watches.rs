@@ -81,6 +81,7 @@ pub async fn create(
     let request = WatchRequest {
         job: JobRequest {
             project,
+            repository: None,
             pipeline: body.pipeline.filter(|name| !name.is_empty()),
             in_place: false,
             max_parallel: state.max_parallel,

@@ -217,6 +217,26 @@ pub struct OutputChunk {
     pub data: Bytes,
 }
 
+/// The inputs a backend needs to run a job's coordinator in the job's own
+/// environment ([`Backend::run_coordinator`]).
+pub struct CoordinatorLaunch {
+    pub job_id: JobId,
+    /// The job's workspace, as [`Backend::prepare_workspace`] returned it.
+    pub workspace: Workspace,
+    /// The project folder the workspace was copied from; the SDK names it
+    /// in load errors instead of the workspace's copies.
+    pub project: PathBuf,
+    /// The pipeline the job was asked to run, if one was named.
+    pub pipeline: Option<String>,
+    /// The `ctx` values as `DANUBE_*` variables, with paths of the
+    /// workspace as [`Workspace::path`] names them.
+    pub env: BTreeMap<String, String>,
+    /// The address the engine's gRPC server is bound to.
+    pub engine_addr: std::net::SocketAddr,
+    /// The job token, sent as the first line of the coordinator's stdin.
+    pub token: zeroize::Zeroizing<String>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepOutcome {
     /// The shell exited with this code (128 + N when signal N ended it).
@@ -280,6 +300,30 @@ pub trait Backend: Send + Sync {
         output: mpsc::Sender<OutputChunk>,
         cancel: CancellationToken,
     ) -> Result<StepOutcome, BackendError>;
+
+    /// Returns true when this backend runs each job's coordinator itself,
+    /// through [`Backend::run_coordinator`], instead of the engine starting
+    /// it as a local process. The default is false.
+    fn runs_coordinator(&self) -> bool {
+        false
+    }
+
+    /// Runs the job's coordinator to its end, sending its output to
+    /// `output`. `cancel` stops it and its whole process group. Only
+    /// called when [`Backend::runs_coordinator`] returns true; the default
+    /// fails.
+    async fn run_coordinator(
+        &self,
+        launch: CoordinatorLaunch,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<StepOutcome, BackendError> {
+        let _ = (launch, output, cancel);
+        Err(BackendError::Unsupported {
+            backend: "this",
+            operation: "run the coordinator",
+        })
+    }
 
     /// Kills what a finished job left running outside its steps' process
     /// groups (daemons started with `setsid`, for example) and returns how

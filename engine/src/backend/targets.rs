@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Backend;
+use super::kubernetes::coordinator::{self as pod_coordinator, Placement, PodCoordinator};
+use super::kubernetes::pod::CoordinatorContainer;
 use super::kubernetes::{
-    self, ClusterOptions, KubeError, KubeSettings, KubernetesBackend, PodSettings, Target,
-    TargetError,
+    self, ClusterOptions, KubeError, KubeSettings, KubernetesBackend, PodSettings, Resources,
+    Target, TargetError,
 };
 use super::local::LocalBackend;
 use crate::config::DataDir;
@@ -32,6 +34,30 @@ pub struct TargetSettings {
     pub tools_image: Option<String>,
     /// The engine's part of every job's egress allowlist.
     pub egress: kubernetes::network::EgressSettings,
+    /// The coordinator's placement. `None` is `pod` with the in-cluster
+    /// configuration and `engine` with a kubeconfig context.
+    pub coordinator: Option<Placement>,
+    /// The image of the job pod's `coordinator` container instead of the
+    /// tools image.
+    pub coordinator_image: Option<String>,
+    /// The Python in the coordinator image instead of
+    /// [`pod_coordinator::DEFAULT_PYTHON`].
+    pub coordinator_python: Option<String>,
+    /// `HOST:PORT` of the engine's gRPC server as job pods reach it.
+    pub engine_address: Option<String>,
+}
+
+impl TargetSettings {
+    /// Returns the coordinator's placement on `cluster`: as set, else `pod`
+    /// when the engine itself runs in the cluster, because its own container
+    /// must not run users' code. Otherwise it is `engine`, because the
+    /// cluster usually cannot reach a laptop.
+    pub fn placement(&self, cluster: &kubernetes::Cluster) -> Placement {
+        self.coordinator.unwrap_or(match cluster.context {
+            None => Placement::Pod,
+            Some(_) => Placement::Engine,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +80,13 @@ pub enum ConnectError {
         REACH_LIMIT.as_secs()
     )]
     Unresponsive { cluster: String },
+
+    #[error(
+        "the coordinator runs in job pods, which cannot reach this engine's gRPC server on \
+         loopback: set --engine-address (DANUBE_ENGINE_ADDRESS) to the address pods reach it at \
+         and --rpc-listen (DANUBE_RPC_LISTEN) to match, or pass --coordinator engine"
+    )]
+    EngineAddressMissing,
 
     #[error("failed to reach the cluster ({cluster})")]
     Reach {
@@ -112,6 +145,15 @@ pub async fn pod_settings(
     if let Some(image) = &settings.tools_image {
         pod.tools_image = image.clone();
     }
+    if settings.placement(&cluster) == Placement::Pod {
+        pod.coordinator = Some(CoordinatorContainer {
+            image: settings
+                .coordinator_image
+                .clone()
+                .unwrap_or_else(|| pod.tools_image.clone()),
+            resources: Resources::coordinator_default(),
+        });
+    }
     Ok((cluster, pod))
 }
 
@@ -148,6 +190,20 @@ pub async fn connect(
         cluster.context.as_deref().unwrap_or("in-cluster"),
         cluster.namespace
     );
+    let placement = settings.placement(&cluster);
+    // In a cluster the pods and the engine never share a network namespace,
+    // so the bound loopback address cannot serve as the pods' address.
+    if placement == Placement::Pod && cluster.context.is_none() && settings.engine_address.is_none()
+    {
+        return Err(ConnectError::EngineAddressMissing);
+    }
+    let coordinator = pod.coordinator.as_ref().map(|_| PodCoordinator {
+        python: settings
+            .coordinator_python
+            .clone()
+            .unwrap_or_else(|| pod_coordinator::DEFAULT_PYTHON.to_owned()),
+        engine_address: settings.engine_address.clone(),
+    });
     let backend = KubernetesBackend::connect(
         cluster,
         KubeSettings {
@@ -156,6 +212,7 @@ pub async fn connect(
             pod_start_limit: kubernetes::POD_START_LIMIT,
             max_download_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
             egress: settings.egress.clone(),
+            coordinator,
         },
     )
     .map_err(ConnectError::Client)?;
@@ -175,7 +232,7 @@ pub async fn connect(
             cluster: described.clone(),
             source,
         })?;
-    tracing::info!(%target, cluster = %described, "kubernetes backend ready");
+    tracing::info!(%target, cluster = %described, coordinator = %placement, "kubernetes backend ready");
     Ok(Connected {
         backend: Arc::new(backend),
         deleted_orphans: orphans.len(),

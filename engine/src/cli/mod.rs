@@ -177,7 +177,7 @@ async fn start_engine(
     };
 
     tokio::select! {
-        engine = crate::server::start_engine(data, store, backend, &|line| eprintln!("{line}")) => Ok(Some(engine?)),
+        engine = crate::server::start_engine(data, store, backend, target.rpc_listen, &|line| eprintln!("{line}")) => Ok(Some(engine?)),
         name = interrupts.next() => {
             eprintln!("received {name} while preparing the Python environment: {consequence}");
             Ok(None)

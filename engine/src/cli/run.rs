@@ -95,6 +95,7 @@ impl ProjectArgs {
     pub fn job_request(&self, trigger: TriggerType) -> JobRequest {
         JobRequest {
             project: self.dir.clone(),
+            repository: None,
             pipeline: self.pipeline.clone(),
             in_place: self.in_place,
             max_parallel: self

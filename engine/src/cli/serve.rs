@@ -35,6 +35,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
+    /// Folder whose Git repositories jobs may clone by `file://` URL or
+    /// absolute path (`repository` in `POST /api/v1/jobs`); repeat it for
+    /// several. Without it the server clones only remote repositories, so
+    /// that an API client cannot read the server's own files
+    #[arg(
+        long = "allow-repository-path",
+        env = "DANUBE_ALLOW_REPOSITORY_PATHS",
+        value_delimiter = ':',
+        value_name = "DIR"
+    )]
+    allowed_repository_paths: Vec<std::path::PathBuf>,
+
     #[command(flatten)]
     target: super::target::TargetArgs,
 }
@@ -54,6 +66,7 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
             .header_read_timeout
             .unwrap_or(api::DEFAULT_HEADER_READ_TIMEOUT),
         max_connections: args.max_connections.map(|cap| cap as usize),
+        allowed_repository_paths: args.allowed_repository_paths.clone(),
     };
     let (data, store) = super::open_data(data_root).await?;
     let Some(engine) = super::start_engine(

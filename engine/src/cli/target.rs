@@ -1,6 +1,7 @@
 //! `--target`, `--namespace` and the other options that choose where jobs
 //! run, shared by `danube run` and `danube serve`, and the backend they make.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::backend::Backend;
+use crate::backend::kubernetes::coordinator::{self as pod_coordinator, Placement};
 use crate::backend::kubernetes::{self, JobPod, Target};
 use crate::backend::targets::{self, TargetSettings};
 use crate::config::DataDir;
@@ -24,6 +26,17 @@ pub struct TargetArgs {
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    /// Address of the engine's gRPC server for coordinators; set it to
+    /// an address job pods can reach, such as `0.0.0.0:7001`, when they
+    /// run the coordinator
+    #[arg(
+        long,
+        env = "DANUBE_RPC_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0"
+    )]
+    pub rpc_listen: SocketAddr,
 }
 
 /// The options of every kube target, whichever context it names: shared by
@@ -62,6 +75,29 @@ pub struct ClusterArgs {
     /// --egress-allow: their plan fails with the entries named
     #[arg(long)]
     pub egress_fixed: bool,
+
+    /// Placement of the pipeline script on a kube target: `pod` (a
+    /// `coordinator` container in each job pod) or `engine` (a process
+    /// beside the engine) [default: pod when the engine runs in the
+    /// cluster, engine with a kubeconfig context]
+    #[arg(long, env = "DANUBE_COORDINATOR", value_name = "WHERE")]
+    pub coordinator: Option<Placement>,
+
+    /// Image of the job pod's coordinator container, with Python and the
+    /// Danube SDK [default: the tools image]
+    #[arg(long, env = "DANUBE_COORDINATOR_IMAGE", value_name = "IMAGE", value_parser = parse_image)]
+    pub coordinator_image: Option<String>,
+
+    /// Python interpreter in the coordinator image that can import the
+    /// SDK [default: /opt/danube/venv/bin/python]
+    #[arg(long, env = "DANUBE_COORDINATOR_PYTHON", value_name = "PATH")]
+    pub coordinator_python: Option<String>,
+
+    /// Address at which coordinators in job pods reach the engine's gRPC
+    /// server, such as `http://danube-engine.danube-system.svc:7001`
+    /// [default: the address --rpc-listen bound]
+    #[arg(long, env = "DANUBE_ENGINE_ADDRESS", value_name = "URL", value_parser = pod_coordinator::parse_engine_address)]
+    pub engine_address: Option<String>,
 }
 
 impl ClusterArgs {
@@ -75,6 +111,10 @@ impl ClusterArgs {
                 allow: self.egress_allow.clone(),
                 fixed: self.egress_fixed,
             },
+            coordinator: self.coordinator,
+            coordinator_image: self.coordinator_image.clone(),
+            coordinator_python: self.coordinator_python.clone(),
+            engine_address: self.engine_address.clone(),
         }
     }
 }

@@ -1,6 +1,8 @@
-//! The coordinator process: `python -m danube._coordinator` running the
-//! user's script, in its own process group, with its output in the job's
-//! coordinator log.
+//! The coordinator: `python -m danube._coordinator` running the user's
+//! script, with its output in the job's coordinator log. It is a local
+//! process in its own process group, unless the job's backend runs it
+//! itself ([`Backend::runs_coordinator`](crate::backend::Backend::runs_coordinator)),
+//! as the kubernetes backend does in the job pod.
 
 use std::fmt;
 use std::path::Path;
@@ -12,18 +14,25 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use crate::backend::local::OutputReader;
 use crate::backend::local::process::{GroupChild, spawn_in_new_group};
-use crate::backend::{OutputChunk, Workspace};
+use crate::backend::{BackendError, CoordinatorLaunch, OutputChunk, StepOutcome, Workspace};
 use crate::logs::{LogKey, LogWriter};
-use crate::model::Stream;
+use crate::model::{JobId, Stream};
 
 use super::PIPELINE_FILE;
 use super::job::JobRuntime;
 
 /// How long the coordinator gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a coordinator that the backend runs may take to end after it
+/// was asked to stop. The kubernetes backend gives a stopped exec 15
+/// seconds to report its end, so this bounds the rest.
+const BACKEND_STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// Chunks of output that may wait between the pipes and the coordinator log.
 const OUTPUT_BUFFER: usize = 16;
@@ -44,12 +53,14 @@ pub enum CoordinatorError {
 }
 
 /// The way the coordinator process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CoordinatorExit {
     Exited(i32),
     Signaled(i32),
-    /// Waiting on the process failed; it is treated as gone.
-    Lost,
+    /// The coordinator could not be followed to its end, and is treated as
+    /// gone. The text completes "the coordinator …", such as `could not be
+    /// waited for`.
+    Lost(String),
 }
 
 impl fmt::Display for CoordinatorExit {
@@ -57,14 +68,29 @@ impl fmt::Display for CoordinatorExit {
         match self {
             CoordinatorExit::Exited(code) => write!(f, "exited with code {code}"),
             CoordinatorExit::Signaled(signal) => write!(f, "was killed by signal {signal}"),
-            CoordinatorExit::Lost => f.write_str("could not be waited for"),
+            CoordinatorExit::Lost(reason) => f.write_str(reason),
         }
     }
 }
 
+/// The process or task that runs the coordinator.
+enum Running {
+    /// A child process of the engine.
+    Process {
+        child: GroupChild,
+        reader: OutputReader,
+    },
+    /// A task that follows the coordinator the backend runs. `task` is
+    /// taken, and `exit` set, once it ended.
+    Backend {
+        task: Option<JoinHandle<Result<StepOutcome, BackendError>>>,
+        cancel: CancellationToken,
+        exit: Option<CoordinatorExit>,
+    },
+}
+
 pub struct Coordinator {
-    child: GroupChild,
-    reader: OutputReader,
+    running: Running,
     /// Sends the engine's own notes to the log. Dropped once the pipes are
     /// read, so that the channel closes and the log task ends.
     notes: Option<mpsc::Sender<OutputChunk>>,
@@ -81,6 +107,9 @@ pub async fn start(
     workspace: &Workspace,
     token: &str,
 ) -> Result<Coordinator, CoordinatorError> {
+    if runtime.backend.runs_coordinator() {
+        return start_in_backend(runtime, workspace, token);
+    }
     let context = &runtime.context;
     let python = &context.python;
     let record = &runtime.record;
@@ -141,8 +170,58 @@ pub async fn start(
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(output.clone());
 
     Ok(Coordinator {
-        child,
-        reader,
+        running: Running::Process { child, reader },
+        notes: Some(output),
+        log_done: Some(log_done),
+        runtime: runtime.clone(),
+    })
+}
+
+/// Starts the coordinator through the job's backend, which hands it the
+/// token on its stdin as a local start does.
+fn start_in_backend(
+    runtime: &Arc<JobRuntime>,
+    workspace: &Workspace,
+    token: &str,
+) -> Result<Coordinator, CoordinatorError> {
+    let launch = CoordinatorLaunch {
+        job_id: runtime.id().clone(),
+        workspace: workspace.clone(),
+        project: runtime.project().to_owned(),
+        pipeline: runtime.request.pipeline.clone(),
+        env: context_env(runtime, &workspace.path).into_iter().collect(),
+        engine_addr: runtime.context.rpc_addr,
+        token: Zeroizing::new(token.to_owned()),
+    };
+
+    let writer = runtime
+        .logs()
+        .writer(LogKey::Coordinator)
+        .map_err(CoordinatorError::OpenLog)?;
+    let (output, chunks) = mpsc::channel(OUTPUT_BUFFER);
+    let log_done = tokio::spawn(write_log(writer, chunks));
+    *runtime
+        .engine_notes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(output.clone());
+
+    let cancel = CancellationToken::new();
+    let backend = runtime.backend.clone();
+    let backend_output = output.clone();
+    let backend_cancel = cancel.clone();
+    let task = tokio::spawn(async move {
+        backend
+            .run_coordinator(launch, backend_output, backend_cancel)
+            .await
+    });
+    tracing::info!(job_id = %runtime.id(), "coordinator started by the backend");
+
+    Ok(Coordinator {
+        running: Running::Backend {
+            task: Some(task),
+            cancel,
+            exit: None,
+        },
         notes: Some(output),
         log_done: Some(log_done),
         runtime: runtime.clone(),
@@ -183,11 +262,16 @@ async fn write_log(mut writer: LogWriter, mut chunks: mpsc::Receiver<OutputChunk
 impl Coordinator {
     /// Waits for the coordinator to exit and its output to be stored.
     pub async fn wait(&mut self) -> CoordinatorExit {
-        let exit = match self.child.wait().await {
-            Ok(status) => exit_of(status),
-            Err(err) => {
-                tracing::error!(error = %err, "failed to wait for the coordinator");
-                CoordinatorExit::Lost
+        let exit = match &mut self.running {
+            Running::Process { child, .. } => match child.wait().await {
+                Ok(status) => exit_of(status),
+                Err(err) => {
+                    tracing::error!(error = %err, "failed to wait for the coordinator");
+                    CoordinatorExit::Lost("could not be waited for".into())
+                }
+            },
+            Running::Backend { task, exit, .. } => {
+                backend_exit(self.runtime.id(), task, exit).await
             }
         };
         self.finish().await;
@@ -196,12 +280,38 @@ impl Coordinator {
 
     /// Terminates the coordinator's whole process group: SIGTERM, then
     /// SIGKILL after a grace period.
+    /// A coordinator that the backend runs is asked to stop through its
+    /// cancellation token, which kills its process group the same way.
     pub async fn stop(&mut self) -> CoordinatorExit {
-        let exit = match self.child.terminate(STOP_GRACE).await {
-            Ok((status, _)) => exit_of(status),
-            Err(err) => {
-                tracing::error!(error = %err, "failed to stop the coordinator");
-                CoordinatorExit::Lost
+        let exit = match &mut self.running {
+            Running::Process { child, .. } => match child.terminate(STOP_GRACE).await {
+                Ok((status, _)) => exit_of(status),
+                Err(err) => {
+                    tracing::error!(error = %err, "failed to stop the coordinator");
+                    CoordinatorExit::Lost("could not be stopped".into())
+                }
+            },
+            Running::Backend { task, cancel, exit } => {
+                cancel.cancel();
+                let ended = tokio::time::timeout(
+                    BACKEND_STOP_LIMIT,
+                    backend_exit(self.runtime.id(), task, exit),
+                );
+                match ended.await {
+                    Ok(exit) => exit,
+                    Err(_) => {
+                        tracing::warn!(job_id = %self.runtime.id(), "the coordinator did not end after it was asked to stop");
+                        if let Some(task) = task.take() {
+                            task.abort();
+                        }
+                        let lost = CoordinatorExit::Lost(format!(
+                            "did not end within {}s after it was asked to stop",
+                            BACKEND_STOP_LIMIT.as_secs()
+                        ));
+                        *exit = Some(lost.clone());
+                        lost
+                    }
+                }
             }
         };
         self.finish().await;
@@ -217,8 +327,14 @@ impl Coordinator {
     ///
     /// Safe to call again after a call was dropped part way.
     async fn finish(&mut self) {
-        let _ = self.child.group().send_kill();
-        let reached_eof = self.reader.finish().await;
+        let reached_eof = match &mut self.running {
+            Running::Process { child, reader } => {
+                let _ = child.group().send_kill();
+                reader.finish().await
+            }
+            // The backend's task has ended and dropped its sender.
+            Running::Backend { .. } => true,
+        };
 
         let notes = self.notes.take();
         self.runtime
@@ -248,11 +364,46 @@ impl Coordinator {
     }
 }
 
+/// Waits for the backend's task and returns how the coordinator ended,
+/// remembering it, so that a call dropped part way can be repeated.
+async fn backend_exit(
+    job_id: &JobId,
+    task: &mut Option<JoinHandle<Result<StepOutcome, BackendError>>>,
+    exit: &mut Option<CoordinatorExit>,
+) -> CoordinatorExit {
+    if let Some(known) = exit {
+        return known.clone();
+    }
+    let Some(handle) = task.as_mut() else {
+        return CoordinatorExit::Lost("could not be waited for".into());
+    };
+    let result = handle.await;
+    *task = None;
+    let ended = match result {
+        Ok(Ok(StepOutcome::Exited(code))) if code >= 128 => CoordinatorExit::Signaled(code - 128),
+        Ok(Ok(StepOutcome::Exited(code))) => CoordinatorExit::Exited(code),
+        Ok(Ok(StepOutcome::TimedOut | StepOutcome::Cancelled)) => {
+            CoordinatorExit::Signaled(libc::SIGTERM)
+        }
+        Ok(Err(err)) => {
+            let reason = super::error_chain(&err);
+            tracing::warn!(job_id = %job_id, error = %reason, "the backend lost the coordinator");
+            CoordinatorExit::Lost(format!("was lost: {reason}"))
+        }
+        Err(err) => {
+            tracing::error!(job_id = %job_id, error = %err, "the coordinator's task failed");
+            CoordinatorExit::Lost(format!("could not be followed: {err}"))
+        }
+    };
+    *exit = Some(ended.clone());
+    ended
+}
+
 fn exit_of(status: std::process::ExitStatus) -> CoordinatorExit {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => CoordinatorExit::Exited(code),
         (None, Some(signal)) => CoordinatorExit::Signaled(signal),
-        (None, None) => CoordinatorExit::Lost,
+        (None, None) => CoordinatorExit::Lost("ended without an exit status".into()),
     }
 }

@@ -599,6 +599,9 @@ pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
     {
         tracing::warn!(job_id = %id, error = %err, "failed to remove the workspace");
     }
+    if runtime.request.repository.is_some() {
+        remove_checkout(&id, runtime.project()).await;
+    }
     if let Err(err) = runtime
         .context
         .store
@@ -618,6 +621,17 @@ pub(crate) async fn run(runtime: Arc<JobRuntime>) -> JobOutcome {
         reason: outcome.reason.clone(),
     });
     outcome
+}
+
+/// Removes the clone of a job's repository.
+async fn remove_checkout(id: &JobId, checkout: &Path) {
+    match tokio::fs::remove_dir_all(checkout).await {
+        Ok(()) => tracing::debug!(job_id = %id, "checkout removed"),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(job_id = %id, path = %checkout.display(), error = %err, "failed to remove the checkout");
+        }
+    }
 }
 
 async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
@@ -709,7 +723,7 @@ async fn drive(runtime: &Arc<JobRuntime>) -> JobOutcome {
     }
 
     let mut shared = runtime.shared.lock().await;
-    runtime.close_open_tasks(&mut shared, exit).await;
+    runtime.close_open_tasks(&mut shared, exit.clone()).await;
     let outcome = decide(runtime, &shared, exit);
     drop(shared);
     check_breakpoints_matched(runtime, outcome)

@@ -13,6 +13,7 @@ pub mod ownership;
 pub mod pipelines;
 pub mod plan;
 mod project;
+pub mod repository;
 mod source;
 mod step;
 
@@ -41,6 +42,7 @@ pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
 pub(crate) use job::error_chain;
 pub use project::{ProjectError, check_project};
+pub use repository::{RepositoryError, RepositoryPolicy, RepositorySource};
 pub use step::dispatch_latency;
 pub(crate) use step::start as start_step;
 
@@ -62,11 +64,18 @@ pub enum OrchestratorError {
     #[error("failed to load the encryption key")]
     LoadKey(#[source] Box<SecretsError>),
 
-    #[error("failed to start the engine's gRPC server on loopback")]
-    StartRpc(#[source] std::io::Error),
+    #[error("failed to start the engine's gRPC server on {bind}")]
+    StartRpc {
+        bind: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(transparent)]
     Project(#[from] ProjectError),
+
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
 
     #[error(
         "pipeline name `{0}` is invalid: use 1 to 100 characters without control characters, not starting with `-`"
@@ -97,7 +106,11 @@ pub enum OrchestratorError {
 /// A request to run a project's pipeline.
 #[derive(Clone, Debug)]
 pub struct JobRequest {
+    /// The project folder; ignored when `repository` is set.
     pub project: PathBuf,
+    /// A repository to clone at a commit as the project, for server jobs.
+    /// The caller checks it against its [`RepositoryPolicy`] first.
+    pub repository: Option<RepositorySource>,
     /// Pipeline to run when the file defines several.
     pub pipeline: Option<String>,
     /// Run in the project folder itself instead of a copy.
@@ -185,16 +198,29 @@ impl Engine {
     /// Loads the encryption key and starts the gRPC server on an ephemeral
     /// loopback port.
     pub async fn start(parts: EngineParts) -> Result<Engine, OrchestratorError> {
+        Engine::start_with_rpc(parts, rpc::LOOPBACK_EPHEMERAL).await
+    }
+
+    /// Loads the encryption key and starts the gRPC server on `rpc_bind`,
+    /// for coordinators that reach the engine from elsewhere, such as job
+    /// pods.
+    pub async fn start_with_rpc(
+        parts: EngineParts,
+        rpc_bind: SocketAddr,
+    ) -> Result<Engine, OrchestratorError> {
         let vault = SecretVault::open(parts.store.clone(), &parts.data.encryption_key_path())
             .await
             .map_err(|err| OrchestratorError::LoadKey(Box::new(err)))?;
         let artifacts = ArtifactStore::new(parts.data.artifacts_dir(), parts.max_artifact_bytes);
 
         let tokens = Arc::new(TokenRegistry::default());
-        let rpc_addr = rpc::serve(tokens.clone())
+        let rpc_addr = rpc::serve(tokens.clone(), rpc_bind)
             .await
-            .map_err(OrchestratorError::StartRpc)?;
-        tracing::debug!(%rpc_addr, "engine gRPC server listening");
+            .map_err(|source| OrchestratorError::StartRpc {
+                bind: rpc_bind,
+                source,
+            })?;
+        tracing::info!(%rpc_addr, "engine gRPC server listening");
 
         let context = EngineContext {
             data: parts.data,
@@ -279,7 +305,8 @@ impl Engine {
     /// # Errors
     ///
     /// Fails before anything is recorded when the project folder or its
-    /// pipeline file is missing.
+    /// pipeline file is missing, or the repository cannot be cloned at its
+    /// commit. A clone happens here, before this returns.
     pub async fn submit(&self, request: JobRequest) -> Result<JobHandle, OrchestratorError> {
         if let Some(name) = &request.pipeline
             && !valid_pipeline_name(name)
@@ -291,10 +318,23 @@ impl Engine {
             .breakpoints
             .validate()
             .map_err(OrchestratorError::InvalidBreakpoint)?;
-        let project = check_project(&request.project)?;
-        let source = source::describe(&project);
-
         let id = JobId::new();
+        let mut checkout = Checkout(None);
+        let (project, source, project_dir) = match &request.repository {
+            None => {
+                let project = check_project(&request.project)?;
+                let source = source::describe(&project);
+                let shown = project.display().to_string();
+                (project, source, shown)
+            }
+            Some(repository) => {
+                let path = self.context.data.checkouts_dir().join(id.as_str());
+                checkout.0 = Some(path.clone());
+                let source = clone_repository(&id, repository, &path).await?;
+                (path, source, repository.url.clone())
+            }
+        };
+
         let logs = JobLogs::create(self.context.data.job_logs_dir(&id)).map_err(|source| {
             OrchestratorError::CreateLogs {
                 path: self.context.data.job_logs_dir(&id),
@@ -310,7 +350,7 @@ impl Engine {
         let new_job = NewJob {
             id: id.clone(),
             pipeline: request.pipeline.clone().unwrap_or_default(),
-            project_dir: project.display().to_string(),
+            project_dir,
             trigger_type: request.trigger,
             trigger_ref: request
                 .trigger_ref
@@ -328,6 +368,8 @@ impl Engine {
             .await
             .map_err(OrchestratorError::RecordJob)?;
 
+        // From here the job removes its checkout when it ends.
+        checkout.0 = None;
         let runtime = JobRuntime::new(self.context.clone(), new_job, request, project, logs, lock);
         // Subscribe before the job starts so that no event is missed.
         let events = runtime.subscribe_events();
@@ -364,6 +406,47 @@ impl Engine {
             log_chunks,
             task,
         })
+    }
+}
+
+/// Clones `repository` into `path` off the async runtime, logging with the
+/// job id.
+async fn clone_repository(
+    id: &JobId,
+    repository: &RepositorySource,
+    path: &Path,
+) -> Result<source::SourceInfo, RepositoryError> {
+    tracing::info!(job_id = %id, repository = %repository.url, commit = %repository.commit, "cloning the repository");
+    let (cloned, into) = (repository.clone(), path.to_owned());
+    let result = tokio::task::spawn_blocking(move || repository::clone_at(&cloned, &into))
+        .await
+        .map_err(|source| RepositoryError::Task {
+            url: repository.url.clone(),
+            source,
+        })
+        .and_then(|result| result);
+    match &result {
+        Ok(source) => {
+            tracing::info!(job_id = %id, commit_sha = %source.commit_sha, branch = %source.branch, "repository cloned");
+        }
+        Err(err) => {
+            tracing::info!(job_id = %id, error = %error_chain(err), "the repository could not be cloned");
+        }
+    }
+    result
+}
+
+/// A job's checkout, removed when dropped unless the job took it over.
+struct Checkout(Option<PathBuf>);
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take()
+            && let Err(err) = std::fs::remove_dir_all(&path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %err, "failed to remove a checkout");
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The engine's gRPC server for coordinators (`JobService` in
-//! `proto/danube/v1/job.proto`), on an ephemeral loopback port.
+//! `proto/danube/v1/job.proto`), on an ephemeral loopback port unless the
+//! engine is given another address, which coordinators in job pods dial
+//! over the cluster network.
 //!
 //! Every call must carry `authorization: Bearer <token>` with the token
 //! issued to its job. Tokens live only in memory, are stored hashed, and are
@@ -9,7 +11,7 @@
 mod service;
 mod tokens;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -19,9 +21,14 @@ pub use tokens::{TokenHash, TokenRegistry};
 
 use crate::proto::job_service_server::JobServiceServer;
 
-/// Binds `127.0.0.1:0`, serves in the background, and returns the address.
-pub async fn serve(tokens: Arc<TokenRegistry>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+/// The default address of the gRPC server: an ephemeral loopback port,
+/// which coordinators beside the engine reach.
+pub const LOOPBACK_EPHEMERAL: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+/// Binds `bind`, serves in the background, and returns the bound address.
+pub async fn serve(tokens: Arc<TokenRegistry>, bind: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
     let service = JobServiceServer::new(service::JobServiceImpl::new(tokens));
     // TCP_NODELAY is set on the incoming stream because the builder's

@@ -69,6 +69,11 @@ pub enum KubeError {
         reason: String,
     },
 
+    #[error(
+        "lost the connection to the coordinator in pod `{pod}` and could not reattach: {reason}"
+    )]
+    CoordinatorLost { pod: String, reason: String },
+
     #[error("step `{step}` in pod `{pod}` could not be run: {reason}")]
     StepStatus {
         step: String,

@@ -17,7 +17,8 @@ use super::pod::{TOOLS_CONTAINER, WORKER_CONTAINER};
 /// Where a job pod is, as far as the engine cares.
 ///
 /// `Pending` is the first state. It moves to `Running` once the tools init
-/// container has finished and the worker runs, or to `Failed`. `Running`
+/// container has finished and the worker (and the coordinator container,
+/// when the pod has one) runs, or to `Failed`. `Running`
 /// may still move to `Failed` (an OOM kill, an eviction, a lost node).
 /// `Failed` is final: the job ends with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,14 +110,19 @@ pub fn classify(pod: Option<&Pod>) -> PodState {
         ));
     }
 
-    let worker_running = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .find(|container| container.name == WORKER_CONTAINER)
-        .and_then(|container| container.state.as_ref())
-        .is_some_and(|state| state.running.is_some());
-    if phase == "Running" && worker_running {
+    // Every main container, the coordinator's too when the pod has one,
+    // must run before the engine sends files or steps.
+    let is_running = |container: &ContainerStatus| {
+        container
+            .state
+            .as_ref()
+            .is_some_and(|state| state.running.is_some())
+    };
+    let mut main = status.container_statuses.iter().flatten();
+    let worker_running = main
+        .clone()
+        .any(|container| container.name == WORKER_CONTAINER && is_running(container));
+    if phase == "Running" && worker_running && main.all(is_running) {
         return PodState::Running;
     }
     pending(&waiting_detail(pod).unwrap_or_else(|| format!("phase {phase}")))

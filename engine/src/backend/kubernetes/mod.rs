@@ -1,20 +1,25 @@
 //! The kubernetes backend: one pod per job on a cluster that a kubeconfig
 //! context (or the engine's own service account) reaches.
 //!
-//! The coordinator runs where the engine runs, so on a laptop it stays a
-//! local process and the pod holds only workers; the coordinator never
-//! needs to reach into the cluster, and the cluster never needs to reach
-//! back to the laptop. The job's lifecycle:
+//! The coordinator runs in one of two places ([`coordinator::Placement`]).
+//! With `engine`, the default with a kubeconfig context, it is a local
+//! process beside the engine and the pod holds only workers, so a laptop
+//! never needs to be reachable from the cluster. With `pod`, the default
+//! with the in-cluster configuration, the pod gets a `coordinator`
+//! container and the engine starts the SDK in it by exec
+//! ([`coordinator`]), so users' Python never runs in the engine's own
+//! container. The job's lifecycle:
 //!
-//! 1. `prepare_workspace` copies the project folder into a local workspace
-//!    (the coordinator reads `danubefile.py` there), creates the pod, waits
-//!    by watch until its worker runs, and streams the files into the pod's
-//!    `/workspace` ([`upload`]). A pod that cannot start ends the job with
-//!    the Kubernetes reason.
+//! 1. `prepare_workspace` copies the project folder into a local workspace,
+//!    creates the pod, waits by watch until its containers run, and streams
+//!    the files into the pod's `/workspace` ([`upload`]). A pod that cannot
+//!    start ends the job with the Kubernetes reason.
 //! 2. Once the pipeline declares its plan, `apply_egress` creates the job's
 //!    egress policy, owned by the pod ([`egress`]).
 //! 3. Each step is an exec of the supervisor in the worker, or in an
-//!    ephemeral container for another image ([`exec`], [`images`]).
+//!    ephemeral container for another image ([`exec`], [`images`]). With
+//!    the coordinator beside the engine, what a step changed is copied back
+//!    to the local copy, which the script reads ([`download`]).
 //! 4. `remove_workspace` deletes the egress policy and the pod, whatever
 //!    the outcome, and the local copy.
 //!
@@ -24,6 +29,7 @@
 //! All API calls go through one client whose request rate is bounded by
 //! [`REQUESTS_PER_SECOND`].
 
+pub mod coordinator;
 pub mod download;
 pub mod egress;
 pub mod error;
@@ -63,7 +69,8 @@ use self::lifecycle::{PodState, PodWatch};
 use self::network::{EgressSettings, PodOwner, PolicyFor};
 use super::local::workspace;
 use super::{
-    Backend, BackendError, OutputChunk, SpawnHook, StepOutcome, StepSpec, Workspace, WorkspaceEntry,
+    Backend, BackendError, CoordinatorLaunch, OutputChunk, SpawnHook, StepOutcome, StepSpec,
+    Workspace, WorkspaceEntry,
 };
 use crate::model::JobId;
 
@@ -121,7 +128,8 @@ pub fn load_engine_id(path: &Path) -> std::io::Result<String> {
 #[derive(Clone, Debug)]
 pub struct KubeSettings {
     pub pod: PodSettings,
-    /// Local copies of the project, for the coordinator: `<data_dir>/workspaces`.
+    /// Local copies of the project, sent into the pod and read by a
+    /// coordinator beside the engine: `<data_dir>/workspaces`.
     pub workspaces_root: PathBuf,
     pub pod_start_limit: Duration,
     /// Upper bound on the file data one step's changes copy back from the
@@ -129,6 +137,9 @@ pub struct KubeSettings {
     pub max_download_bytes: u64,
     /// The engine's part of every job's egress allowlist.
     pub egress: EgressSettings,
+    /// Set when the coordinator runs in the job pod; `pod.coordinator` then
+    /// describes its container.
+    pub coordinator: Option<coordinator::PodCoordinator>,
 }
 
 /// Runs each job in a pod.
@@ -437,6 +448,68 @@ impl Backend for KubernetesBackend {
         self.run_in_pod(spec, &prefix, output, cancel).await
     }
 
+    fn runs_coordinator(&self) -> bool {
+        self.settings.coordinator.is_some()
+    }
+
+    /// Runs the coordinator in the pod's `coordinator` container, followed
+    /// across dropped exec connections as a step is ([`exec`]).
+    async fn run_coordinator(
+        &self,
+        launch: CoordinatorLaunch,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<StepOutcome, BackendError> {
+        let Some(settings) = &self.settings.coordinator else {
+            return Err(BackendError::Unsupported {
+                backend: "kubernetes",
+                operation: "run the coordinator with `coordinator = engine`",
+            });
+        };
+        let span = tracing::info_span!("kube_coordinator", job_id = %launch.job_id);
+        async {
+            let handle =
+                self.handle(&launch.job_id)
+                    .ok_or_else(|| KubeError::UnknownJob {
+                        job: launch.job_id.to_string(),
+                    })?;
+            let address = coordinator::dial_address(settings, launch.engine_addr).map_err(
+                |reason| KubeError::StepStatus {
+                    step: "coordinator".into(),
+                    pod: handle.name.clone(),
+                    reason,
+                },
+            )?;
+            let id = handle.next_execution_id("coordinator");
+            let run = StepRun {
+                target: ExecTarget {
+                    api: self.api.clone(),
+                    pod: handle.name.clone(),
+                    container: pod::COORDINATOR_CONTAINER.into(),
+                },
+                step: "coordinator".into(),
+                request: coordinator::request(&launch, settings, &address, &id),
+                id,
+                timeout: None,
+                pod_state: handle.watch.subscribe(),
+                on_started: Box::new(|| {}),
+            };
+            tracing::info!(job_id = %launch.job_id, pod = %handle.name, engine = %address, "starting the coordinator in the pod");
+            let outcome = exec::run_step(run, output, cancel)
+                .await
+                .map_err(|err| match err {
+                    KubeError::StepLost { pod, reason, .. } => {
+                        KubeError::CoordinatorLost { pod, reason }
+                    }
+                    other => other,
+                })?;
+            tracing::info!(job_id = %launch.job_id, ?outcome, "the coordinator in the pod ended");
+            Ok(outcome)
+        }
+        .instrument(span)
+        .await
+    }
+
     fn kill_leftovers(&self, _job: &JobId) -> usize {
         // Whatever a step left running dies with the pod.
         0
@@ -545,6 +618,9 @@ impl Backend for KubernetesBackend {
     /// Browses the local copy, which contains what the pod's workspace
     /// contained after the last step or debug command, except files past
     /// [`KubeSettings::max_download_bytes`].
+    ///
+    /// NOTE: with the coordinator in the pod nothing is copied back, so the
+    /// local copy shows the project as it was sent into the pod.
     async fn browse_workspace(
         &self,
         workspace: &Workspace,
@@ -593,8 +669,9 @@ impl KubernetesBackend {
             };
             let outcome = exec::run_step(run, output.clone(), cancel).await?;
 
-            // A cancelled job is over, so its copy is not read any more.
-            if outcome != StepOutcome::Cancelled {
+            // A cancelled job is over, so its copy is not read any more. A
+            // coordinator in the pod reads the pod's files itself.
+            if outcome != StepOutcome::Cancelled && self.settings.coordinator.is_none() {
                 self.download_changes(&handle, &spec, &id, &output).await?;
             }
             Ok(outcome)

@@ -3,6 +3,8 @@
 //! ```text
 //! init   tools     tools image: `danube-supervisor install /danube/bin`
 //! main   worker    the worker image, idling on `/danube/bin/danube-supervisor idle`
+//! main   coordinator  with `coordinator = pod` only: the coordinator image, idling
+//!                  the same way until the engine starts the SDK in it by exec
 //! (ephemeral) image-N   one per other image a task or step names, idling the same way
 //! volumes  workspace (emptyDir at /workspace), tools (emptyDir at /danube, read-only in workers)
 //! ```
@@ -41,6 +43,8 @@ pub const PIPELINE_ANNOTATION: &str = "danube.dev/pipeline";
 pub const WORKER_CONTAINER: &str = "worker";
 /// Name of the init container that installs the supervisor.
 pub const TOOLS_CONTAINER: &str = "tools";
+/// Name of the container that runs the pipeline script, when the pod has one.
+pub const COORDINATOR_CONTAINER: &str = "coordinator";
 
 /// Mount point of the workspace volume in every container.
 pub const WORKSPACE_PATH: &str = "/workspace";
@@ -88,6 +92,18 @@ impl Resources {
         }
     }
 
+    /// Returns the coordinator's defaults: the pipeline script mostly waits
+    /// for the engine, so a tenth of a core and 256 MiB reserved, up to one
+    /// core and 1 GiB.
+    pub fn coordinator_default() -> Resources {
+        Resources {
+            cpu_request: "100m".into(),
+            memory_request: "256Mi".into(),
+            cpu_limit: "1".into(),
+            memory_limit: "1Gi".into(),
+        }
+    }
+
     /// Returns small resources, since the tools init container only copies
     /// one file.
     fn tools() -> Resources {
@@ -127,6 +143,17 @@ pub struct PodSettings {
     pub worker_resources: Resources,
     /// Size limit of the workspace `emptyDir`, such as `10Gi`.
     pub workspace_size_limit: Option<String>,
+    /// The pod's `coordinator` container; `None` when the coordinator runs
+    /// beside the engine.
+    pub coordinator: Option<CoordinatorContainer>,
+}
+
+/// The container that runs the pipeline script in the job pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoordinatorContainer {
+    /// An image with Python and the SDK, by default [`DEFAULT_TOOLS_IMAGE`].
+    pub image: String,
+    pub resources: Resources,
 }
 
 impl PodSettings {
@@ -144,6 +171,7 @@ impl PodSettings {
             ],
             worker_resources: Resources::worker_default(),
             workspace_size_limit: Some("10Gi".into()),
+            coordinator: None,
         }
     }
 }
@@ -202,6 +230,23 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
         ..Container::default()
     };
 
+    let mut containers = vec![worker];
+    if let Some(coordinator) = &settings.coordinator {
+        // The same idle supervisor, mounts and restrictions as the worker,
+        // so the script sees the workspace the steps see and nothing more.
+        containers.push(Container {
+            name: COORDINATOR_CONTAINER.into(),
+            image: Some(coordinator.image.clone()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            command: Some(idle_command()),
+            working_dir: Some(WORKSPACE_PATH.into()),
+            resources: Some(coordinator.resources.requirements()),
+            security_context: Some(container_security()),
+            volume_mounts: Some(worker_mounts()),
+            ..Container::default()
+        });
+    }
+
     Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(job.job_id)),
@@ -212,7 +257,7 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
         },
         spec: Some(PodSpec {
             init_containers: Some(vec![tools]),
-            containers: vec![worker],
+            containers,
             volumes: Some(vec![
                 Volume {
                     name: WORKSPACE_VOLUME.into(),

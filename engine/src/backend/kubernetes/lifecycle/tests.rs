@@ -135,3 +135,33 @@ fn deleted_or_deleting_pod_fails() {
         "the pod is being deleted"
     );
 }
+
+#[test]
+fn pod_runs_once_its_coordinator_runs_too() {
+    let status = |coordinator: serde_json::Value| {
+        pod(json!({
+            "phase": "Running",
+            "containerStatuses": [
+                {"name": "worker", "image": "python", "imageID": "", "ready": true, "restartCount": 0,
+                    "state": {"running": {}}},
+                {"name": "coordinator", "image": "danube-coordinator", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": coordinator},
+            ],
+        }))
+    };
+
+    let starting = status(json!({"waiting": {"reason": "ContainerCreating"}}));
+    assert_eq!(
+        classify(Some(&starting)),
+        PodState::Pending {
+            detail: "container `coordinator`: ContainerCreating".into()
+        }
+    );
+    let running = status(json!({"running": {}}));
+    assert_eq!(classify(Some(&running)), PodState::Running);
+    let pulling = status(json!({"waiting": {"reason": "ImagePullBackOff"}}));
+    assert_eq!(
+        reason_of(classify(Some(&pulling))),
+        "container `coordinator` cannot start: image `danube-coordinator`: ImagePullBackOff"
+    );
+}

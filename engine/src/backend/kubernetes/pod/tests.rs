@@ -213,3 +213,57 @@ fn image_container_is_restricted_and_shares_the_workspace() {
             .any(|mount| mount.mount_path == WORKSPACE_PATH)
     );
 }
+
+fn built_with_coordinator(job_id: &JobId) -> Pod {
+    let mut settings = settings();
+    settings.coordinator = Some(CoordinatorContainer {
+        image: "registry.example/danube-coordinator:1".into(),
+        resources: Resources::coordinator_default(),
+    });
+    build_pod(
+        &settings,
+        &JobPod {
+            job_id,
+            pipeline: None,
+        },
+    )
+}
+
+#[test]
+fn coordinator_container_is_restricted_and_shares_the_workspace() {
+    let pod = built_with_coordinator(&job_id());
+    let spec = spec(&pod);
+
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, [WORKER_CONTAINER, COORDINATOR_CONTAINER]);
+    let coordinator = &spec.containers[1];
+    assert_eq!(
+        coordinator.image.as_deref(),
+        Some("registry.example/danube-coordinator:1")
+    );
+    assert_eq!(
+        coordinator.command.as_deref(),
+        Some(&[SUPERVISOR_PATH.to_owned(), "idle".to_owned()][..])
+    );
+    assert_eq!(coordinator.volume_mounts, spec.containers[0].volume_mounts);
+    assert_restricted(&coordinator.name, coordinator.security_context.as_ref());
+    let resources = coordinator.resources.as_ref().unwrap();
+    assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "1Gi");
+    assert_eq!(spec.automount_service_account_token, Some(false));
+}
+
+#[test]
+fn coordinator_container_carries_no_environment_or_token() {
+    let pod = built_with_coordinator(&job_id());
+
+    for container in all_containers(&pod) {
+        assert_eq!(container.env, None, "{}", container.name);
+        assert_eq!(container.env_from, None, "{}", container.name);
+        assert_eq!(container.args, None, "{}", container.name);
+    }
+    let yaml = to_yaml(&pod).unwrap();
+    assert!(!yaml.contains("env"), "{yaml}");
+    let documents = strict::yaml_documents(&yaml).unwrap();
+    let parsed: Pod = strict::from_value(documents[0].clone(), "Pod").unwrap();
+    assert_eq!(parsed, pod);
+}
