@@ -226,12 +226,12 @@ async fn start_long_step(app: &DesktopApp, sandbox: &Path) -> i32 {
 }
 
 /// Asserts that process `pid` ends within 30 seconds.
-fn assert_process_ends(what: &str, pid: i32) {
+fn assert_process_ends(label: &str, pid: i32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while process_alive(pid) {
         assert!(
             Instant::now() < deadline,
-            "{what} ({pid}) still runs 30 seconds after the app was told to quit"
+            "{label} ({pid}) still runs 30 seconds after the app was told to quit"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -522,7 +522,7 @@ pub async fn rerun(
 ///
 /// As [`super::targets::job_backend`]; a job whose own target this server
 /// cannot choose (its database was shared with the desktop app, say) gets a
-/// 422 that says so.
+/// 422.
 async fn rerun_backend(
     state: &AppState,
     id: &JobId,

@@ -98,7 +98,7 @@ pub enum ConnectError {
 }
 
 /// How long the first requests to a cluster may take before connecting
-/// gives up. A server that accepts connections and never answers (a
+/// gives up. A server that accepts connections and never responds (a
 /// stopped VM behind a port forward, say) would otherwise hold the job's
 /// start for minutes.
 pub const REACH_LIMIT: Duration = Duration::from_secs(20);

@@ -73,7 +73,7 @@ impl DebugPrompt {
 /// An interactive shell makes its own process group the terminal's
 /// foreground. When the shell is killed (a watch session's change stops the
 /// job, say), the terminal would stay with that dead group: Ctrl-C would no
-/// longer reach `danube`, and reading the answer would stop it with SIGTTIN.
+/// longer reach `danube`, and reading the decision would stop it with SIGTTIN.
 struct Foreground {
     group: Option<nix::unistd::Pid>,
 }
