@@ -101,6 +101,22 @@ impl Cluster {
         sandbox.danube(&args)
     }
 
+    /// Names of every pod in the jobs namespace, `Terminating` ones included.
+    fn all_pods(&self) -> Vec<String> {
+        let Some(emulator) = &self.emulator else {
+            return Vec::new();
+        };
+        self.runtime.block_on(async {
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(emulator.client().await, JOBS_NAMESPACE);
+            let pods = api.list(&Default::default()).await.unwrap();
+            pods.items
+                .into_iter()
+                .filter_map(|pod| pod.metadata.name)
+                .collect()
+        })
+    }
+
     /// Names of the pods left in the jobs namespace.
     fn pods(&self) -> Vec<String> {
         let Some(emulator) = &self.emulator else {
@@ -371,6 +387,102 @@ def checks():
 }
 
 #[test]
+fn step_emptying_the_workspace_keeps_the_supervisor_records() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.project().join(".danube")).unwrap();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="clean")
+def clean():
+    step.run("rm -rf .danube ./* && test -z \"$(ls -A)\"", name="clean")
+    step.run("echo after > after.txt", name="after")
+"#,
+    );
+
+    let run = cluster.run(&sandbox, &sandbox.project(), &[]);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(step(&job, "main", "clean")["exit_code"], 0);
+    assert_eq!(step(&job, "main", "after")["state"], "success");
+}
+
+#[test]
+fn steps_have_a_writable_home_outside_the_workspace() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="home")
+def home():
+    step.run('touch ~/x && test -f "$HOME/x" && test "$HOME" = /home/danube && test ! -e x', name="touch")
+"#,
+    );
+
+    let run = cluster.run(&sandbox, &sandbox.project(), &[]);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(step(&job, "main", "touch")["exit_code"], 0);
+}
+
+#[test]
+fn declared_pipeline_labels_the_pod_and_bounds_its_life() {
+    // It reads the pod while the step runs, which only the emulator shows.
+    let Some(cluster) = Cluster::for_faults(
+        "declared_pipeline_labels_the_pod_and_bounds_its_life",
+        EmulatorOptions::default(),
+    ) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let release = sandbox.path().join("release");
+    sandbox.pipeline(&format!(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="Web build/main", max_duration=300)
+def main():
+    step.run("echo started; while [ ! -e {} ]; do sleep 0.05; done", name="wait")
+"#,
+        release.display()
+    ));
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+
+    let pod = wait_for_running_step(&cluster);
+    let emulator = cluster.emulator();
+    let object = cluster.runtime.block_on(async {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(emulator.client().await, JOBS_NAMESPACE);
+        api.get(&pod).await.unwrap()
+    });
+    std::fs::write(&release, "").unwrap();
+    let run = Run::from_output(child.wait_with_output().unwrap());
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let labels = object.metadata.labels.unwrap_or_default();
+    assert_eq!(labels["danube.dev/pipeline"], "Web_build_main");
+    let annotations = object.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations["danube.dev/pipeline"], "Web build/main");
+    // max_duration, plus the 10-minute margin, plus the seconds the pod
+    // lived before the plan was declared.
+    let deadline = object.spec.unwrap().active_deadline_seconds.unwrap();
+    assert!((900..960).contains(&deadline), "{deadline}");
+}
+
+#[test]
 fn secrets_reach_steps_only_over_stdin() {
     let cluster = Cluster::emulated();
     let sandbox = Sandbox::new();
@@ -522,9 +634,9 @@ fn wait_for_running_step(cluster: &Cluster) -> String {
     let emulator = cluster.emulator();
     for _ in 0..600 {
         for pod in cluster.pods() {
-            let workspace = emulator.volume_dir(JOBS_NAMESPACE, &pod, "workspace");
-            let started = workspace.is_some_and(|dir| {
-                std::fs::read_dir(dir.join(".danube/steps"))
+            let state = emulator.volume_dir(JOBS_NAMESPACE, &pod, "state");
+            let started = state.is_some_and(|dir| {
+                std::fs::read_dir(dir.join("steps"))
                     .map(|entries| entries.count() > 0)
                     .unwrap_or(false)
             });
@@ -584,6 +696,9 @@ fn eviction_and_lost_node_fail_the_job() {
             "NodeLost"
         };
         assert!(reason.contains(expected), "{fault}: {reason}");
+        // A pod on a lost node stays `Terminating` unless deleted with a
+        // grace period of 0.
+        assert_eq!(cluster.all_pods(), Vec::<String>::new(), "{fault}");
     }
 }
 
@@ -620,9 +735,9 @@ def main():
     let emulator = cluster.emulator();
     let pod = wait_for_running_step(cluster);
     let stdout = emulator
-        .volume_dir(JOBS_NAMESPACE, &pod, "workspace")
+        .volume_dir(JOBS_NAMESPACE, &pod, "state")
         .unwrap()
-        .join(".danube/steps");
+        .join("steps");
     wait_for_output(&stdout, "before");
     assert!(
         emulator.fail_exec_connections(fault) > 0,
@@ -1148,7 +1263,10 @@ fn start_with_pod_coordinator(
 
 #[test]
 fn coordinator_in_the_pod_gets_its_token_over_stdin_only() {
-    let Some(cluster) = Cluster::for_faults("coordinator_in_the_pod_gets_its_token_over_stdin_only", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "coordinator_in_the_pod_gets_its_token_over_stdin_only",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let emulator = cluster.emulator();
@@ -1225,7 +1343,10 @@ def main():
 
 #[test]
 fn cancel_stops_the_coordinator_in_the_pod() {
-    let Some(cluster) = Cluster::for_faults("cancel_stops_the_coordinator_in_the_pod", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "cancel_stops_the_coordinator_in_the_pod",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let sandbox = Sandbox::new();
@@ -1260,7 +1381,10 @@ def main():
 
 #[test]
 fn dropped_coordinator_exec_is_reattached() {
-    let Some(cluster) = Cluster::for_faults("dropped_coordinator_exec_is_reattached", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "dropped_coordinator_exec_is_reattached",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let emulator = cluster.emulator();
@@ -1305,7 +1429,10 @@ def main():
 
 #[test]
 fn lost_coordinator_fails_the_job_with_the_reason() {
-    let Some(cluster) = Cluster::for_faults("lost_coordinator_fails_the_job_with_the_reason", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "lost_coordinator_fails_the_job_with_the_reason",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let emulator = cluster.emulator();

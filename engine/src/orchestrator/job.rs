@@ -271,6 +271,14 @@ impl JobRuntime {
             .breakpoints
             .check_plan(&request.pipeline, &tasks)
             .map_err(Status::invalid_argument)?;
+        let max_duration = Some(request.max_duration_seconds)
+            .filter(|seconds| *seconds > 0)
+            .map(Duration::from_secs);
+        self.tell_backend(
+            &request.pipeline,
+            max_duration.unwrap_or(DEFAULT_MAX_DURATION),
+        )
+        .await?;
         self.apply_egress(&request.egress_allowlist).await?;
 
         let store = &self.context.store;
@@ -302,9 +310,7 @@ impl JobRuntime {
         shared.plan = Some(plan);
         shared.pipeline = request.pipeline.clone();
         shared.fail_fast = request.fail_fast;
-        shared.max_duration = Some(request.max_duration_seconds)
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs);
+        shared.max_duration = max_duration;
         drop(shared);
 
         tracing::info!(job_id = %self.id(), pipeline = %request.pipeline, tasks = tasks.len(), "plan declared");
@@ -318,6 +324,17 @@ impl JobRuntime {
         });
         self.plan_declared.notify_waiters();
         Ok(())
+    }
+
+    /// Gives the backend the declared pipeline and the job's wall-time bound.
+    async fn tell_backend(&self, pipeline: &str, max_duration: Duration) -> Result<(), Status> {
+        self.backend
+            .plan_declared(self.id(), pipeline, max_duration)
+            .await
+            .map_err(|err| {
+                tracing::warn!(job_id = %self.id(), error = %err, "the backend refused the plan");
+                Status::failed_precondition(error_chain(&err))
+            })
     }
 
     /// Checks the pipeline's egress allowlist and has the backend enforce

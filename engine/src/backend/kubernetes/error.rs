@@ -96,6 +96,16 @@ pub enum KubeError {
         reason: String,
     },
 
+    #[error(
+        "failed to label pod `{pod}` with its pipeline and set its deadline (the engine's Role \
+         needs `patch` on `pods`; see deploy/kubernetes/engine-rbac.yaml)"
+    )]
+    PatchPod {
+        pod: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("failed to delete pod `{pod}`")]
     DeletePod {
         pod: String,
