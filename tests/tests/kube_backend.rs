@@ -483,6 +483,74 @@ def main():
 }
 
 #[test]
+fn cluster_errors_are_printed_once_with_their_fix() {
+    let Some(cluster) = Cluster::for_faults(
+        "cluster_errors_are_printed_once_with_their_fix",
+        EmulatorOptions::default(),
+    ) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="errors")
+def main():
+    step.run("true", name="t")
+"#,
+    );
+    // A port nothing listens on: connections are refused.
+    let refused = sandbox.path().join("refused-kubeconfig");
+    std::fs::write(
+        &refused,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  \
+         context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: \
+         \"https://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: t}\n",
+    )
+    .unwrap();
+    let project = sandbox.project();
+    let project = project.to_str().unwrap();
+
+    let no_namespace = cluster.run(&sandbox, &sandbox.project(), &["--namespace", "nosuchns"]);
+    let no_file = sandbox.danube(&[
+        "run",
+        project,
+        "--target",
+        "kube",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    let no_server = sandbox.danube(&[
+        "run",
+        project,
+        "--target",
+        "kube",
+        "--kubeconfig",
+        refused.to_str().unwrap(),
+    ]);
+
+    let text = no_namespace.text();
+    assert_ne!(no_namespace.code, 0, "{text}");
+    assert_eq!(text.matches("\"nosuchns\" not found").count(), 1, "{text}");
+    assert!(text.contains("deploy/kubernetes/namespaces.yaml"), "{text}");
+    assert!(!text.contains("Status {"), "{text}");
+    let text = no_file.text();
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "{text}"
+    );
+    let text = no_server.text();
+    assert_ne!(no_server.code, 0, "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(
+        !text.contains("kube_client"),
+        "kube-rs's log leaked: {text}"
+    );
+}
+
+#[test]
 fn secrets_reach_steps_only_over_stdin() {
     let cluster = Cluster::emulated();
     let sandbox = Sandbox::new();

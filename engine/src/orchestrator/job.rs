@@ -880,22 +880,33 @@ fn last_line(text: &str) -> &str {
         .trim()
 }
 
-/// Formats an error with its sources, for reasons stored with a job.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut last = text.clone();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Wrappers such as hyper's repeat their source's message.
-        if cause_text != last {
-            text.push_str(": ");
-            text.push_str(&cause_text);
+/// Formats an error with its sources, for reasons stored with a job and
+/// the CLI's last line. A cause whose text the message already holds is
+/// left out, and a Kubernetes API error ends the chain with its status
+/// message and a hint ([`crate::backend::kubernetes::error::api_error_text`]).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        if let Some(api) = crate::backend::kubernetes::error::api_error_text(cause) {
+            push_cause(&mut text, &api);
+            break;
         }
-        last = cause_text;
-        source = cause.source();
+        // Wrappers such as hyper's and kube's repeat their source's message.
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            push_cause(&mut text, &cause_text);
+        }
+        next = cause.source();
     }
     text
+}
+
+fn push_cause(text: &mut String, cause: &str) {
+    if !text.is_empty() {
+        text.push_str(": ");
+    }
+    text.push_str(cause);
 }
 
 fn secret_status(err: &SecretsError) -> Status {
