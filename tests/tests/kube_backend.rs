@@ -1170,6 +1170,37 @@ fn fixed_egress_rejects_widening_pipeline() {
 }
 
 #[test]
+fn dry_run_needs_no_kubeconfig() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(EGRESS_PIPELINE);
+    let home = sandbox.path().join("home-without-kube");
+    std::fs::create_dir_all(&home).unwrap();
+
+    let output = sandbox
+        .command()
+        .args(["run", sandbox.project().to_str().unwrap()])
+        .args(["--target", "kube", "--namespace", "ci-jobs", "--dry-run"])
+        .env("HOME", &home)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let run = Run::from_output(output);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stdout
+            .starts_with("# No kubeconfig was found, so context `placeholder` and namespace `ci-jobs` are placeholders"),
+        "{}",
+        run.stdout
+    );
+    let pod: serde_json::Value =
+        serde_saphyr::from_str(run.stdout.split("\n---\n").next().unwrap()).unwrap();
+    assert_eq!(pod["kind"], "Pod");
+    assert_eq!(pod["metadata"]["namespace"], "ci-jobs");
+}
+
+#[test]
 fn dry_run_prints_egress_policy() {
     let cluster = Cluster::emulated();
     let sandbox = Sandbox::new();
