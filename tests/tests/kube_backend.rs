@@ -432,10 +432,10 @@ def home():
 }
 
 #[test]
-fn declared_pipeline_labels_the_pod_and_bounds_its_life() {
+fn declared_plan_labels_and_bounds_pod() {
     // It reads the pod while the step runs, which only the emulator shows.
     let Some(cluster) = Cluster::for_faults(
-        "declared_pipeline_labels_the_pod_and_bounds_its_life",
+        "declared_plan_labels_and_bounds_pod",
         EmulatorOptions::default(),
     ) else {
         return;

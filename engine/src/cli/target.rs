@@ -175,7 +175,7 @@ impl TargetArgs {
     /// Prints the pod a job would get as YAML, then its egress policy as a
     /// second document, without contacting the cluster. Without any
     /// kubeconfig the context and namespace are placeholders, and the
-    /// output says so.
+    /// output's first comment names them.
     pub async fn print_dry_run(
         &self,
         data: &DataDir,

@@ -332,7 +332,7 @@ impl JobRuntime {
             .plan_declared(self.id(), pipeline, max_duration)
             .await
             .map_err(|err| {
-                tracing::warn!(job_id = %self.id(), error = %err, "the backend refused the plan");
+                tracing::warn!(job_id = %self.id(), error = %err, "the backend failed to apply the declared plan");
                 Status::failed_precondition(error_chain(&err))
             })
     }
@@ -881,7 +881,7 @@ fn last_line(text: &str) -> &str {
 }
 
 /// Formats an error with its sources, for reasons stored with a job and
-/// the CLI's last line. A cause whose text the message already holds is
+/// the CLI's last line. A cause whose text the message already contains is
 /// left out, and a Kubernetes API error ends the chain with its status
 /// message and a hint ([`crate::backend::kubernetes::error::api_error_text`]).
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -1,8 +1,9 @@
-//! What the job pod learns once the pipeline declares its plan: the
-//! pipeline's name, as a label and an annotation, when the job was started
-//! without one, and an `activeDeadlineSeconds` from the job's
-//! `max_duration`, so that the cluster ends a pod whose engine was killed
-//! by itself instead of leaving it running until the next engine start.
+//! The patch a job pod gets once the pipeline declares its plan. It adds
+//! the pipeline's name as a label and an annotation, which a job started
+//! without one lacks until then. It also sets `activeDeadlineSeconds` from
+//! the job's `max_duration`, so that the cluster itself ends a pod whose
+//! engine was killed, instead of leaving it running until the next engine
+//! start.
 //!
 //! The deadline counts from the pod's start, so it is the time the pod
 //! already ran, plus `max_duration`, plus [`DEADLINE_MARGIN`]. The engine
@@ -25,7 +26,7 @@ use super::retry;
 /// pause longer than the margin still ends the pod.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10 * 60);
 
-/// What to set on the pod once the plan is declared.
+/// The plan's facts that the pod receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Declared<'a> {
     pub pipeline: &'a str,

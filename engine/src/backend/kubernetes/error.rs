@@ -211,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn api_errors_print_the_message_once_with_a_hint() {
+    fn missing_namespace_prints_message_once() {
         let missing = KubeError::CreatePod {
             pod: "danube-job-1".into(),
             namespace: "nosuchns".into(),

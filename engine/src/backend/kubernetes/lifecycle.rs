@@ -67,13 +67,14 @@ pub fn on_lost_node(pod: &Pod) -> bool {
 ///
 /// The API refused a deletion, or stayed unreachable through the retries.
 pub async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), kube::Error> {
-    let gone = |result: Result<_, kube::Error>| match result {
+    let ignore_missing = |result: Result<_, kube::Error>| match result {
         Ok(deleted) => Ok(Some(deleted)),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
         Err(error) => Err(error),
     };
     let params = DeleteParams::default();
-    let deleted = gone(retry::with_backoff("delete pod", || api.delete(name, &params)).await)?;
+    let deleted =
+        ignore_missing(retry::with_backoff("delete pod", || api.delete(name, &params)).await)?;
     let Some(pod) = deleted.and_then(|deleted| deleted.left()) else {
         return Ok(());
     };
@@ -86,7 +87,7 @@ pub async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), kube::Error> {
         grace_period_seconds: Some(0),
         ..DeleteParams::default()
     };
-    gone(retry::with_backoff("force-delete pod", || api.delete(name, &force)).await)?;
+    ignore_missing(retry::with_backoff("force-delete pod", || api.delete(name, &force)).await)?;
     Ok(())
 }
 

@@ -15,8 +15,8 @@
 //! (`rm -rf .danube`, `git clean -fdx`) cannot lose the supervisor's records.
 //!
 //! Steps are execs of `danube-supervisor run` in one of those containers.
-//! The spec holds no secret and no environment value but `HOME`: each
-//! step's command and environment travel over its exec's stdin. Every container
+//! The spec contains no secret and no environment variable except `HOME`.
+//! Each step's command and environment travel over its exec's stdin. Every container
 //! runs as a non-root user with seccomp `RuntimeDefault`, all capabilities
 //! dropped and no privilege escalation, and the pod gets no service-account
 //! token, which is what Pod Security `restricted` demands.
@@ -324,8 +324,8 @@ fn worker_mounts() -> Vec<VolumeMount> {
     ]
 }
 
-/// The environment of containers that run steps: only `HOME`, which is no
-/// secret; everything else travels over each exec's stdin.
+/// Returns the environment of containers that run steps: only `HOME`, which
+/// is no secret. Everything else travels over each exec's stdin.
 fn worker_env() -> Vec<EnvVar> {
     vec![EnvVar {
         name: "HOME".into(),
