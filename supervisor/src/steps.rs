@@ -1,4 +1,4 @@
-//! Where a step leaves its traces inside the workspace, so that the engine
+//! Where a step leaves its traces in the pod, so that the engine
 //! can reattach after a dropped exec connection:
 //!
 //! ```text
@@ -16,9 +16,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// State directory when none is given: inside the shared workspace, so that
-/// every container of the pod sees it.
-pub const DEFAULT_STATE_DIR: &str = "/workspace/.danube/steps";
+/// State directory when none is given: on the job pod's `state` volume,
+/// which every container that runs steps mounts, and out of the user's
+/// workspace, so that a step emptying `/workspace` keeps its records.
+pub const DEFAULT_STATE_DIR: &str = "/danube-state/steps";
 
 /// Longest step id accepted.
 const MAX_ID_LEN: usize = 64;

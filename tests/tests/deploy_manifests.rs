@@ -219,7 +219,11 @@ fn engine_role_grants_exactly_the_job_pod_rules() {
     assert_eq!(
         role.rules.unwrap(),
         [
-            rule("", "pods", &["create", "get", "list", "watch", "delete"]),
+            rule(
+                "",
+                "pods",
+                &["create", "get", "list", "watch", "patch", "delete"]
+            ),
             rule("", "pods/exec", &["create", "get"]),
             rule("", "pods/log", &["get"]),
             rule("", "pods/ephemeralcontainers", &["get", "patch", "update"]),

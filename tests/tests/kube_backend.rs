@@ -101,6 +101,22 @@ impl Cluster {
         sandbox.danube(&args)
     }
 
+    /// Names of every pod in the jobs namespace, `Terminating` ones included.
+    fn all_pods(&self) -> Vec<String> {
+        let Some(emulator) = &self.emulator else {
+            return Vec::new();
+        };
+        self.runtime.block_on(async {
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(emulator.client().await, JOBS_NAMESPACE);
+            let pods = api.list(&Default::default()).await.unwrap();
+            pods.items
+                .into_iter()
+                .filter_map(|pod| pod.metadata.name)
+                .collect()
+        })
+    }
+
     /// Names of the pods left in the jobs namespace.
     fn pods(&self) -> Vec<String> {
         let Some(emulator) = &self.emulator else {
@@ -371,6 +387,170 @@ def checks():
 }
 
 #[test]
+fn step_emptying_the_workspace_keeps_the_supervisor_records() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.project().join(".danube")).unwrap();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="clean")
+def clean():
+    step.run("rm -rf .danube ./* && test -z \"$(ls -A)\"", name="clean")
+    step.run("echo after > after.txt", name="after")
+"#,
+    );
+
+    let run = cluster.run(&sandbox, &sandbox.project(), &[]);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(step(&job, "main", "clean")["exit_code"], 0);
+    assert_eq!(step(&job, "main", "after")["state"], "success");
+}
+
+#[test]
+fn steps_have_a_writable_home_outside_the_workspace() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="home")
+def home():
+    step.run('touch ~/x && test -f "$HOME/x" && test "$HOME" = /home/danube && test ! -e x', name="touch")
+"#,
+    );
+
+    let run = cluster.run(&sandbox, &sandbox.project(), &[]);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let job = sandbox.last_job();
+    assert_eq!(step(&job, "main", "touch")["exit_code"], 0);
+}
+
+#[test]
+fn declared_plan_labels_and_bounds_pod() {
+    // It reads the pod while the step runs, which only the emulator shows.
+    let Some(cluster) = Cluster::for_faults(
+        "declared_plan_labels_and_bounds_pod",
+        EmulatorOptions::default(),
+    ) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let release = sandbox.path().join("release");
+    sandbox.pipeline(&format!(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="Web build/main", max_duration=300)
+def main():
+    step.run("echo started; while [ ! -e {} ]; do sleep 0.05; done", name="wait")
+"#,
+        release.display()
+    ));
+    let mut command = sandbox.command();
+    command
+        .arg("run")
+        .arg(sandbox.project())
+        .args(cluster.args())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+
+    let pod = wait_for_running_step(&cluster);
+    let emulator = cluster.emulator();
+    let object = cluster.runtime.block_on(async {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(emulator.client().await, JOBS_NAMESPACE);
+        api.get(&pod).await.unwrap()
+    });
+    std::fs::write(&release, "").unwrap();
+    let run = Run::from_output(child.wait_with_output().unwrap());
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    let labels = object.metadata.labels.unwrap_or_default();
+    assert_eq!(labels["danube.dev/pipeline"], "Web_build_main");
+    let annotations = object.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations["danube.dev/pipeline"], "Web build/main");
+    // max_duration, plus the 10-minute margin, plus the seconds the pod
+    // lived before the plan was declared.
+    let deadline = object.spec.unwrap().active_deadline_seconds.unwrap();
+    assert!((900..960).contains(&deadline), "{deadline}");
+}
+
+#[test]
+fn cluster_errors_are_printed_once_with_their_fix() {
+    let Some(cluster) = Cluster::for_faults(
+        "cluster_errors_are_printed_once_with_their_fix",
+        EmulatorOptions::default(),
+    ) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="errors")
+def main():
+    step.run("true", name="t")
+"#,
+    );
+    // A port nothing listens on: connections are refused.
+    let refused = sandbox.path().join("refused-kubeconfig");
+    std::fs::write(
+        &refused,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  \
+         context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: \
+         \"https://127.0.0.1:1\"}\nusers:\n- name: u\n  user: {token: t}\n",
+    )
+    .unwrap();
+    let project = sandbox.project();
+    let project = project.to_str().unwrap();
+
+    let no_namespace = cluster.run(&sandbox, &sandbox.project(), &["--namespace", "nosuchns"]);
+    let no_file = sandbox.danube(&[
+        "run",
+        project,
+        "--target",
+        "kube",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    let no_server = sandbox.danube(&[
+        "run",
+        project,
+        "--target",
+        "kube",
+        "--kubeconfig",
+        refused.to_str().unwrap(),
+    ]);
+
+    let text = no_namespace.text();
+    assert_ne!(no_namespace.code, 0, "{text}");
+    assert_eq!(text.matches("\"nosuchns\" not found").count(), 1, "{text}");
+    assert!(text.contains("deploy/kubernetes/namespaces.yaml"), "{text}");
+    assert!(!text.contains("Status {"), "{text}");
+    let text = no_file.text();
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "{text}"
+    );
+    let text = no_server.text();
+    assert_ne!(no_server.code, 0, "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(
+        !text.contains("kube_client"),
+        "kube-rs's log leaked: {text}"
+    );
+}
+
+#[test]
 fn secrets_reach_steps_only_over_stdin() {
     let cluster = Cluster::emulated();
     let sandbox = Sandbox::new();
@@ -522,9 +702,9 @@ fn wait_for_running_step(cluster: &Cluster) -> String {
     let emulator = cluster.emulator();
     for _ in 0..600 {
         for pod in cluster.pods() {
-            let workspace = emulator.volume_dir(JOBS_NAMESPACE, &pod, "workspace");
-            let started = workspace.is_some_and(|dir| {
-                std::fs::read_dir(dir.join(".danube/steps"))
+            let state = emulator.volume_dir(JOBS_NAMESPACE, &pod, "state");
+            let started = state.is_some_and(|dir| {
+                std::fs::read_dir(dir.join("steps"))
                     .map(|entries| entries.count() > 0)
                     .unwrap_or(false)
             });
@@ -584,6 +764,9 @@ fn eviction_and_lost_node_fail_the_job() {
             "NodeLost"
         };
         assert!(reason.contains(expected), "{fault}: {reason}");
+        // A pod on a lost node stays `Terminating` unless deleted with a
+        // grace period of 0.
+        assert_eq!(cluster.all_pods(), Vec::<String>::new(), "{fault}");
     }
 }
 
@@ -620,9 +803,9 @@ def main():
     let emulator = cluster.emulator();
     let pod = wait_for_running_step(cluster);
     let stdout = emulator
-        .volume_dir(JOBS_NAMESPACE, &pod, "workspace")
+        .volume_dir(JOBS_NAMESPACE, &pod, "state")
         .unwrap()
-        .join(".danube/steps");
+        .join("steps");
     wait_for_output(&stdout, "before");
     assert!(
         emulator.fail_exec_connections(fault) > 0,
@@ -984,6 +1167,37 @@ fn fixed_egress_rejects_widening_pipeline() {
     let emulator = cluster.emulator();
     assert_eq!(emulator.request_count("create", "networkpolicies"), 0);
     assert!(cluster.pods().is_empty());
+}
+
+#[test]
+fn dry_run_needs_no_kubeconfig() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(EGRESS_PIPELINE);
+    let home = sandbox.path().join("home-without-kube");
+    std::fs::create_dir_all(&home).unwrap();
+
+    let output = sandbox
+        .command()
+        .args(["run", sandbox.project().to_str().unwrap()])
+        .args(["--target", "kube", "--namespace", "ci-jobs", "--dry-run"])
+        .env("HOME", &home)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let run = Run::from_output(output);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stdout
+            .starts_with("# No kubeconfig was found, so context `placeholder` and namespace `ci-jobs` are placeholders"),
+        "{}",
+        run.stdout
+    );
+    let pod: serde_json::Value =
+        serde_saphyr::from_str(run.stdout.split("\n---\n").next().unwrap()).unwrap();
+    assert_eq!(pod["kind"], "Pod");
+    assert_eq!(pod["metadata"]["namespace"], "ci-jobs");
 }
 
 #[test]

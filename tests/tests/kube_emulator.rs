@@ -1428,3 +1428,36 @@ async fn tty_exec_runs_on_a_resizable_terminal() {
         "{status:?}"
     );
 }
+
+#[tokio::test]
+async fn patched_labels_and_deadline_end_the_pod() {
+    let (_emulator, client) = emulator().await;
+    running_pod(&client, "bounded").await;
+    let patch = |body: Value| async {
+        pods(&client)
+            .patch("bounded", &PatchParams::default(), &Patch::Merge(body))
+            .await
+    };
+
+    let patched = patch(json!({
+        "metadata": {"labels": {"team": "web"}, "annotations": {"note": "a b"}},
+        "spec": {"activeDeadlineSeconds": 1},
+    }))
+    .await
+    .unwrap();
+    let raised = patch(json!({"spec": {"activeDeadlineSeconds": 5}})).await;
+    let other = patch(json!({"spec": {"restartPolicy": "Always"}})).await;
+    let ended = wait_for(&client, "bounded", is_finished).await;
+
+    assert_eq!(patched.metadata.labels.unwrap()["team"], "web");
+    assert_eq!(patched.metadata.annotations.unwrap()["note"], "a b");
+    for refused in [raised, other] {
+        match refused {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 422, "{status:?}"),
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+    assert_eq!(phase(&ended), "Failed");
+    let status = ended.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+}

@@ -67,7 +67,7 @@ impl ApiError {
 
     /// Logs `err` with its source chain and returns a 500 that does not
     /// reveal it.
-    pub fn internal(action: &'static str, err: &dyn std::error::Error) -> ApiError {
+    pub fn internal(action: &'static str, err: &(dyn std::error::Error + 'static)) -> ApiError {
         tracing::error!(action, error = %crate::orchestrator::error_chain(err), "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -347,6 +347,19 @@ pub trait Backend: Send + Sync {
         self.run_step(spec, output, cancel).await
     }
 
+    /// Tells the backend the plan's pipeline and the job's wall-time bound
+    /// (the pipeline's `max_duration` or the default), before the first
+    /// step runs. The default does nothing.
+    async fn plan_declared(
+        &self,
+        job: &JobId,
+        pipeline: &str,
+        max_duration: std::time::Duration,
+    ) -> Result<(), BackendError> {
+        let _ = (job, pipeline, max_duration);
+        Ok(())
+    }
+
     /// Restricts the job's network egress to `allowlist` (the pipeline's
     /// `egress_allowlist`, entries already validated) plus the backend's
     /// own entries, before its first step runs. Returns notes for the

@@ -131,7 +131,20 @@ pub async fn pod_settings(
         namespace: settings.namespace.clone(),
     };
     let cluster = options.resolve().await?;
+    let pod = pod_settings_for(&cluster, settings, data)?;
+    Ok((cluster, pod))
+}
 
+/// Returns the settings of the job pods of a resolved `cluster`.
+///
+/// # Errors
+///
+/// [`ConnectError::EngineId`] for an unreadable engine id.
+pub fn pod_settings_for(
+    cluster: &kubernetes::Cluster,
+    settings: &TargetSettings,
+    data: &DataDir,
+) -> Result<PodSettings, ConnectError> {
     let id_path = data.root().join(kubernetes::ENGINE_ID_FILE);
     let engine_id =
         kubernetes::load_engine_id(&id_path).map_err(|source| ConnectError::EngineId {
@@ -145,7 +158,7 @@ pub async fn pod_settings(
     if let Some(image) = &settings.tools_image {
         pod.tools_image = image.clone();
     }
-    if settings.placement(&cluster) == Placement::Pod {
+    if settings.placement(cluster) == Placement::Pod {
         pod.coordinator = Some(CoordinatorContainer {
             image: settings
                 .coordinator_image
@@ -154,7 +167,7 @@ pub async fn pod_settings(
             resources: Resources::coordinator_default(),
         });
     }
-    Ok((cluster, pod))
+    Ok(pod)
 }
 
 /// Makes the backend of `target`. For a kube target it contacts the

@@ -121,7 +121,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(status) => status.into(),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", crate::orchestrator::error_chain(err.as_ref()));
             Status::Usage.into()
         }
     }
@@ -187,7 +187,7 @@ async fn start_engine(
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        0 => "danube=warn",
         1 => "danube=info",
         _ => "danube=debug",
     };

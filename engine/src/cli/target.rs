@@ -173,13 +173,29 @@ impl TargetArgs {
     }
 
     /// Prints the pod a job would get as YAML, then its egress policy as a
-    /// second document, without contacting the cluster.
+    /// second document, without contacting the cluster. Without any
+    /// kubeconfig the context and namespace are placeholders, and the
+    /// output's first comment names them.
     pub async fn print_dry_run(
         &self,
         data: &DataDir,
         pipeline: Option<&str>,
     ) -> anyhow::Result<()> {
-        let (_, settings) = targets::pod_settings(self.context(), &self.settings(), data).await?;
+        let target = self.settings();
+        let settings = match targets::pod_settings(self.context(), &target, data).await {
+            Ok((_, settings)) => settings,
+            Err(targets::ConnectError::Cluster(kubernetes::TargetError::NoConfig { .. })) => {
+                let cluster = kubernetes::Cluster::placeholder(target.namespace.as_deref())?;
+                println!(
+                    "# No kubeconfig was found, so context `{}` and namespace `{}` are \
+                     placeholders; pass --kubeconfig or set KUBECONFIG for a real context.",
+                    kubernetes::Cluster::PLACEHOLDER_CONTEXT,
+                    cluster.namespace
+                );
+                targets::pod_settings_for(&cluster, &target, data)?
+            }
+            Err(error) => return Err(error.into()),
+        };
         let job_id = JobId::new();
         let pod = kubernetes::pod::build_pod(
             &settings,

@@ -271,6 +271,14 @@ impl JobRuntime {
             .breakpoints
             .check_plan(&request.pipeline, &tasks)
             .map_err(Status::invalid_argument)?;
+        let max_duration = Some(request.max_duration_seconds)
+            .filter(|seconds| *seconds > 0)
+            .map(Duration::from_secs);
+        self.tell_backend(
+            &request.pipeline,
+            max_duration.unwrap_or(DEFAULT_MAX_DURATION),
+        )
+        .await?;
         self.apply_egress(&request.egress_allowlist).await?;
 
         let store = &self.context.store;
@@ -302,9 +310,7 @@ impl JobRuntime {
         shared.plan = Some(plan);
         shared.pipeline = request.pipeline.clone();
         shared.fail_fast = request.fail_fast;
-        shared.max_duration = Some(request.max_duration_seconds)
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs);
+        shared.max_duration = max_duration;
         drop(shared);
 
         tracing::info!(job_id = %self.id(), pipeline = %request.pipeline, tasks = tasks.len(), "plan declared");
@@ -318,6 +324,17 @@ impl JobRuntime {
         });
         self.plan_declared.notify_waiters();
         Ok(())
+    }
+
+    /// Gives the backend the declared pipeline and the job's wall-time bound.
+    async fn tell_backend(&self, pipeline: &str, max_duration: Duration) -> Result<(), Status> {
+        self.backend
+            .plan_declared(self.id(), pipeline, max_duration)
+            .await
+            .map_err(|err| {
+                tracing::warn!(job_id = %self.id(), error = %err, "the backend failed to apply the declared plan");
+                Status::failed_precondition(error_chain(&err))
+            })
     }
 
     /// Checks the pipeline's egress allowlist and has the backend enforce
@@ -863,22 +880,33 @@ fn last_line(text: &str) -> &str {
         .trim()
 }
 
-/// Formats an error with its sources, for reasons stored with a job.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut last = text.clone();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Wrappers such as hyper's repeat their source's message.
-        if cause_text != last {
-            text.push_str(": ");
-            text.push_str(&cause_text);
+/// Formats an error with its sources, for reasons stored with a job and
+/// the CLI's last line. A cause whose text the message already contains is
+/// left out, and a Kubernetes API error ends the chain with its status
+/// message and a hint ([`crate::backend::kubernetes::error::api_error_text`]).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(err);
+    while let Some(cause) = next {
+        if let Some(api) = crate::backend::kubernetes::error::api_error_text(cause) {
+            push_cause(&mut text, &api);
+            break;
         }
-        last = cause_text;
-        source = cause.source();
+        // Wrappers such as hyper's and kube's repeat their source's message.
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            push_cause(&mut text, &cause_text);
+        }
+        next = cause.source();
     }
     text
+}
+
+fn push_cause(text: &mut String, cause: &str) {
+    if !text.is_empty() {
+        text.push_str(": ");
+    }
+    text.push_str(cause);
 }
 
 fn secret_status(err: &SecretsError) -> Status {

@@ -40,7 +40,7 @@ use crate::store::{NewJob, Store, StoreError};
 pub use debug::{Breakpoints, Debugger};
 pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
-pub(crate) use job::error_chain;
+pub use job::error_chain;
 pub use project::{ProjectError, check_project};
 pub use repository::{RepositoryError, RepositoryPolicy, RepositorySource};
 pub use step::dispatch_latency;

@@ -50,6 +50,9 @@ pub(crate) enum Interrupt {
     },
     /// The node is gone: kill the containers without a word to the API.
     NodeLost,
+    /// The pod ran past `activeDeadlineSeconds`: kill the containers and
+    /// fail the pod with reason `DeadlineExceeded`.
+    DeadlineExceeded,
 }
 
 /// A container process that was started, running or exited.
@@ -103,6 +106,10 @@ pub(crate) struct PodRuntime {
     /// Bumped to end this pod's exec connections without a status.
     pub exec_drops: watch::Sender<u64>,
     ephemeral_tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// When the kubelet took the pod, which `activeDeadlineSeconds` counts from.
+    started: std::time::Instant,
+    /// The timer of the pod's `activeDeadlineSeconds`, once set.
+    deadline: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl PodRuntime {
@@ -160,9 +167,32 @@ pub(crate) fn start_pod(shared: &Arc<Shared>, pod: &Pod) {
         logs: Mutex::default(),
         exec_drops: watch::channel(0).0,
         ephemeral_tasks: Mutex::default(),
+        started: std::time::Instant::now(),
+        deadline: Mutex::default(),
     });
     lock(&shared.kubelet.pods).insert(uid, runtime.clone());
+    if let Some(seconds) = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.active_deadline_seconds)
+    {
+        set_deadline(&runtime, seconds);
+    }
     tokio::spawn(run_pod(shared.clone(), runtime));
+}
+
+/// (Re)arms the pod's `activeDeadlineSeconds` timer, counted from when the
+/// kubelet took the pod, as a kubelet counts it from `status.startTime`.
+pub(crate) fn set_deadline(pod: &Arc<PodRuntime>, seconds: i64) {
+    let deadline = pod.started + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let runtime = pod.clone();
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep_until(deadline.into()).await;
+        runtime.interrupt(Interrupt::DeadlineExceeded);
+    });
+    if let Some(previous) = lock(&pod.deadline).replace(timer.abort_handle()) {
+        previous.abort();
+    }
 }
 
 async fn run_pod(shared: Arc<Shared>, pod: Arc<PodRuntime>) {
@@ -187,6 +217,7 @@ async fn run_pod(shared: Arc<Shared>, pod: Arc<PodRuntime>) {
                 }
             }
             Interrupt::Evict { message } => evict(&shared, &pod, message).await,
+            Interrupt::DeadlineExceeded => exceed_deadline(&shared, &pod).await,
             Interrupt::NodeLost => {
                 pod.exec_drops.send_modify(|n| *n += 1);
                 for (_, container) in pod.running() {
@@ -203,6 +234,9 @@ async fn run_pod(shared: Arc<Shared>, pod: Arc<PodRuntime>) {
 fn remove(shared: &Shared, pod: &PodRuntime) {
     for task in lock(&pod.ephemeral_tasks).drain(..) {
         task.abort();
+    }
+    if let Some(timer) = lock(&pod.deadline).take() {
+        timer.abort();
     }
     shared.store.remove_pod(&pod.namespace, &pod.name, &pod.uid);
     lock(&shared.kubelet.pods).remove(&pod.uid);
@@ -272,6 +306,22 @@ async fn evict(shared: &Shared, pod: &PodRuntime, message: String) {
                 Some("TerminationByKubelet"),
                 Some(message.clone()),
             );
+        });
+    let running = pod.running();
+    for (_, container) in &running {
+        container.kill(None);
+    }
+    record_stopped(shared, pod, &running, Some("Error")).await;
+}
+
+/// Fails the pod as a kubelet does once `activeDeadlineSeconds` has passed.
+async fn exceed_deadline(shared: &Shared, pod: &PodRuntime) {
+    let message = "Pod was active on the node longer than the specified deadline".to_owned();
+    info!(pod = %pod.name, "pod ran past its activeDeadlineSeconds");
+    shared
+        .store
+        .update_pod(&pod.namespace, &pod.name, |object| {
+            pod_state::fail(object, "DeadlineExceeded", message.clone());
         });
     let running = pod.running();
     for (_, container) in &running {

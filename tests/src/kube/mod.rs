@@ -27,6 +27,10 @@
 //!   cause, or `InternalError` for a command that cannot start).
 //! - `pods/log` (`container`, `follow`, `tailLines`, `timestamps`,
 //!   `limitBytes`) and `pods/ephemeralcontainers` (get, patch, update).
+//! - Merge patches of a pod's labels, annotations and
+//!   `activeDeadlineSeconds`, which may be set or lowered but not raised. A
+//!   pod past its deadline is `Failed` with reason `DeadlineExceeded` and
+//!   its containers are killed.
 //! - `networking.k8s.io/v1` `networkpolicies` and, with
 //!   [`EmulatorOptions::cilium`], `cilium.io/v2` `ciliumnetworkpolicies`
 //!   (create, get, list, delete), in discovery too; stored, not enforced.
@@ -53,7 +57,7 @@
 //! (a policy owned by a deleted pod stays),
 //! admission (Pod Security, quotas, defaults such as a service-account
 //! token volume), TLS, paging (`limit` is ignored and every list is
-//! complete), updates and patches of pods other than ephemeral containers,
+//! complete), updates of pods and patches of other pod fields,
 //! container restarts (`restartPolicy` is treated as `Never`), probes,
 //! resource limits (nothing is enforced; OOM kills are injected), volumes
 //! other than `emptyDir`, image entrypoints (a container needs `command`),

@@ -1,5 +1,5 @@
-//! Pod endpoints: create, get, list and watch, delete, `log` and
-//! `ephemeralcontainers`.
+//! Pod endpoints: create, get, list and watch, patch (labels, annotations
+//! and `activeDeadlineSeconds`), delete, `log` and `ephemeralcontainers`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -377,6 +377,142 @@ async fn container_log(
     let body =
         Body::from_stream(ReceiverStream::new(receiver).map(Ok::<_, std::convert::Infallible>));
     Ok(([(header::CONTENT_TYPE, "text/plain")], body).into_response())
+}
+
+/// Applies a merge patch to a pod's labels, annotations and
+/// `spec.activeDeadlineSeconds`, the fields a pod update may change here.
+/// As on an API server, the deadline may be set or lowered, never raised.
+pub(crate) async fn patch(
+    State(shared): AppState,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let result = (|| {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        if !matches!(
+            media,
+            "application/merge-patch+json" | "application/strategic-merge-patch+json"
+        ) {
+            return Err(ApiError::unsupported_media_type(media));
+        }
+        let patch: Value = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::bad_request(format!("the patch is not valid JSON: {error}"))
+        })?;
+        let pod = shared
+            .store
+            .pod(&namespace, &name)
+            .ok_or_else(|| ApiError::not_found("pods", &name))?;
+        let deadline = patched_deadline(&pod, &patch)?;
+
+        let updated = shared
+            .store
+            .update_pod(&namespace, &name, |pod| {
+                merge_map(&mut pod.metadata.labels, &patch["metadata"]["labels"]);
+                merge_map(
+                    &mut pod.metadata.annotations,
+                    &patch["metadata"]["annotations"],
+                );
+                if let Some(seconds) = deadline {
+                    pod.spec.get_or_insert_default().active_deadline_seconds = Some(seconds);
+                }
+            })
+            .ok_or_else(|| ApiError::not_found("pods", &name))?;
+        if let Some(seconds) = deadline
+            && let Some(runtime) = shared
+                .kubelet
+                .pod(updated.metadata.uid.as_deref().unwrap_or_default())
+        {
+            kubelet::set_deadline(&runtime, seconds);
+        }
+        Ok(axum::Json(to_value(&updated)).into_response())
+    })();
+    respond(result)
+}
+
+/// Checks that `patch` touches only what [`patch`] applies, and returns
+/// the new deadline it sets, if any.
+fn patched_deadline(pod: &Pod, patch: &Value) -> Result<Option<i64>, ApiError> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let forbidden = |field: &str, message: String| {
+        ApiError::invalid(
+            "Pod",
+            &name,
+            vec![super::status::Cause {
+                reason: "FieldValueForbidden",
+                field: field.to_owned(),
+                message,
+            }],
+        )
+    };
+    let allowed_keys = |value: &Value, keys: &[&str], at: &str| -> Result<(), ApiError> {
+        for key in value.as_object().into_iter().flat_map(|map| map.keys()) {
+            if !keys.contains(&key.as_str()) {
+                return Err(forbidden(
+                    &format!("{at}{key}"),
+                    "Forbidden: the emulator patches only metadata.labels, \
+                     metadata.annotations and spec.activeDeadlineSeconds"
+                        .to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    };
+    allowed_keys(patch, &["metadata", "spec"], "")?;
+    allowed_keys(&patch["metadata"], &["labels", "annotations"], "metadata.")?;
+    allowed_keys(&patch["spec"], &["activeDeadlineSeconds"], "spec.")?;
+
+    let Some(wanted) = patch["spec"].get("activeDeadlineSeconds") else {
+        return Ok(None);
+    };
+    let field = "spec.activeDeadlineSeconds";
+    let seconds = wanted
+        .as_i64()
+        .filter(|seconds| *seconds > 0)
+        .ok_or_else(|| {
+            forbidden(
+                field,
+                format!("Invalid value: {wanted}: must be greater than 0"),
+            )
+        })?;
+    let current = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.active_deadline_seconds);
+    if current.is_some_and(|current| seconds > current) {
+        return Err(forbidden(
+            field,
+            format!(
+                "Forbidden: may not be increased (from {} to {seconds})",
+                current.unwrap_or(0)
+            ),
+        ));
+    }
+    Ok(Some(seconds))
+}
+
+/// Merges a JSON object into a string map as a merge patch does: `null`
+/// removes a key.
+fn merge_map(map: &mut Option<std::collections::BTreeMap<String, String>>, patch: &Value) {
+    let Some(entries) = patch.as_object() else {
+        return;
+    };
+    let map = map.get_or_insert_default();
+    for (key, value) in entries {
+        match value.as_str() {
+            Some(text) => {
+                map.insert(key.clone(), text.to_owned());
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+    }
 }
 
 pub(crate) async fn patch_ephemeral(

@@ -40,7 +40,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}",
-            get(pods::get).delete(pods::delete),
+            get(pods::get).delete(pods::delete).patch(pods::patch),
         )
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/status",
@@ -265,7 +265,7 @@ async fn api_resources() -> Response {
         "resources": [
             resource("namespaces", "Namespace", false, &["create", "delete", "get", "list", "watch"]),
             resource("nodes", "Node", false, &["get", "list", "watch"]),
-            resource("pods", "Pod", true, &["create", "delete", "get", "list", "watch"]),
+            resource("pods", "Pod", true, &["create", "delete", "get", "list", "patch", "watch"]),
             resource("pods/ephemeralcontainers", "Pod", true, &["get", "patch", "update"]),
             resource("pods/exec", "PodExecOptions", true, &["create", "get"]),
             resource("pods/log", "Pod", true, &["get"]),

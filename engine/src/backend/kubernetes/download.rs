@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::exec::ExecTarget;
-use super::pod::{SUPERVISOR_PATH, WORKSPACE_PATH};
+use super::pod::{STATE_PATH, SUPERVISOR_PATH, WORKSPACE_PATH};
 use super::retry;
 
 /// Entry of the stream that lists every path in the pod's workspace, as
@@ -46,7 +46,7 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Returns the pod's path of the step's `started` marker.
 fn marker_path(step_id: &str) -> String {
-    format!("{WORKSPACE_PATH}/.danube/steps/{step_id}/started")
+    format!("{STATE_PATH}/steps/{step_id}/started")
 }
 
 /// Changes one download made to the local copy.

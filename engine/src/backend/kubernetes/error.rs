@@ -96,6 +96,16 @@ pub enum KubeError {
         reason: String,
     },
 
+    #[error(
+        "failed to label pod `{pod}` with its pipeline and set its deadline (the engine's Role \
+         needs `patch` on `pods`; see deploy/kubernetes/engine-rbac.yaml)"
+    )]
+    PatchPod {
+        pod: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("failed to delete pod `{pod}`")]
     DeletePod {
         pod: String,
@@ -142,4 +152,105 @@ pub enum KubeError {
         #[source]
         source: Box<kube::Error>,
     },
+}
+
+/// Returns the status message of a Kubernetes API error, once, with a
+/// hint for the common failures, instead of kube's text, which repeats the
+/// message and appends the whole status in Rust debug form. `None` for
+/// any other error.
+pub fn api_error_text(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let kube_error = error.downcast_ref::<kube::Error>().or_else(|| {
+        error
+            .downcast_ref::<Box<kube::Error>>()
+            .map(|boxed| &**boxed)
+    })?;
+    let kube::Error::Api(status) = kube_error else {
+        return None;
+    };
+
+    let message = if status.message.is_empty() {
+        format!("the API server answered {} {}", status.code, status.reason)
+    } else {
+        status.message.clone()
+    };
+    let namespace_missing = status.code == 404
+        && (status
+            .details
+            .as_ref()
+            .is_some_and(|details| details.kind == "namespaces")
+            || status.message.starts_with("namespaces "));
+    let hint = match status.code {
+        404 if namespace_missing => {
+            " (create it with `kubectl apply -f deploy/kubernetes/namespaces.yaml`, or pass \
+             `--namespace` with an existing one)"
+        }
+        401 => {
+            " (the cluster rejected the credentials: refresh them in the kubeconfig, for \
+             example by logging in to the cluster again)"
+        }
+        403 => {
+            " (the engine's Role in deploy/kubernetes/engine-rbac.yaml grants what Danube \
+             needs; apply it, or bind it to the account the kubeconfig uses)"
+        }
+        _ => "",
+    };
+    Some(format!("{message}{hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: message.to_owned(),
+            reason: "NotFound".to_owned(),
+            ..kube::core::Status::default()
+        }))
+    }
+
+    #[test]
+    fn missing_namespace_prints_message_once() {
+        let missing = KubeError::CreatePod {
+            pod: "danube-job-1".into(),
+            namespace: "nosuchns".into(),
+            source: Box::new(api_error(404, "namespaces \"nosuchns\" not found")),
+        };
+
+        let text = crate::orchestrator::error_chain(&missing);
+
+        assert_eq!(
+            text,
+            "failed to create pod `danube-job-1` in namespace `nosuchns`: namespaces \
+             \"nosuchns\" not found (create it with `kubectl apply -f \
+             deploy/kubernetes/namespaces.yaml`, or pass `--namespace` with an existing one)"
+        );
+    }
+
+    #[test]
+    fn unauthorised_and_forbidden_name_their_fix() {
+        let unauthorised = api_error(401, "Unauthorized");
+        let forbidden = api_error(403, "pods is forbidden: User \"dev\" cannot create");
+
+        let unauthorised = api_error_text(&unauthorised).unwrap();
+        let forbidden = api_error_text(&forbidden).unwrap();
+
+        assert!(
+            unauthorised.starts_with("Unauthorized (the cluster rejected"),
+            "{unauthorised}"
+        );
+        assert!(
+            forbidden.contains("deploy/kubernetes/engine-rbac.yaml"),
+            "{forbidden}"
+        );
+        assert!(!forbidden.contains("Status {"), "{forbidden}");
+    }
+
+    #[test]
+    fn other_errors_are_left_alone() {
+        let io = std::io::Error::other("disk full");
+
+        assert_eq!(api_error_text(&io), None);
+    }
 }

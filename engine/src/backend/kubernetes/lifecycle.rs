@@ -7,12 +7,14 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::Api;
+use kube::api::DeleteParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::watch_object;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::pod::{TOOLS_CONTAINER, WORKER_CONTAINER};
+use super::retry;
 
 /// Where a job pod is, as far as the engine cares.
 ///
@@ -48,6 +50,47 @@ const FATAL_WAITING_REASONS: &[&str] = &[
     "CrashLoopBackOff",
 ];
 
+/// Returns true when the pod's node stopped responding: no kubelet will
+/// confirm its deletion, so it stays `Terminating` until deleted with a
+/// grace period of 0.
+pub fn on_lost_node(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|status| status.reason.as_deref()) == Some("NodeLost")
+        || status.and_then(|status| status.phase.as_deref()) == Some("Unknown")
+}
+
+/// Deletes a job pod; one already gone is not an error. A pod on a lost
+/// node is deleted again at once with a grace period of 0, since it would
+/// otherwise stay `Terminating`.
+///
+/// # Errors
+///
+/// The API refused a deletion, or stayed unreachable through the retries.
+pub async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), kube::Error> {
+    let ignore_missing = |result: Result<_, kube::Error>| match result {
+        Ok(deleted) => Ok(Some(deleted)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(error) => Err(error),
+    };
+    let params = DeleteParams::default();
+    let deleted =
+        ignore_missing(retry::with_backoff("delete pod", || api.delete(name, &params)).await)?;
+    let Some(pod) = deleted.and_then(|deleted| deleted.left()) else {
+        return Ok(());
+    };
+    if !on_lost_node(&pod) {
+        return Ok(());
+    }
+
+    tracing::info!(pod = %name, "the pod's node is lost: deleting the pod with a grace period of 0");
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    ignore_missing(retry::with_backoff("force-delete pod", || api.delete(name, &force)).await)?;
+    Ok(())
+}
+
 /// Reduces a pod (or its absence, after a deletion) to a [`PodState`].
 pub fn classify(pod: Option<&Pod>) -> PodState {
     let Some(pod) = pod else {
@@ -63,6 +106,13 @@ pub fn classify(pod: Option<&Pod>) -> PodState {
     let pod_reason = status.reason.as_deref().unwrap_or_default();
     let pod_message = status.message.as_deref().unwrap_or_default();
 
+    if pod_reason == "DeadlineExceeded" {
+        return failed(&with_message(
+            "the pod ran past its activeDeadlineSeconds, the job's max_duration plus a margin \
+             (DeadlineExceeded)",
+            pod_message,
+        ));
+    }
     if pod_reason == "Evicted" {
         return failed(&with_message("the pod was evicted (Evicted)", pod_message));
     }

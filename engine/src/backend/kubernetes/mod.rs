@@ -30,6 +30,7 @@
 //! [`REQUESTS_PER_SECOND`].
 
 pub mod coordinator;
+pub mod declared;
 pub mod download;
 pub mod egress;
 pub mod error;
@@ -52,7 +53,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -163,6 +164,8 @@ struct JobPodHandle {
     /// Commands run in the pod so far. The supervisor runs each id once, so
     /// a retried step and each debug command get an id of their own.
     executions: std::sync::atomic::AtomicU64,
+    /// When the pod was created, which its deadline counts from.
+    created: std::time::Instant,
 }
 
 impl JobPodHandle {
@@ -255,6 +258,7 @@ impl KubernetesBackend {
             local_workspace: local_workspace.to_owned(),
             images: ImageContainers::default(),
             executions: std::sync::atomic::AtomicU64::new(0),
+            created: std::time::Instant::now(),
         });
         // Registered before waiting, so remove_workspace deletes the pod
         // even when it never starts.
@@ -323,16 +327,12 @@ impl KubernetesBackend {
 
     /// Deletes a job's pod; one that is already gone is not an error.
     async fn delete_pod(&self, name: &str) -> Result<(), KubeError> {
-        let params = DeleteParams::default();
-        let result = retry::with_backoff("delete pod", || self.api.delete(name, &params)).await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(source) => Err(KubeError::DeletePod {
+        lifecycle::delete_pod(&self.api, name)
+            .await
+            .map_err(|source| KubeError::DeletePod {
                 pod: name.to_owned(),
                 source: Box::new(source),
-            }),
-        }
+            })
     }
 
     /// Copies what the step of `spec` changed in the pod to the local copy,
@@ -546,6 +546,32 @@ impl Backend for KubernetesBackend {
     ) -> Result<StepOutcome, BackendError> {
         let prefix = format!("debug{}", spec.step_id);
         self.run_in_pod(spec, &prefix, output, cancel).await
+    }
+
+    /// Labels the pod with the declared pipeline and bounds its life by the
+    /// job's `max_duration` ([`declared`]).
+    async fn plan_declared(
+        &self,
+        job: &JobId,
+        pipeline: &str,
+        max_duration: Duration,
+    ) -> Result<(), BackendError> {
+        let handle = self.handle(job).ok_or_else(|| KubeError::UnknownJob {
+            job: job.to_string(),
+        })?;
+        let update = declared::Declared {
+            pipeline,
+            max_duration,
+            pod_age: handle.created.elapsed(),
+        };
+        declared::apply(&self.api, &handle.name, &update)
+            .await
+            .map_err(|source| KubeError::PatchPod {
+                pod: handle.name.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::info!(job_id = %job, pod = %handle.name, pipeline, max_duration_seconds = max_duration.as_secs(), "pod labelled with its pipeline and deadline");
+        Ok(())
     }
 
     /// Creates the job's egress policy from the engine's entries and

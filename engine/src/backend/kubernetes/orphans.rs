@@ -1,13 +1,15 @@
 //! Orphan cleanup at engine start: pods this engine labelled whose job no
 //! live engine process runs any more (the process was killed mid-job). They
 //! would otherwise run, and hold their node's resources, until someone
-//! deletes them by hand.
+//! deletes them by hand. A pod whose engine never starts again is ended
+//! by the cluster itself, at its `activeDeadlineSeconds` ([`super::declared`]).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::ListParams;
 
 use super::error::KubeError;
+use super::lifecycle;
 use super::pod::{JOB_LABEL, engine_selector};
 use super::retry;
 use crate::model::{JobId, JobState, RunState};
@@ -64,9 +66,8 @@ pub async fn clean_orphans(
             continue;
         }
 
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
+        match lifecycle::delete_pod(api, &name).await {
+            Ok(()) => {}
             Err(err) => {
                 tracing::warn!(pod = %name, error = %err, "failed to delete an orphaned pod");
                 continue;

@@ -6,12 +6,17 @@
 //! main   coordinator  with `coordinator = pod` only: the coordinator image, idling
 //!                  the same way until the engine starts the SDK in it by exec
 //! (ephemeral) image-N   one per other image a task or step names, idling the same way
-//! volumes  workspace (emptyDir at /workspace), tools (emptyDir at /danube, read-only in workers)
+//! volumes  workspace (emptyDir at /workspace), tools (emptyDir at /danube, read-only in workers),
+//!          state (emptyDir at /danube-state: the supervisor's step records),
+//!          home (emptyDir at /home/danube, the steps' writable `HOME`)
 //! ```
 //!
+//! `/workspace` holds only the user's files: a step that empties it
+//! (`rm -rf .danube`, `git clean -fdx`) cannot lose the supervisor's records.
+//!
 //! Steps are execs of `danube-supervisor run` in one of those containers.
-//! The spec holds no secret and no environment value at all: each step's
-//! command and environment travel over its exec's stdin. Every container
+//! The spec contains no secret and no environment variable except `HOME`.
+//! Each step's command and environment travel over its exec's stdin. Every container
 //! runs as a non-root user with seccomp `RuntimeDefault`, all capabilities
 //! dropped and no privilege escalation, and the pod gets no service-account
 //! token, which is what Pod Security `restricted` demands.
@@ -19,8 +24,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EphemeralContainer, Pod, PodSecurityContext,
-    PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EphemeralContainer, Pod,
+    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -52,9 +58,17 @@ pub const WORKSPACE_PATH: &str = "/workspace";
 pub const TOOLS_PATH: &str = "/danube";
 /// The supervisor as the workers run it.
 pub const SUPERVISOR_PATH: &str = "/danube/bin/danube-supervisor";
+/// Mount point of the volume where the supervisor records each step; the
+/// supervisor's default `--state-dir` lies under it.
+pub const STATE_PATH: &str = "/danube-state";
+/// Mount point of the writable home of every container that runs steps,
+/// and the `HOME` they get.
+pub const HOME_PATH: &str = "/home/danube";
 
 const WORKSPACE_VOLUME: &str = "workspace";
 const TOOLS_VOLUME: &str = "tools";
+const STATE_VOLUME: &str = "state";
+const HOME_VOLUME: &str = "home";
 
 /// The worker image when the pipeline names none: Python, since pipelines
 /// are Python projects, on Debian, with a shell.
@@ -227,6 +241,7 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
         resources: Some(settings.worker_resources.requirements()),
         security_context: Some(container_security()),
         volume_mounts: Some(worker_mounts()),
+        env: Some(worker_env()),
         ..Container::default()
     };
 
@@ -243,6 +258,7 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
             resources: Some(coordinator.resources.requirements()),
             security_context: Some(container_security()),
             volume_mounts: Some(worker_mounts()),
+            env: Some(worker_env()),
             ..Container::default()
         });
     }
@@ -259,19 +275,13 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
             init_containers: Some(vec![tools]),
             containers,
             volumes: Some(vec![
-                Volume {
-                    name: WORKSPACE_VOLUME.into(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        size_limit: settings.workspace_size_limit.clone().map(Quantity),
-                        ..EmptyDirVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-                Volume {
-                    name: TOOLS_VOLUME.into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
-                },
+                empty_dir(
+                    WORKSPACE_VOLUME,
+                    settings.workspace_size_limit.clone().map(Quantity),
+                ),
+                empty_dir(TOOLS_VOLUME, None),
+                empty_dir(STATE_VOLUME, None),
+                empty_dir(HOME_VOLUME, None),
             ]),
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
@@ -296,6 +306,7 @@ pub fn build_image_container(name: &str, image: &str) -> EphemeralContainer {
         working_dir: Some(WORKSPACE_PATH.into()),
         security_context: Some(container_security()),
         volume_mounts: Some(worker_mounts()),
+        env: Some(worker_env()),
         ..EphemeralContainer::default()
     }
 }
@@ -308,7 +319,30 @@ fn worker_mounts() -> Vec<VolumeMount> {
     vec![
         mount(WORKSPACE_VOLUME, WORKSPACE_PATH, false),
         mount(TOOLS_VOLUME, TOOLS_PATH, true),
+        mount(STATE_VOLUME, STATE_PATH, false),
+        mount(HOME_VOLUME, HOME_PATH, false),
     ]
+}
+
+/// Returns the environment of containers that run steps: only `HOME`, which
+/// is no secret. Everything else travels over each exec's stdin.
+fn worker_env() -> Vec<EnvVar> {
+    vec![EnvVar {
+        name: "HOME".into(),
+        value: Some(HOME_PATH.into()),
+        value_from: None,
+    }]
+}
+
+fn empty_dir(name: &str, size_limit: Option<Quantity>) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit,
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {

@@ -136,6 +136,31 @@ impl fmt::Debug for Cluster {
     }
 }
 
+impl Cluster {
+    /// Name of the context [`Cluster::placeholder`] pretends to use.
+    pub const PLACEHOLDER_CONTEXT: &'static str = "placeholder";
+
+    /// Returns a cluster that exists nowhere, for `--dry-run` without a
+    /// kubeconfig: context [`Cluster::PLACEHOLDER_CONTEXT`] at an address
+    /// that never resolves, in `namespace` or [`DEFAULT_NAMESPACE`].
+    ///
+    /// # Errors
+    ///
+    /// An invalid namespace.
+    pub fn placeholder(namespace: Option<&str>) -> Result<Cluster, TargetError> {
+        let namespace = namespace.unwrap_or(DEFAULT_NAMESPACE).to_owned();
+        check_namespace(&namespace)?;
+        let url = "https://cluster.invalid"
+            .parse()
+            .expect("a fixed valid URL parses");
+        Ok(Cluster {
+            config: kube::Config::new(url),
+            namespace,
+            context: Some(Self::PLACEHOLDER_CONTEXT.to_owned()),
+        })
+    }
+}
+
 impl ClusterOptions {
     /// Reads the kubeconfig (or the in-cluster configuration) without
     /// contacting the cluster.

@@ -33,6 +33,19 @@ fn all_containers(pod: &Pod) -> Vec<&Container> {
         .collect()
 }
 
+/// Asserts that a container's only environment is `HOME` when it runs
+/// steps, and that the tools container has none.
+fn assert_environment_is_home_only(container: &Container) {
+    let expected = (container.name != TOOLS_CONTAINER).then(|| {
+        vec![EnvVar {
+            name: "HOME".into(),
+            value: Some(HOME_PATH.into()),
+            value_from: None,
+        }]
+    });
+    assert_eq!(container.env, expected, "{}", container.name);
+}
+
 fn assert_restricted(name: &str, security: Option<&SecurityContext>) {
     let security = security.unwrap_or_else(|| panic!("{name} has no securityContext"));
     assert_eq!(security.allow_privilege_escalation, Some(false), "{name}");
@@ -87,21 +100,21 @@ fn pod_meets_pod_security_restricted() {
 }
 
 #[test]
-fn pod_spec_carries_no_environment() {
+fn pod_spec_carries_no_environment_but_home() {
     let pod = built(&job_id());
 
     for container in all_containers(&pod) {
-        assert_eq!(container.env, None, "{}", container.name);
+        assert_environment_is_home_only(container);
         assert_eq!(container.env_from, None, "{}", container.name);
         assert_eq!(container.args, None, "{}", container.name);
     }
     let yaml = to_yaml(&pod).unwrap();
-    assert!(!yaml.contains("env"), "{yaml}");
+    assert_eq!(yaml.matches("env:").count(), 1, "{yaml}");
     assert!(!yaml.to_lowercase().contains("secret"), "{yaml}");
 }
 
 #[test]
-fn worker_idles_on_the_supervisor_with_both_volumes() {
+fn worker_idles_on_the_supervisor_with_its_volumes() {
     let pod = built(&job_id());
     let spec = spec(&pod);
 
@@ -119,7 +132,15 @@ fn worker_idles_on_the_supervisor_with_both_volumes() {
         .flatten()
         .map(|mount| (mount.mount_path.as_str(), mount.read_only))
         .collect();
-    assert_eq!(mounts, [(WORKSPACE_PATH, None), (TOOLS_PATH, Some(true))]);
+    assert_eq!(
+        mounts,
+        [
+            (WORKSPACE_PATH, None),
+            (TOOLS_PATH, Some(true)),
+            (STATE_PATH, None),
+            (HOME_PATH, None),
+        ]
+    );
 
     let resources = worker.resources.as_ref().unwrap();
     assert_eq!(resources.requests.as_ref().unwrap()["cpu"].0, "500m");
@@ -197,7 +218,10 @@ fn image_container_is_restricted_and_shares_the_workspace() {
 
     let security = container.security_context.as_ref();
     assert_restricted("image-1", security);
-    assert_eq!(container.env, None);
+    assert_eq!(
+        container.env.as_ref().map(|env| env[0].name.as_str()),
+        Some("HOME")
+    );
     assert_eq!(
         container.command.as_deref(),
         Some(&[SUPERVISOR_PATH.to_owned(), "idle".to_owned()][..])
@@ -253,16 +277,16 @@ fn coordinator_container_is_restricted_and_shares_the_workspace() {
 }
 
 #[test]
-fn coordinator_container_carries_no_environment_or_token() {
+fn coordinator_container_carries_no_environment_but_home_and_no_token() {
     let pod = built_with_coordinator(&job_id());
 
     for container in all_containers(&pod) {
-        assert_eq!(container.env, None, "{}", container.name);
+        assert_environment_is_home_only(container);
         assert_eq!(container.env_from, None, "{}", container.name);
         assert_eq!(container.args, None, "{}", container.name);
     }
     let yaml = to_yaml(&pod).unwrap();
-    assert!(!yaml.contains("env"), "{yaml}");
+    assert_eq!(yaml.matches("env:").count(), 2, "{yaml}");
     let documents = strict::yaml_documents(&yaml).unwrap();
     let parsed: Pod = strict::from_value(documents[0].clone(), "Pod").unwrap();
     assert_eq!(parsed, pod);
