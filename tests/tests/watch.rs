@@ -250,6 +250,30 @@ async fn rename_on_save_starts_exactly_one_run() {
     watching.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn folder_rename_starts_exactly_one_run() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(QUICK_PIPELINE);
+    sandbox.file("d/b.txt", "b\n");
+    let mut watching = watching_after_first_job(&sandbox).await;
+
+    std::fs::rename(sandbox.project().join("d"), sandbox.project().join("e")).unwrap();
+
+    // The rename event names the folder, not the files it contains.
+    let (job, trigger) = watching.started().await;
+    assert_eq!(trigger.as_deref(), Some("e"));
+    assert_eq!(watching.ended(&job).await.state, JobState::Success);
+    watching.assert_quiet().await;
+
+    // The renamed folder is still watched, under its new name.
+    std::fs::rename(sandbox.project().join("e"), sandbox.project().join("f")).unwrap();
+    let (job, trigger) = watching.started().await;
+    assert_eq!(trigger.as_deref(), Some("f"));
+    watching.ended(&job).await;
+    watching.assert_quiet().await;
+    watching.stop().await;
+}
+
 fn read_pids(path: &Path) -> Vec<i32> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
