@@ -1148,7 +1148,10 @@ fn start_with_pod_coordinator(
 
 #[test]
 fn coordinator_in_the_pod_gets_its_token_over_stdin_only() {
-    let Some(cluster) = Cluster::for_faults("coordinator_in_the_pod_gets_its_token_over_stdin_only", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "coordinator_in_the_pod_gets_its_token_over_stdin_only",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let emulator = cluster.emulator();
@@ -1225,7 +1228,10 @@ def main():
 
 #[test]
 fn cancel_stops_the_coordinator_in_the_pod() {
-    let Some(cluster) = Cluster::for_faults("cancel_stops_the_coordinator_in_the_pod", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "cancel_stops_the_coordinator_in_the_pod",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let sandbox = Sandbox::new();
@@ -1260,7 +1266,10 @@ def main():
 
 #[test]
 fn dropped_coordinator_exec_is_reattached() {
-    let Some(cluster) = Cluster::for_faults("dropped_coordinator_exec_is_reattached", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "dropped_coordinator_exec_is_reattached",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let emulator = cluster.emulator();
@@ -1305,7 +1314,10 @@ def main():
 
 #[test]
 fn lost_coordinator_fails_the_job_with_the_reason() {
-    let Some(cluster) = Cluster::for_faults("lost_coordinator_fails_the_job_with_the_reason", EmulatorOptions::default()) else {
+    let Some(cluster) = Cluster::for_faults(
+        "lost_coordinator_fails_the_job_with_the_reason",
+        EmulatorOptions::default(),
+    ) else {
         return;
     };
     let emulator = cluster.emulator();

@@ -534,3 +534,93 @@ fn api_watch_routes_start_list_and_stop_sessions() {
     assert!(document["paths"]["/api/v1/watches"]["post"].is_object());
     assert!(document["paths"]["/api/v1/watches/{id}"]["delete"].is_object());
 }
+
+const FAILING_PIPELINE: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="failing")
+def failing():
+    step.run("exit 3", name="check")
+"#;
+
+/// Polls `GET /debug` of `job` until it pauses and returns the pause.
+fn wait_paused(server: &danube_tests::Server, job: &str) -> Value {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let response = client()
+            .get(server.url(&format!("/api/v1/jobs/{job}/debug")))
+            .bearer_auth(&server.token)
+            .send()
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            return response.json().unwrap();
+        }
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(Instant::now() < deadline, "job {job} never paused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn api_watch_pauses_jobs_on_failure() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(FAILING_PIPELINE);
+    let server = sandbox.serve();
+
+    let created = client()
+        .post(server.url("/api/v1/watches"))
+        .bearer_auth(&server.token)
+        .json(&json!({"project": sandbox.project(), "break_on_failure": true}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let watch: Value = created.json().unwrap();
+    let first = watch["current_job"].as_str().unwrap().to_owned();
+    let pause = wait_paused(&server, &first);
+    assert_eq!(pause["step"], "check");
+    assert_eq!(pause["reason"], "failure");
+
+    // The jobs that changes start pause too.
+    sandbox.file("src/x.py", "changed = True\n");
+    let rerun = wait_new_job(&server, std::slice::from_ref(&first));
+    let rerun = rerun["id"].as_str().unwrap();
+    let pause = wait_paused(&server, rerun);
+    assert_eq!(pause["reason"], "failure");
+
+    let id = watch["id"].as_str().unwrap();
+    let stopped = client()
+        .delete(server.url(&format!("/api/v1/watches/{id}")))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/json")
+        .send()
+        .unwrap();
+    assert_eq!(stopped.status(), StatusCode::OK);
+}
+
+#[test]
+fn api_watch_pauses_before_step() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(QUICK_PIPELINE);
+    let server = sandbox.serve();
+
+    let created = client()
+        .post(server.url("/api/v1/watches"))
+        .bearer_auth(&server.token)
+        .json(&json!({"project": sandbox.project(), "break_before": ["check"]}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let watch: Value = created.json().unwrap();
+    let pause = wait_paused(&server, watch["current_job"].as_str().unwrap());
+    assert_eq!(pause["step"], "check");
+    assert_eq!(pause["reason"], "before");
+
+    let id = watch["id"].as_str().unwrap();
+    let stopped = client()
+        .delete(server.url(&format!("/api/v1/watches/{id}")))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/json")
+        .send()
+        .unwrap();
+    assert_eq!(stopped.status(), StatusCode::OK);
+}

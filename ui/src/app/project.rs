@@ -44,6 +44,8 @@ struct CreateWatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pipeline: Option<String>,
     target: String,
+    break_before: Vec<String>,
+    break_on_failure: bool,
 }
 
 #[derive(Serialize)]
@@ -358,7 +360,7 @@ fn OpenedProject(path: String) -> impl IntoView {
                 </label>
             </div>
         </details>
-        <WatchToggle path=watch_path pipelines pipeline target />
+        <WatchToggle path=watch_path pipelines pipeline target break_before break_on_failure />
         {move || chosen_target().and_then(|target| target.note).map(|note| view! {
             <p class="notice" role="status" data-testid="target-note">{note}</p>
         })}
@@ -387,13 +389,16 @@ fn several_pipelines(
 
 /// Starts and stops the watch session of this project: while it is on,
 /// every change to a file of the project cancels the run in flight and
-/// starts a new one, which the history labels with the changed file.
+/// starts a new one, which the history labels with the changed file. The
+/// session's jobs pause at the breakpoints set when it started.
 #[component]
 fn WatchToggle(
     path: String,
     pipelines: RwSignal<Option<Result<Vec<PipelineSummary>, ApiFailure>>>,
     pipeline: RwSignal<String>,
     target: RwSignal<String>,
+    break_before: RwSignal<String>,
+    break_on_failure: RwSignal<bool>,
 ) -> impl IntoView {
     let watch = RwSignal::new(None::<Watch>);
     let busy = RwSignal::new(false);
@@ -425,6 +430,8 @@ fn WatchToggle(
             project: path.clone(),
             pipeline: (several_pipelines(pipelines) && !chosen.is_empty()).then_some(chosen),
             target: target.get_untracked(),
+            break_before: step_names(&break_before.get_untracked()),
+            break_on_failure: break_on_failure.get_untracked(),
         };
         spawn_local(async move {
             let previous = running.clone();
