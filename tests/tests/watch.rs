@@ -624,3 +624,71 @@ fn api_watch_pauses_before_step() {
         .unwrap();
     assert_eq!(stopped.status(), StatusCode::OK);
 }
+
+const SLOW_PIPELINE: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="slow")
+def slow():
+    step.run("sleep 30", name="wait")
+"#;
+
+#[test]
+fn cli_watch_names_change_that_cancelled_job() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(SLOW_PIPELINE);
+    let project = sandbox.project();
+    let mut child = sandbox
+        .command()
+        .args(["watch", project.to_str().unwrap(), "--debounce", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+
+    read_until(&lines, &mut seen, |line| line.contains("main › wait"));
+    sandbox.file("src/x.py", "changed = True\n");
+    read_until(&lines, &mut seen, |line| {
+        line.ends_with(" started") && line.starts_with("job ")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    seen.extend(lines.iter());
+
+    let text = seen.join("\n");
+    let restart = seen
+        .iter()
+        .position(|line| line == "change in src/x.py: restarting")
+        .unwrap_or_else(|| panic!("no restart line:\n{text}"));
+    let cancelled = seen
+        .iter()
+        .position(|line| line.starts_with("job ") && line.contains(" cancelled in "))
+        .unwrap_or_else(|| panic!("no cancelled job:\n{text}"));
+    assert!(restart < cancelled, "{text}");
+    assert!(
+        seen[cancelled].ends_with(": cancelled: src/x.py changed"),
+        "{text}"
+    );
+    let restarts = seen
+        .iter()
+        .filter(|line| line.starts_with("change in "))
+        .count();
+    assert_eq!(restarts, 1, "{text}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some(
+            format!(
+                "stopped watching {}",
+                project.canonicalize().unwrap().display()
+            )
+            .as_str()
+        ),
+        "{text}"
+    );
+}
