@@ -183,7 +183,8 @@ async fn desktop_runs_watches_and_debugs() {
 
 /// Stage 3b: the Project tab returns to the project opened last; a
 /// project whose file does not load shows the traceback with its line
-/// breaks, and Reload reads the fixed file.
+/// breaks; the page reads the file again after a job of the project
+/// ends, and on Reload.
 async fn load_error_clears_on_reload(app: &DesktopApp, sandbox: &Path) {
     app.click("[data-testid=nav-project]").await;
     app.wait_for(
@@ -215,6 +216,15 @@ async fn load_error_clears_on_reload(app: &DesktopApp, sandbox: &Path) {
     .await;
     app.screenshot("6-load-error").await;
 
+    // The user's loop: watch on, fix the file, and the watch's run that
+    // follows makes the page read the file again.
+    app.click("[data-testid=watch-toggle]").await;
+    app.wait_for(
+        "the watch session to start",
+        PAGE_TIMEOUT,
+        "return document.querySelector('[data-testid=watch-status]') !== null;",
+    )
+    .await;
     std::fs::write(
         &file,
         "from danube import pipeline, step\n\n\n\
@@ -223,12 +233,31 @@ async fn load_error_clears_on_reload(app: &DesktopApp, sandbox: &Path) {
          step.run(\"true\", name=\"check\")\n",
     )
     .expect("fix danubefile.py");
-    app.click("[data-testid=reload-pipelines]").await;
     app.wait_for(
-        "Run to be enabled after the reload",
-        PAGE_TIMEOUT,
+        "Run to be enabled after the watch's run of the fixed file",
+        JOB_TIMEOUT,
         "const run = document.querySelector('[data-testid=run-project]');
          return !run.disabled && document.querySelector('[data-testid=error-text]') === null;",
+    )
+    .await;
+    app.click("[data-testid=watch-toggle]").await;
+    app.wait_for(
+        "the watch session to stop",
+        PAGE_TIMEOUT,
+        "const toggle = document.querySelector('[data-testid=watch-toggle]');
+         return document.querySelector('[data-testid=watch-status]') === null
+             && !toggle.checked && !toggle.disabled;",
+    )
+    .await;
+
+    // Without a job, Reload reads the file again.
+    std::fs::write(&file, "import no_such_module_here\n").expect("break danubefile.py");
+    app.click("[data-testid=reload-pipelines]").await;
+    app.wait_for(
+        "the load error again after Reload",
+        PAGE_TIMEOUT,
+        "const run = document.querySelector('[data-testid=run-project]');
+         return run.disabled && document.querySelector('[data-testid=error-text]') !== null;",
     )
     .await;
 }
