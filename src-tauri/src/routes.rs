@@ -171,16 +171,31 @@ async fn open(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<OpenProject>,
 ) -> Result<Json<Project>, ApiError> {
-    let path = PathBuf::from(&body.path);
+    let path = expand_home(&body.path, dirs::home_dir().as_deref());
     if !path.is_absolute() {
         return Err(ApiError::bad_request(format!(
-            "project `{}` is not an absolute path; pass the absolute path of the folder that contains danubefile.py",
+            "project `{}` is not an absolute path; pass the absolute path of the folder that contains danubefile.py, or one that starts with `~/`",
             body.path
         )));
     }
     let project = check_project(&path).map_err(|err| ApiError::unprocessable(err.to_string()))?;
     let pipeline = body.pipeline.filter(|name| !name.is_empty());
     Ok(Json(remember(&app, &project, pipeline.as_deref()).await?))
+}
+
+/// Replaces a leading `~` of a typed path with the user's home folder, as
+/// a shell does, because the app runs on the user's own machine. `~user`
+/// stays as typed.
+fn expand_home(typed: &str, home: Option<&Path>) -> PathBuf {
+    let rest = match typed.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.trim_start_matches('/'),
+        _ => return PathBuf::from(typed),
+    };
+    match home {
+        Some(home) if rest.is_empty() => home.to_owned(),
+        Some(home) => home.join(rest),
+        None => PathBuf::from(typed),
+    }
 }
 
 async fn pick(
@@ -244,4 +259,37 @@ async fn find_recent(app: &AppState, project: &Path) -> Result<Project, ApiError
             opened_at: danube::model::now_millis(),
         });
     Ok(recent.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_home_replaces_leading_tilde() {
+        let home = Path::new("/home/me");
+
+        assert_eq!(
+            expand_home("~/src/app", Some(home)),
+            Path::new("/home/me/src/app")
+        );
+        assert_eq!(expand_home("~", Some(home)), Path::new("/home/me"));
+        assert_eq!(expand_home("~/", Some(home)), Path::new("/home/me"));
+    }
+
+    #[test]
+    fn expand_home_keeps_other_paths() {
+        let home = Path::new("/home/me");
+
+        assert_eq!(
+            expand_home("/srv/~/app", Some(home)),
+            Path::new("/srv/~/app")
+        );
+        assert_eq!(
+            expand_home("~other/app", Some(home)),
+            Path::new("~other/app")
+        );
+        assert_eq!(expand_home("src/app", Some(home)), Path::new("src/app"));
+        assert_eq!(expand_home("~/app", None), Path::new("~/app"));
+    }
 }

@@ -137,6 +137,12 @@ fn paused_job_runs_commands_shows_files_and_retries() {
     ));
     assert_eq!(slow["timed_out"], true, "{slow}");
     assert_eq!(slow["exit_code"], Value::Null);
+    let stderr = slow["stderr"].as_str().unwrap();
+    assert!(
+        stderr.contains("danube: command timed out after 1s"),
+        "{slow}"
+    );
+    assert!(!stderr.contains("step"), "{slow}");
 
     let root = json_of(files(&server, &id, ""));
     assert_eq!(root["kind"], "directory");

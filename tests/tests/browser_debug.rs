@@ -89,7 +89,7 @@ def build():
 
 @task(needs=[build])
 def test():
-    step.run("grep -q fixed status.txt", name="check", env={"API_KEY": secrets.get("API_KEY")})
+    step.run("seq 1 300; grep -q fixed status.txt", name="check", env={"API_KEY": secrets.get("API_KEY")})
 
 pipeline(name="debuggable", tasks=[test])
 "#,
@@ -152,7 +152,41 @@ pipeline(name="debuggable", tasks=[test])
         "{node}"
     );
     wait_text(&browser, "[data-testid=debug-files]", "status.txt").await;
+    // The failed step's 300-line log opens below the panel; the page
+    // must still show the panel.
+    wait_until("the debug panel to be in view", UI_TIMEOUT, async || {
+        let place = browser
+            .eval("return [document.querySelector('[data-testid=debug-panel]').getBoundingClientRect().top, window.innerHeight];")
+            .await;
+        let (top, height) = (place[0].as_f64().unwrap(), place[1].as_f64().unwrap());
+        if (0.0..height).contains(&top) {
+            Ok(())
+        } else {
+            Err(format!("panel top {top} outside the window height {height}"))
+        }
+    })
+    .await;
     browser.screenshot("paused").await;
+
+    browser
+        .type_into(
+            "[data-testid=debug-command]",
+            r"printf '\033[31mred\033[0m plain\n'",
+        )
+        .await;
+    browser.click("[data-testid=debug-run]").await;
+    let output = wait_text(&browser, "[data-testid=debug-output]", "[exit 0]").await;
+    assert!(output.lines().any(|line| line == "red plain"), "{output}");
+    assert!(!output.contains('\u{1b}'), "{output}");
+    let red = browser
+        .eval("return [...document.querySelectorAll('[data-testid=debug-output] span')].filter(span => span.textContent === 'red').map(span => span.className);")
+        .await;
+    let classes = red.as_array().expect("the script returns an array");
+    assert_eq!(classes.len(), 1, "{red}");
+    assert_ne!(classes[0], "", "{red}");
+    browser
+        .eval("document.querySelector('[data-testid=debug-command]').value = ''; document.querySelector('[data-testid=debug-command]').dispatchEvent(new Event('input'));")
+        .await;
 
     browser
         .type_into(
@@ -161,8 +195,9 @@ pipeline(name="debuggable", tasks=[test])
         )
         .await;
     browser.click("[data-testid=debug-run]").await;
-    let output = wait_text(&browser, "[data-testid=debug-output]", "[exit 0]").await;
+    let output = wait_text(&browser, "[data-testid=debug-output]", "key=").await;
     browser.screenshot("command").await;
+    assert!(output.contains("[exit 0]"), "{output}");
     assert!(output.contains("key=***"), "{output}");
     assert!(!output.contains(SECRET), "{output}");
     assert!(output.contains("fixed"), "{output}");

@@ -165,6 +165,7 @@ async fn desktop_runs_watches_and_debugs() {
 
     watch_reruns_after_change(&app, &project).await;
     break_retry_succeeds(&app, sandbox.path()).await;
+    load_error_clears_on_reload(&app, sandbox.path()).await;
     let step_pid = start_long_step(&app, sandbox.path()).await;
 
     // SIGTERM, as a desktop session that logs out sends, quits the app the
@@ -178,6 +179,87 @@ async fn desktop_runs_watches_and_debugs() {
     assert_process_ends("the app", app_pid);
     assert_process_ends("the step's process", step_pid);
     app.close().await;
+}
+
+/// Stage 3b: the Project tab returns to the project opened last; a
+/// project whose file does not load shows the traceback with its line
+/// breaks; the page reads the file again after a job of the project
+/// ends, and on Reload.
+async fn load_error_clears_on_reload(app: &DesktopApp, sandbox: &Path) {
+    app.click("[data-testid=nav-project]").await;
+    app.wait_for(
+        "the Project tab to show the project opened last",
+        PAGE_TIMEOUT,
+        "const name = document.querySelector('[data-testid=project-name]')?.textContent;
+         return name === 'fixme' ? true : `project: ${name}`;",
+    )
+    .await;
+
+    let project = sandbox.join("broken");
+    std::fs::create_dir_all(&project).expect("create the broken project");
+    let file = project.join("danubefile.py");
+    std::fs::write(&file, "import no_such_module_here\n").expect("write danubefile.py");
+    app.type_text("[data-testid=project-path]", &project.display().to_string())
+        .await;
+    app.click("[data-testid=open-path]").await;
+    app.wait_for(
+        "the load error as preformatted text, with Run disabled",
+        PAGE_TIMEOUT,
+        "const error = document.querySelector('[data-testid=error-text]');
+         const run = document.querySelector('[data-testid=run-project]');
+         const name = document.querySelector('[data-testid=project-name]')?.textContent;
+         return name === 'broken' && error?.tagName === 'PRE'
+             && error.textContent.includes('\\n') && error.textContent.includes('no_such_module_here')
+             && run.disabled
+             ? true : `${name}: ${error?.tagName} ${error?.textContent}`;",
+    )
+    .await;
+    app.screenshot("6-load-error").await;
+
+    // The user's loop: watch on, fix the file, and the watch's run that
+    // follows makes the page read the file again.
+    app.click("[data-testid=watch-toggle]").await;
+    app.wait_for(
+        "the watch session to start",
+        PAGE_TIMEOUT,
+        "return document.querySelector('[data-testid=watch-status]') !== null;",
+    )
+    .await;
+    std::fs::write(
+        &file,
+        "from danube import pipeline, step\n\n\n\
+         @pipeline(name=\"fixed\")\n\
+         def fixed() -> None:\n    \
+         step.run(\"true\", name=\"check\")\n",
+    )
+    .expect("fix danubefile.py");
+    app.wait_for(
+        "Run to be enabled after the watch's run of the fixed file",
+        JOB_TIMEOUT,
+        "const run = document.querySelector('[data-testid=run-project]');
+         return !run.disabled && document.querySelector('[data-testid=error-text]') === null;",
+    )
+    .await;
+    app.click("[data-testid=watch-toggle]").await;
+    app.wait_for(
+        "the watch session to stop",
+        PAGE_TIMEOUT,
+        "const toggle = document.querySelector('[data-testid=watch-toggle]');
+         return document.querySelector('[data-testid=watch-status]') === null
+             && !toggle.checked && !toggle.disabled;",
+    )
+    .await;
+
+    // Without a job, Reload reads the file again.
+    std::fs::write(&file, "import no_such_module_here\n").expect("break danubefile.py");
+    app.click("[data-testid=reload-pipelines]").await;
+    app.wait_for(
+        "the load error again after Reload",
+        PAGE_TIMEOUT,
+        "const run = document.querySelector('[data-testid=run-project]');
+         return run.disabled && document.querySelector('[data-testid=error-text]') !== null;",
+    )
+    .await;
 }
 
 /// Stage 4: starts a job whose step sleeps for ten minutes and returns the

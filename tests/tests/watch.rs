@@ -250,6 +250,30 @@ async fn rename_on_save_starts_exactly_one_run() {
     watching.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn folder_rename_starts_exactly_one_run() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(QUICK_PIPELINE);
+    sandbox.file("d/b.txt", "b\n");
+    let mut watching = watching_after_first_job(&sandbox).await;
+
+    std::fs::rename(sandbox.project().join("d"), sandbox.project().join("e")).unwrap();
+
+    // The rename event names the folder, not the files it contains.
+    let (job, trigger) = watching.started().await;
+    assert_eq!(trigger.as_deref(), Some("e"));
+    assert_eq!(watching.ended(&job).await.state, JobState::Success);
+    watching.assert_quiet().await;
+
+    // The renamed folder is still watched, under its new name.
+    std::fs::rename(sandbox.project().join("e"), sandbox.project().join("f")).unwrap();
+    let (job, trigger) = watching.started().await;
+    assert_eq!(trigger.as_deref(), Some("f"));
+    watching.ended(&job).await;
+    watching.assert_quiet().await;
+    watching.stop().await;
+}
+
 fn read_pids(path: &Path) -> Vec<i32> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -509,4 +533,162 @@ fn api_watch_routes_start_list_and_stop_sessions() {
         .unwrap();
     assert!(document["paths"]["/api/v1/watches"]["post"].is_object());
     assert!(document["paths"]["/api/v1/watches/{id}"]["delete"].is_object());
+}
+
+const FAILING_PIPELINE: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="failing")
+def failing():
+    step.run("exit 3", name="check")
+"#;
+
+/// Polls `GET /debug` of `job` until it pauses and returns the pause.
+fn wait_paused(server: &danube_tests::Server, job: &str) -> Value {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let response = client()
+            .get(server.url(&format!("/api/v1/jobs/{job}/debug")))
+            .bearer_auth(&server.token)
+            .send()
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            return response.json().unwrap();
+        }
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(Instant::now() < deadline, "job {job} never paused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn api_watch_pauses_jobs_on_failure() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(FAILING_PIPELINE);
+    let server = sandbox.serve();
+
+    let created = client()
+        .post(server.url("/api/v1/watches"))
+        .bearer_auth(&server.token)
+        .json(&json!({"project": sandbox.project(), "break_on_failure": true}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let watch: Value = created.json().unwrap();
+    let first = watch["current_job"].as_str().unwrap().to_owned();
+    let pause = wait_paused(&server, &first);
+    assert_eq!(pause["step"], "check");
+    assert_eq!(pause["reason"], "failure");
+
+    // The jobs that changes start pause too.
+    sandbox.file("src/x.py", "changed = True\n");
+    let rerun = wait_new_job(&server, std::slice::from_ref(&first));
+    let rerun = rerun["id"].as_str().unwrap();
+    let pause = wait_paused(&server, rerun);
+    assert_eq!(pause["reason"], "failure");
+
+    let id = watch["id"].as_str().unwrap();
+    let stopped = client()
+        .delete(server.url(&format!("/api/v1/watches/{id}")))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/json")
+        .send()
+        .unwrap();
+    assert_eq!(stopped.status(), StatusCode::OK);
+}
+
+#[test]
+fn api_watch_pauses_before_step() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(QUICK_PIPELINE);
+    let server = sandbox.serve();
+
+    let created = client()
+        .post(server.url("/api/v1/watches"))
+        .bearer_auth(&server.token)
+        .json(&json!({"project": sandbox.project(), "break_before": ["check"]}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let watch: Value = created.json().unwrap();
+    let pause = wait_paused(&server, watch["current_job"].as_str().unwrap());
+    assert_eq!(pause["step"], "check");
+    assert_eq!(pause["reason"], "before");
+
+    let id = watch["id"].as_str().unwrap();
+    let stopped = client()
+        .delete(server.url(&format!("/api/v1/watches/{id}")))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/json")
+        .send()
+        .unwrap();
+    assert_eq!(stopped.status(), StatusCode::OK);
+}
+
+const SLOW_PIPELINE: &str = r#"
+from danube import pipeline, step
+
+@pipeline(name="slow")
+def slow():
+    step.run("sleep 30", name="wait")
+"#;
+
+#[test]
+fn cli_watch_names_change_that_cancelled_job() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(SLOW_PIPELINE);
+    let project = sandbox.project();
+    let mut child = sandbox
+        .command()
+        .args(["watch", project.to_str().unwrap(), "--debounce", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+
+    read_until(&lines, &mut seen, |line| line.contains("main › wait"));
+    sandbox.file("src/x.py", "changed = True\n");
+    read_until(&lines, &mut seen, |line| {
+        line.ends_with(" started") && line.starts_with("job ")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    seen.extend(lines.iter());
+
+    let text = seen.join("\n");
+    let restart = seen
+        .iter()
+        .position(|line| line == "change in src/x.py: restarting")
+        .unwrap_or_else(|| panic!("no restart line:\n{text}"));
+    let cancelled = seen
+        .iter()
+        .position(|line| line.starts_with("job ") && line.contains(" cancelled in "))
+        .unwrap_or_else(|| panic!("no cancelled job:\n{text}"));
+    assert!(restart < cancelled, "{text}");
+    assert!(
+        seen[cancelled].ends_with(": cancelled: src/x.py changed"),
+        "{text}"
+    );
+    let restarts = seen
+        .iter()
+        .filter(|line| line.starts_with("change in "))
+        .count();
+    assert_eq!(restarts, 1, "{text}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some(
+            format!(
+                "stopped watching {}",
+                project.canonicalize().unwrap().display()
+            )
+            .as_str()
+        ),
+        "{text}"
+    );
 }

@@ -209,7 +209,7 @@ pub struct RerunJob {
     pub target: Option<String>,
 }
 
-fn breakpoints(before: Vec<String>, on_failure: bool) -> Breakpoints {
+pub(super) fn breakpoints(before: Vec<String>, on_failure: bool) -> Breakpoints {
     Breakpoints { before, on_failure }
 }
 

@@ -28,6 +28,14 @@ pub struct CreateWatch {
     pub pipeline: Option<String>,
     /// Where the session's jobs run, as in `POST /api/v1/jobs`.
     pub target: Option<String>,
+    /// Steps that every job of the session pauses before, as in
+    /// `POST /api/v1/jobs`.
+    #[serde(default)]
+    pub break_before: Vec<String>,
+    /// Pause every job of the session after its first failing step, as in
+    /// `POST /api/v1/jobs`.
+    #[serde(default)]
+    pub break_on_failure: bool,
 }
 
 /// A watch session.
@@ -63,7 +71,7 @@ pub struct WatchList {
     responses(
         (status = 201, description = "The session was started and its first job recorded", body = Watch),
         (status = 400, description = "The project path is not absolute", body = ErrorBody),
-        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py, or the pipeline name or the target is invalid", body = ErrorBody),
+        (status = 422, description = "The project path is missing, is not a folder, or has no danubefile.py, or the pipeline name, a breakpoint or the target is invalid", body = ErrorBody),
         (status = 502, description = "The target's cluster cannot be reached", body = ErrorBody),
         (status = 503, description = "The server is stopping", body = ErrorBody),
     )
@@ -87,7 +95,7 @@ pub async fn create(
             max_parallel: state.max_parallel,
             trigger: TriggerType::Manual,
             trigger_ref: None,
-            breakpoints: Default::default(),
+            breakpoints: jobs::breakpoints(body.break_before, body.break_on_failure),
             backend,
         },
         debounce: DEFAULT_DEBOUNCE,

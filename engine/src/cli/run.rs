@@ -179,9 +179,25 @@ pub async fn show_job(
     handle: JobHandle,
     interrupts: Option<&mut Interrupts>,
 ) -> JobOutcome {
+    let (view, outcome) = follow_job(handle, interrupts).await;
+    show_result(store, &view, &outcome).await;
+    outcome
+}
+
+/// Shows a job live until it ends, without its table and result.
+pub async fn follow_job(
+    handle: JobHandle,
+    interrupts: Option<&mut Interrupts>,
+) -> (LiveView, JobOutcome) {
     let interactive = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
     let mut view = LiveView::new(handle.id.clone(), interactive);
     let outcome = view.follow(handle, interrupts).await;
+    (view, outcome)
+}
+
+/// Prints the table of tasks and steps and the result of a job that ended.
+pub async fn show_result(store: &Store, view: &LiveView, outcome: &JobOutcome) {
+    let interactive = std::io::stderr().is_terminal() && std::io::stdout().is_terminal();
 
     // The job has ended either way, so its outcome still sets the exit status.
     if let Err(err) = super::inspect::print_summary(store, &view.job_id, interactive).await {
@@ -190,8 +206,7 @@ pub async fn show_job(
             view.job_id
         );
     }
-    view.print_result(&outcome);
-    outcome
+    view.print_result(outcome);
 }
 
 pub fn exit_status(outcome: &JobOutcome) -> Status {

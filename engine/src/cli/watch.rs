@@ -12,7 +12,7 @@ use crate::store::Store;
 use crate::watch::{ChangeBatch, RunFollower, WatchRequest, WatchRun, WatchSession};
 
 use super::Status;
-use super::run::{ProjectArgs, exit_status, set_up, show_job};
+use super::run::{ProjectArgs, exit_status, follow_job, set_up, show_result};
 
 /// [`DEFAULT_DEBOUNCE`] as the command line spells it.
 const DEFAULT_DEBOUNCE_TEXT: &str = "250ms";
@@ -54,8 +54,10 @@ pub async fn watch(data_root: &Path, args: WatchArgs) -> anyhow::Result<Status> 
     let mut follower = LiveFollower {
         store: setup.store.clone(),
         project: project_dir.display().to_string(),
+        announced: false,
     };
     let last = session.run(&mut follower).await?;
+    println!("stopped watching {}", project_dir.display());
     Ok(last.as_ref().map_or(Status::JobFailed, exit_status))
 }
 
@@ -63,16 +65,32 @@ pub async fn watch(data_root: &Path, args: WatchArgs) -> anyhow::Result<Status> 
 struct LiveFollower {
     store: Store,
     project: String,
+    /// The restart of the next job was printed when its change cancelled
+    /// the job before it.
+    announced: bool,
 }
 
 #[async_trait::async_trait]
 impl RunFollower for LiveFollower {
     async fn follow(&mut self, run: WatchRun) -> JobOutcome {
-        if let Some(change) = &run.change {
+        if let Some(change) = &run.change
+            && !std::mem::take(&mut self.announced)
+        {
             println!("{}", restart_line(change));
         }
-        let outcome = show_job(&self.store, run.handle, None).await;
-        println!("watching {} for changes (Ctrl-C to stop)", self.project);
+        let (view, outcome) = follow_job(run.handle, None).await;
+
+        // A change cancelled the job: say so before its result, which
+        // reads as the end of this job rather than of the watch.
+        let interrupted_by = run.interrupted_by.borrow().clone();
+        if let Some(change) = interrupted_by {
+            println!("{}", restart_line(&change));
+            self.announced = true;
+        }
+        show_result(&self.store, &view, &outcome).await;
+        if !self.announced {
+            println!("watching {} for changes (Ctrl-C to stop)", self.project);
+        }
         outcome
     }
 

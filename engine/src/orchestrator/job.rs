@@ -68,6 +68,9 @@ pub struct JobRuntime {
     /// Fires when the job stops early; running steps are children of it.
     pub(crate) cancel: CancellationToken,
     stop_reason: StdMutex<Option<StopReason>>,
+    /// The job's recorded reason when it is cancelled, if the caller gave
+    /// one.
+    cancel_message: StdMutex<Option<String>>,
     pub(crate) shared: Mutex<Shared>,
     plan_declared: Notify,
     pub(crate) workspace: OnceLock<Workspace>,
@@ -111,6 +114,7 @@ impl JobRuntime {
             events,
             cancel: CancellationToken::new(),
             stop_reason: StdMutex::new(None),
+            cancel_message: StdMutex::new(None),
             shared: Mutex::new(Shared::default()),
             plan_declared: Notify::new(),
             workspace: OnceLock::new(),
@@ -191,6 +195,25 @@ impl JobRuntime {
 
     pub fn cancel(&self) {
         self.stop(StopReason::Cancelled);
+    }
+
+    /// Cancels the job and records `message` as its reason, unless the job
+    /// was already stopped.
+    pub fn cancel_with_message(&self, message: String) {
+        if self.stop_reason().is_none() {
+            *self
+                .cancel_message
+                .lock()
+                .expect("cancel message lock is never poisoned") = Some(message);
+        }
+        self.stop(StopReason::Cancelled);
+    }
+
+    fn cancel_message(&self) -> Option<String> {
+        self.cancel_message
+            .lock()
+            .expect("cancel message lock is never poisoned")
+            .clone()
     }
 
     pub(crate) fn step_started(&self) {
@@ -792,11 +815,10 @@ fn decide(runtime: &JobRuntime, shared: &Shared, exit: CoordinatorExit) -> JobOu
     };
     match runtime.stop_reason() {
         Some(StopReason::Cancelled) => {
-            return outcome(
-                JobState::Cancelled,
-                Some("the job was cancelled".into()),
-                false,
-            );
+            let message = runtime
+                .cancel_message()
+                .unwrap_or_else(|| "the job was cancelled".into());
+            return outcome(JobState::Cancelled, Some(message), false);
         }
         Some(StopReason::TimedOut) => {
             let max = shared.max_duration.unwrap_or(DEFAULT_MAX_DURATION);

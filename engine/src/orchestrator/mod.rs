@@ -279,6 +279,19 @@ impl Engine {
         }
     }
 
+    /// Cancels a job as [`Engine::cancel`] does, and records `message` as
+    /// the reason of the cancelled job.
+    pub fn cancel_with_message(&self, id: &JobId, message: String) -> bool {
+        let runtime = self.active().get(id).cloned();
+        match runtime {
+            Some(runtime) => {
+                runtime.cancel_with_message(message);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Controls the debugging of a job this engine runs; `None` when this
     /// engine does not run the job.
     pub fn debugger(&self, id: &JobId) -> Option<Debugger> {

@@ -44,6 +44,10 @@ pub struct WatchRun {
     pub handle: JobHandle,
     /// The change that started the job; `None` for the session's first job.
     pub change: Option<ChangeBatch>,
+    /// Holds the change that made the session cancel this job, set before
+    /// the job is cancelled, so that a follower can announce the restart
+    /// before the cancelled job's result.
+    pub interrupted_by: watch::Receiver<Option<ChangeBatch>>,
 }
 
 /// Follows each job of a session until it ends: the CLI shows it live, the
@@ -230,7 +234,12 @@ impl WatchSession {
             None => tracing::info!(watch_id = %self.id, %job_id, "watch job started"),
         }
 
-        let following = follower.follow(WatchRun { handle, change });
+        let (interrupt, interrupted_by) = watch::channel(None);
+        let following = follower.follow(WatchRun {
+            handle,
+            change,
+            interrupted_by,
+        });
         tokio::pin!(following);
         let next = tokio::select! {
             outcome = &mut following => return (outcome, None),
@@ -240,13 +249,16 @@ impl WatchSession {
 
         match &next {
             Some(batch) => {
-                tracing::info!(watch_id = %self.id, %job_id, trigger = %batch.trigger.display(), "change while the job runs: cancelling it")
+                tracing::info!(watch_id = %self.id, %job_id, trigger = %batch.trigger.display(), "change while the job runs: cancelling it");
+                interrupt.send_replace(Some(batch.clone()));
+                let message = format!("cancelled: {} changed", batch.trigger.display());
+                self.engine.cancel_with_message(&job_id, message);
             }
             None => {
-                tracing::info!(watch_id = %self.id, %job_id, "watch stopping: cancelling the job")
+                tracing::info!(watch_id = %self.id, %job_id, "watch stopping: cancelling the job");
+                self.engine.cancel(&job_id);
             }
         }
-        self.engine.cancel(&job_id);
         let outcome = following.await;
         (outcome, next)
     }

@@ -13,6 +13,7 @@ use super::Failure;
 use super::client::{self, ApiFailure};
 use crate::api::{DebugPause, ExecResult, WorkspaceFiles};
 use crate::format;
+use crate::logtext::styled_lines;
 
 #[derive(Serialize)]
 struct ExecRequest {
@@ -46,6 +47,7 @@ fn PausedStep(
 ) -> impl IntoView {
     // Counts the commands run, so that the file list shows what they changed.
     let ran = RwSignal::new(0_u32);
+    reveal_debug_panel();
     let image = pause
         .image
         .clone()
@@ -132,8 +134,18 @@ fn CommandBox(job_id: String, ran: RwSignal<u32>) -> impl IntoView {
             </div>
         </form>
         <pre class="debug-output" data-testid="debug-output" aria-live="polite">{move || result.get().map(|answer| match answer {
-            Ok(output) => render_output(&output),
-            Err(failure) => format!("error: {}", failure.message),
+            Ok(output) => styled_lines(&render_output(&output))
+                .into_iter()
+                .map(|line| {
+                    let pieces = line
+                        .into_iter()
+                        .map(|piece| view! { <span class=piece.classes style=piece.style>{piece.text}</span> })
+                        .collect_view();
+                    view! { {pieces}"\n" }
+                })
+                .collect_view()
+                .into_any(),
+            Err(failure) => format!("error: {}", failure.message).into_any(),
         })}</pre>
     }
 }
@@ -232,4 +244,24 @@ fn FileBrowser(job_id: String, ran: RwSignal<u32>) -> impl IntoView {
             }}
         </section>
     }
+}
+
+/// Scrolls the page up to the debug panel once it is drawn: a pause also
+/// opens the paused step's log lower down, which would hide the panel.
+pub fn reveal_debug_panel() {
+    request_animation_frame(|| {
+        let panel = web_sys::window()
+            .and_then(|window| window.document())
+            .and_then(|document| {
+                document
+                    .query_selector("[data-testid=debug-panel]")
+                    .ok()
+                    .flatten()
+            });
+        if let Some(panel) = panel {
+            let options = web_sys::ScrollIntoViewOptions::new();
+            options.set_block(web_sys::ScrollLogicalPosition::Start);
+            panel.scroll_into_view_with_scroll_into_view_options(&options);
+        }
+    });
 }

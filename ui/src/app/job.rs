@@ -394,7 +394,7 @@ fn TaskGraph(
 }
 
 /// Scrolls the page so that the whole log view, and so the end of a failed
-/// step's log, is on screen once it is drawn.
+/// step's log, is on screen once it is drawn, unless a debug panel is shown.
 fn reveal_log() {
     request_animation_frame(|| {
         let log = web_sys::window()
@@ -410,6 +410,8 @@ fn reveal_log() {
             options.set_block(web_sys::ScrollLogicalPosition::Nearest);
             log.scroll_into_view_with_scroll_into_view_options(&options);
         }
+        // A paused job's debug panel, at the top, matters more than the log.
+        super::debug::reveal_debug_panel();
     });
 }
 

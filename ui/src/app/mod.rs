@@ -28,6 +28,11 @@ use crate::api::DesktopInfo;
 #[derive(Clone, Copy)]
 struct Desktop(RwSignal<Option<DesktopInfo>>);
 
+/// The path of the project page opened last in this window, which the
+/// Project tab returns to.
+#[derive(Clone, Copy)]
+struct LastProject(RwSignal<Option<String>>);
+
 #[component]
 pub fn App() -> impl IntoView {
     let changes = live::open();
@@ -35,6 +40,7 @@ pub fn App() -> impl IntoView {
     theme::apply_saved();
     let desktop = RwSignal::new(None::<DesktopInfo>);
     provide_context(Desktop(desktop));
+    provide_context(LastProject(RwSignal::new(None)));
     // Only the desktop app mounts this route; a server answers 404.
     spawn_local(async move {
         if let Ok(info) = client::get::<DesktopInfo>("/api/v1/desktop").await {
@@ -65,6 +71,11 @@ pub fn desktop_info() -> RwSignal<Option<DesktopInfo>> {
     expect_context::<Desktop>().0
 }
 
+/// Returns the path of the project page opened last, `None` before one was.
+pub fn last_project() -> RwSignal<Option<String>> {
+    expect_context::<LastProject>().0
+}
+
 /// In the desktop app, the first page is the project page rather than
 /// every job.
 #[component]
@@ -90,6 +101,13 @@ fn Header(changes: Changes) -> impl IntoView {
     let connected = changes.connected;
     let closed = changes.closed;
     let desktop = desktop_info();
+    let last = last_project();
+    let project_tab_href = move || {
+        last.get().map_or_else(
+            || "/project".to_owned(),
+            |path| project::project_href(&path),
+        )
+    };
     view! {
         <header class="topbar">
             <A href="/" attr:class="brand">
@@ -98,7 +116,7 @@ fn Header(changes: Changes) -> impl IntoView {
             </A>
             <nav aria-label="Main">
                 <Show when=move || desktop.get().is_some()>
-                    <A href="/project" attr:data-testid="nav-project">"Project"</A>
+                    <A href=project_tab_href attr:data-testid="nav-project">"Project"</A>
                 </Show>
                 <A href="/" exact=true>"Jobs"</A>
                 <Show when=move || desktop.get().is_none()>
@@ -152,22 +170,37 @@ pub fn now_ms() -> i64 {
 #[component]
 pub fn Failure(failure: client::ApiFailure) -> impl IntoView {
     let unauthorized = failure.is_unauthorized();
-    let hint = if unauthorized {
-        "This page has no valid token. Open the address that `danube serve` printed \
-         (it ends in ?token=…), or open /?token=TOKEN on this server with the token \
-         from <data dir>/keys/local-token."
-    } else if failure.status == 0 {
-        "Check that `danube serve` is running, then reload this page."
-    } else {
-        ""
+    let in_app =
+        use_context::<Desktop>().is_some_and(|desktop| desktop.0.get_untracked().is_some());
+    let hint = match (unauthorized, failure.status == 0, in_app) {
+        (true, _, true) => {
+            "This window's key to the app's engine is no longer valid. Restart Danube Desktop."
+        }
+        (true, _, false) => {
+            "This page has no valid token. Open the address that `danube serve` printed \
+             (it ends in ?token=…), or open /?token=TOKEN on this server with the token \
+             from <data dir>/keys/local-token."
+        }
+        (false, true, true) => "The app's engine does not answer. Restart Danube Desktop.",
+        (false, true, false) => "Check that `danube serve` is running, then reload this page.",
+        (false, false, _) => "",
     };
+    // Load errors carry a Python traceback, whose line breaks matter.
+    let multiline = failure.message.contains('\n');
     view! {
         <section class="error" role="alert" data-testid="error">
             <h2>{if failure.is_unauthorized() { "Not signed in" } else { "Something went wrong" }}</h2>
             // The hint for a missing token says all the server's message
             // does, in the page's terms.
             <Show when=move || !unauthorized>
-                <p>{failure.message.clone()}</p>
+                {
+                    let message = failure.message.clone();
+                    if multiline {
+                        view! { <pre class="error-text" data-testid="error-text">{message}</pre> }.into_any()
+                    } else {
+                        view! { <p data-testid="error-text">{message}</p> }.into_any()
+                    }
+                }
             </Show>
             <Show when=move || !hint.is_empty()>
                 <p class="muted">{hint}</p>

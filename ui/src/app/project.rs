@@ -15,10 +15,10 @@ use serde::Serialize;
 use super::client::{self, ApiFailure};
 use super::jobs::ProjectJobs;
 use super::run::step_names;
-use super::{Failure, desktop_info, set_title};
+use super::{Failure, changes, desktop_info, last_project, set_title};
 use crate::api::{
-    Job, Picked, PipelineSummary, Project, ProjectList, ProjectPipelines, Target, TargetList,
-    Watch, WatchList,
+    ChangeEvent, Job, Picked, PipelineSummary, Project, ProjectList, ProjectPipelines, Target,
+    TargetList, Watch, WatchList,
 };
 
 #[derive(Serialize)]
@@ -44,6 +44,8 @@ struct CreateWatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pipeline: Option<String>,
     target: String,
+    break_before: Vec<String>,
+    break_on_failure: bool,
 }
 
 #[derive(Serialize)]
@@ -59,12 +61,15 @@ pub fn ProjectPage() -> impl IntoView {
     set_title("Project");
     let query = use_query_map();
     let desktop = desktop_info();
-    // Without `?path=`, the project given with `--project`.
+    // Without `?path=`, the project opened last, else the one given with
+    // `--project`.
+    let last = last_project();
     let path = Memo::new(move |_| {
         query
             .read()
             .get("path")
             .filter(|path| !path.is_empty())
+            .or_else(|| last.get_untracked())
             .or_else(|| {
                 desktop
                     .get()
@@ -209,6 +214,7 @@ fn OpenedProject(path: String) -> impl IntoView {
 
     // Opening records the project among the recent ones and checks it.
     let opened = path.clone();
+    last_project().set(Some(path.clone()));
     spawn_local(async move {
         let body = OpenProject {
             path: &opened,
@@ -224,22 +230,37 @@ fn OpenedProject(path: String) -> impl IntoView {
             }
             Err(err) => failure.set(Some(err)),
         }
-        let listed = client::get::<ProjectPipelines>(&format!(
-            "/api/v1/projects/pipelines?project={}",
-            client::query_value(&opened)
-        ))
-        .await
-        .map(|answer| answer.pipelines);
-        if let Ok(list) = &listed {
-            let remembered = pipeline.get_untracked();
-            if !list.iter().any(|summary| summary.name == remembered)
-                && let Some(first) = list.first()
-            {
-                pipeline.set(first.name.clone());
-            }
-        }
-        pipelines.set(Some(listed));
+        load_pipelines(&opened, pipelines, pipeline).await;
     });
+
+    // The file may have changed since it was read: a job of this project
+    // that ends, from Run or from a watch, reads it again.
+    let feed = changes();
+    let reload_path = path.clone();
+    Effect::new(move |_| {
+        let Some(ChangeEvent::Job { job_id, state, .. }) = feed.last.get() else {
+            return;
+        };
+        if !state.is_final() {
+            return;
+        }
+        let reload_path = reload_path.clone();
+        spawn_local(async move {
+            let Ok(job) = client::get::<Job>(&format!("/api/v1/jobs/{job_id}")).await else {
+                return;
+            };
+            let canonical = project.with_untracked(|found| found.as_ref().map(|p| p.path.clone()));
+            if job.project == reload_path || Some(&job.project) == canonical.as_ref() {
+                load_pipelines(&reload_path, pipelines, pipeline).await;
+            }
+        });
+    });
+    let reload_path = path.clone();
+    let reload = move |_| {
+        let reload_path = reload_path.clone();
+        pipelines.set(None);
+        spawn_local(async move { load_pipelines(&reload_path, pipelines, pipeline).await });
+    };
     spawn_local(async move {
         match client::get::<TargetList>("/api/v1/desktop/targets").await {
             Ok(list) => targets.set(Some(list)),
@@ -327,6 +348,15 @@ fn OpenedProject(path: String) -> impl IntoView {
             </label>
             <button
                 type="button"
+                class="button"
+                on:click=reload
+                title="Read danubefile.py again"
+                data-testid="reload-pipelines"
+            >
+                "Reload"
+            </button>
+            <button
+                type="button"
                 class="button primary"
                 on:click=run
                 disabled=move || !can_run()
@@ -358,7 +388,7 @@ fn OpenedProject(path: String) -> impl IntoView {
                 </label>
             </div>
         </details>
-        <WatchToggle path=watch_path pipelines pipeline target />
+        <WatchToggle path=watch_path pipelines pipeline target break_before break_on_failure />
         {move || chosen_target().and_then(|target| target.note).map(|note| view! {
             <p class="notice" role="status" data-testid="target-note">{note}</p>
         })}
@@ -377,6 +407,30 @@ fn OpenedProject(path: String) -> impl IntoView {
     }
 }
 
+/// Reads the project's pipelines into `pipelines`, and chooses the first
+/// one when `pipeline` names none of them.
+async fn load_pipelines(
+    path: &str,
+    pipelines: RwSignal<Option<Result<Vec<PipelineSummary>, ApiFailure>>>,
+    pipeline: RwSignal<String>,
+) {
+    let listed = client::get::<ProjectPipelines>(&format!(
+        "/api/v1/projects/pipelines?project={}",
+        client::query_value(path)
+    ))
+    .await
+    .map(|answer| answer.pipelines);
+    if let Ok(list) = &listed {
+        let remembered = pipeline.get_untracked();
+        if !list.iter().any(|summary| summary.name == remembered)
+            && let Some(first) = list.first()
+        {
+            pipeline.set(first.name.clone());
+        }
+    }
+    pipelines.set(Some(listed));
+}
+
 /// Whether the file defines more than one pipeline, so that a request
 /// must name one.
 fn several_pipelines(
@@ -387,13 +441,16 @@ fn several_pipelines(
 
 /// Starts and stops the watch session of this project: while it is on,
 /// every change to a file of the project cancels the run in flight and
-/// starts a new one, which the history labels with the changed file.
+/// starts a new one, which the history labels with the changed file. The
+/// session's jobs pause at the breakpoints set when it started.
 #[component]
 fn WatchToggle(
     path: String,
     pipelines: RwSignal<Option<Result<Vec<PipelineSummary>, ApiFailure>>>,
     pipeline: RwSignal<String>,
     target: RwSignal<String>,
+    break_before: RwSignal<String>,
+    break_on_failure: RwSignal<bool>,
 ) -> impl IntoView {
     let watch = RwSignal::new(None::<Watch>);
     let busy = RwSignal::new(false);
@@ -425,6 +482,8 @@ fn WatchToggle(
             project: path.clone(),
             pipeline: (several_pipelines(pipelines) && !chosen.is_empty()).then_some(chosen),
             target: target.get_untracked(),
+            break_before: step_names(&break_before.get_untracked()),
+            break_on_failure: break_on_failure.get_untracked(),
         };
         spawn_local(async move {
             let previous = running.clone();

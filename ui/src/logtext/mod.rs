@@ -21,6 +21,7 @@ mod decoder;
 mod lines;
 mod search;
 mod style;
+mod styled;
 mod viewport;
 
 pub use chunk::{ChunkError, chunk_bytes};
@@ -29,4 +30,5 @@ pub use lines::{
 };
 pub use search::{Piece, Query, mark_matches};
 pub use style::{Color, SgrParam, Style, flag};
+pub use styled::{StyledPiece, styled_lines};
 pub use viewport::{MAX_CONTENT_PX, Viewport, parse_line_anchor};

@@ -556,18 +556,27 @@ struct Collected {
 async fn collect(mut chunks: mpsc::Receiver<OutputChunk>) -> Collected {
     let mut collected = Collected::default();
     while let Some(chunk) = chunks.recv().await {
-        let target = match chunk.stream {
-            Stream::Stdout => &mut collected.stdout,
-            Stream::Stderr | Stream::Engine => &mut collected.stderr,
+        let (target, data) = match chunk.stream {
+            Stream::Stdout => (&mut collected.stdout, chunk.data),
+            Stream::Stderr => (&mut collected.stderr, chunk.data),
+            Stream::Engine => (&mut collected.stderr, command_note(&chunk.data)),
         };
         let room = (MAX_COMMAND_OUTPUT_BYTES + SCRUB_SLACK_BYTES).saturating_sub(target.len());
-        let data: &Bytes = &chunk.data;
+        let data: &Bytes = &data;
         if data.len() > room {
             collected.truncated = true;
         }
         target.extend_from_slice(&data[..data.len().min(room)]);
     }
     collected
+}
+
+/// Rewords a backend's note about a debug command, such as `danube: step
+/// timed out after 60s`. Backends run a debug command as they run a step
+/// and write their notes in step words, but the command is not a step.
+fn command_note(note: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(note).replace("step", "command");
+    Bytes::from(text)
 }
 
 /// Cuts `text` to at most `max` bytes at a character boundary; returns
@@ -587,6 +596,15 @@ fn cut_to(mut text: String, max: usize) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_note_says_command() {
+        let note = command_note(b"danube: step timed out after 1s; killed its process group\n");
+        assert_eq!(
+            &note[..],
+            b"danube: command timed out after 1s; killed its process group\n"
+        );
+    }
 
     #[test]
     fn cut_keeps_whole_characters() {
