@@ -621,21 +621,10 @@ impl Backend for KubernetesBackend {
     /// Opens a terminal in the paused step's container through an exec
     /// with a TTY, its environment sent over the exec's stdin ([`shell`]).
     async fn interactive_shell(&self, spec: StepSpec) -> Result<(), BackendError> {
-        super::local::check_env_names(&spec)?;
-        let handle = self
-            .handle(&spec.job_id)
-            .ok_or_else(|| KubeError::UnknownJob {
-                job: spec.job_id.to_string(),
-            })?;
-        let container = self.container_for(&handle, &spec).await?;
-        let id = handle.next_execution_id(&format!("shell{}", spec.step_id));
-        let request = step_request(&spec, &id, &handle.local_workspace);
-        let target = ExecTarget {
-            api: self.api.clone(),
-            pod: handle.name.clone(),
-            container,
-        };
-        shell::run_shell(&target, &spec.step, request).await?;
+        let prepared = self
+            .prepare_exec(&spec, &format!("shell{}", spec.step_id))
+            .await?;
+        shell::run_shell(&prepared.target, &spec.step, prepared.request).await?;
         // NOTE: what the shell changed is not copied back to the local copy,
         // since the supervisor keeps no change marker for a shell.
         Ok(())
@@ -657,7 +646,47 @@ impl Backend for KubernetesBackend {
     }
 }
 
+/// What an exec of the supervisor for one step or shell needs.
+struct PreparedExec {
+    handle: Arc<JobPodHandle>,
+    target: ExecTarget,
+    /// The supervisor id of this execution.
+    id: String,
+    request: Zeroizing<Vec<u8>>,
+}
+
 impl KubernetesBackend {
+    /// Finds the job's pod and the container for `spec` (adding an image's
+    /// container on first use), and builds the supervisor's request under a
+    /// new id starting with `prefix`.
+    async fn prepare_exec(
+        &self,
+        spec: &StepSpec,
+        prefix: &str,
+    ) -> Result<PreparedExec, BackendError> {
+        super::local::check_env_names(spec)?;
+        let handle = self
+            .handle(&spec.job_id)
+            .ok_or_else(|| KubeError::UnknownJob {
+                job: spec.job_id.to_string(),
+            })?;
+        let container = self.container_for(&handle, spec).await?;
+
+        let id = handle.next_execution_id(prefix);
+        let request = step_request(spec, &id, &handle.local_workspace);
+        let target = ExecTarget {
+            api: self.api.clone(),
+            pod: handle.name.clone(),
+            container,
+        };
+        Ok(PreparedExec {
+            handle,
+            target,
+            id,
+            request,
+        })
+    }
+
     /// Runs `spec` through the supervisor under a new id starting with
     /// `prefix`, then copies what it changed back to the local copy.
     async fn run_in_pod(
@@ -669,23 +698,15 @@ impl KubernetesBackend {
     ) -> Result<StepOutcome, BackendError> {
         let span = tracing::debug_span!("kube_step", job_id = %spec.job_id, step_id = spec.step_id);
         async {
-            super::local::check_env_names(&spec)?;
-            let handle = self
-                .handle(&spec.job_id)
-                .ok_or_else(|| KubeError::UnknownJob {
-                    job: spec.job_id.to_string(),
-                })?;
-            let container = self.container_for(&handle, &spec).await?;
-
-            let id = handle.next_execution_id(prefix);
-            let request = step_request(&spec, &id, &handle.local_workspace);
+            let PreparedExec {
+                handle,
+                target,
+                id,
+                request,
+            } = self.prepare_exec(&spec, prefix).await?;
             let hook_spec = spec.clone();
             let run = StepRun {
-                target: ExecTarget {
-                    api: self.api.clone(),
-                    pod: handle.name.clone(),
-                    container,
-                },
+                target,
                 step: spec.step.clone(),
                 id: id.clone(),
                 request,
