@@ -20,7 +20,7 @@ use crate::store::Store;
 pub struct TargetArgs {
     /// Where jobs run: `local` (processes on this machine), `kube` (a pod per
     /// job on the kubeconfig's current context, or on this cluster when
-    /// running in a pod) or `kube:CONTEXT`
+    /// running in a pod) or `kube:CONTEXT`; `kubernetes` may stand for `kube`
     #[arg(long, default_value = "local", env = "DANUBE_TARGET", value_name = "TARGET", value_parser = parse_target)]
     pub target: Target,
 
