@@ -324,3 +324,28 @@ fn repository_rerun_clones_the_same_commit() {
     assert_eq!(rerun["commit_sha"], origin.next.as_str());
     assert_eq!(rerun["repo"], origin.url());
 }
+
+#[test]
+fn repository_path_rerun_clones_not_working_copy() {
+    let (sandbox, origin) = sandbox_with_origin();
+    let server = sandbox.serve_with(&[&allow_repos(&sandbox)]);
+    let path = origin.dir.display().to_string();
+    let (_, created) = start(&server, json!({"repository": path, "commit": "next"}));
+    let first = wait_final(&server, created["id"].as_str().unwrap());
+    assert_eq!(first["state"], "success", "{first:#}");
+    assert_eq!(first["project"], origin.url());
+
+    let response = post(
+        &server,
+        &format!("/api/v1/jobs/{}/rerun", first["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let rerun = wait_final(&server, json_of(response)["id"].as_str().unwrap());
+
+    assert_eq!(rerun["state"], "success", "{rerun:#}");
+    assert_eq!(rerun["commit_sha"], origin.next.as_str());
+    assert_eq!(rerun["project"], origin.url());
+}

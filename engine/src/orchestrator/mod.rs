@@ -344,7 +344,15 @@ impl Engine {
                 let path = self.context.data.checkouts_dir().join(id.as_str());
                 checkout.0 = Some(path.clone());
                 let source = clone_repository(&id, repository, &path).await?;
-                (path, source, repository.url.clone())
+                // A repository named by its path is recorded as a `file://`
+                // URL, so that a rerun clones it again instead of running
+                // the folder's working copy as a project.
+                let recorded = if repository.url.starts_with('/') {
+                    format!("file://{}", repository.url)
+                } else {
+                    repository.url.clone()
+                };
+                (path, source, recorded)
             }
         };
 

@@ -4,7 +4,8 @@
 //! NetworkPolicy. Applying them is [`super::egress`]'s part.
 //!
 //! An allowlist entry is a host name (`pypi.org`), a wildcard domain
-//! (`*.github.com`) or an IPv4/IPv6 CIDR (`10.20.0.0/16`), optionally with
+//! (`*.github.com`), an IPv4/IPv6 CIDR (`10.20.0.0/16`) or a single address
+//! (`10.20.0.1`, taken as its `/32` or `/128`), optionally with
 //! `:PORT`, which for a CIDR follows the prefix length (`fd00::/8:5000`).
 //! Without a port, host names allow 443 and CIDRs allow every port. DNS to
 //! the cluster's resolver is always allowed, since Cilium learns the
@@ -141,10 +142,18 @@ impl EgressEntry {
             });
         }
 
+        // A bare address is the CIDR of that one address: a host name
+        // pattern would never match it.
+        if let Ok(ip) = trimmed.parse::<std::net::IpAddr>() {
+            return Ok(single_address(ip, None));
+        }
         let (address, port) = match trimmed.rsplit_once(':') {
             Some((address, port)) => (address, Some(parse_port(port)?)),
             None => (trimmed, None),
         };
+        if let Ok(ip) = address.parse::<std::net::Ipv4Addr>() {
+            return Ok(single_address(ip.into(), port));
+        }
         let port = port.unwrap_or(DEFAULT_HOST_PORT);
         if let Some(domain) = address.strip_prefix("*.") {
             if !is_host_name(domain) {
@@ -162,6 +171,15 @@ impl EgressEntry {
             name: address.to_ascii_lowercase(),
             port,
         })
+    }
+}
+
+/// Returns the CIDR entry that allows exactly `ip`.
+fn single_address(ip: std::net::IpAddr, port: Option<u16>) -> EgressEntry {
+    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+    EgressEntry::Cidr {
+        cidr: format!("{ip}/{prefix}"),
+        port,
     }
 }
 
@@ -421,8 +439,18 @@ pub fn plain_egress_policy(job: &PolicyFor<'_>, entries: &[EgressEntry]) -> Netw
         protocol: Some(protocol.into()),
         ..NetworkPolicyPort::default()
     };
+    // DNS to the cluster's resolver only, as the namespace's default
+    // policy allows: a rule without `to` would open port 53 everywhere.
+    let selector = |key: &str, value: &str| LabelSelector {
+        match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+        ..LabelSelector::default()
+    };
     let mut egress = vec![NetworkPolicyEgressRule {
-        to: None,
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(selector("kubernetes.io/metadata.name", "kube-system")),
+            pod_selector: Some(selector("k8s-app", "kube-dns")),
+            ..NetworkPolicyPeer::default()
+        }]),
         ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
     }];
     for entry in entries {
@@ -578,8 +606,50 @@ mod tests {
         assert_eq!(selector[JOB_LABEL], "0190-job");
         let egress = spec.egress.unwrap();
         assert_eq!(egress.len(), 2);
+        let dns = &egress[0]
+            .to
+            .as_ref()
+            .expect("DNS goes to the resolver only")[0];
+        let dns_pods = dns
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(dns_pods["k8s-app"], "kube-dns");
+        let dns_namespaces = dns.namespace_selector.as_ref().unwrap();
+        assert_eq!(
+            dns_namespaces.match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+            "kube-system"
+        );
         let peer = &egress[1].to.as_ref().unwrap()[0];
         assert_eq!(peer.ip_block.as_ref().unwrap().cidr, "192.168.0.0/16");
+    }
+
+    #[test]
+    fn bare_addresses_become_single_address_cidrs() {
+        assert_eq!(
+            EgressEntry::parse("10.0.0.1").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "10.0.0.1/32".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            EgressEntry::parse("10.0.0.1:5000").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "10.0.0.1/32".into(),
+                port: Some(5000)
+            }
+        );
+        assert_eq!(
+            EgressEntry::parse("fd00::1").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "fd00::1/128".into(),
+                port: None
+            }
+        );
     }
 
     #[test]
