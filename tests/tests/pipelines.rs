@@ -474,3 +474,28 @@ def listed():
     let limited: serde_json::Value = serde_json::from_str(&limited.stdout).unwrap();
     assert_eq!(limited.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn kube_only_option_warns_on_local() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="p")
+def main():
+    step.run("true")
+"#,
+    );
+
+    let run = sandbox.run(&["--egress-allow", "pypi.org"]);
+
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stderr.contains(
+            "warning: --egress-allow applies to kube targets only and has no effect with --target local"
+        ),
+        "{}",
+        run.text()
+    );
+}

@@ -101,6 +101,22 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// Returns the first option given that only a kube target uses, as the
+    /// command line spells it.
+    fn kube_only_option(&self) -> Option<&'static str> {
+        if !self.egress_allow.is_empty() {
+            Some("--egress-allow")
+        } else if self.egress_fixed {
+            Some("--egress-fixed")
+        } else if self.coordinator.is_some() {
+            Some("--coordinator")
+        } else if self.engine_address.is_some() {
+            Some("--engine-address")
+        } else {
+            None
+        }
+    }
+
     pub fn settings(&self) -> TargetSettings {
         TargetSettings {
             kubeconfig: self.kubeconfig.clone(),
@@ -162,6 +178,13 @@ impl TargetArgs {
     /// Makes the backend of this target. For a kube target it also deletes
     /// pods this engine left behind (see [`kubernetes::orphans`]).
     pub async fn backend(&self, data: &DataDir, store: &Store) -> anyhow::Result<Arc<dyn Backend>> {
+        if !self.is_kube()
+            && let Some(option) = self.cluster.kube_only_option()
+        {
+            eprintln!(
+                "warning: {option} applies to kube targets only and has no effect with --target local"
+            );
+        }
         let connected = targets::connect(&self.target, &self.settings(), data, store).await?;
         if connected.deleted_orphans > 0 {
             eprintln!(
