@@ -94,7 +94,7 @@ impl EmbeddedEngine {
         &self.login_url
     }
 
-    /// The per-launch token, as [`EmbeddedEngine::login_url`] carries it.
+    /// Returns the per-launch token that [`EmbeddedEngine::login_url`] carries.
     pub fn token(&self) -> &str {
         self.login_url
             .split_once("token=")

@@ -24,7 +24,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 /// The context of the test kubeconfig whose server refuses connections.
 const DEAD_CONTEXT: &str = "dead-cluster";
 
-/// The context of the test kubeconfig whose server never answers.
+/// The context of the test kubeconfig whose server never responds.
 const SILENT_CONTEXT: &str = "silent-cluster";
 
 /// A dialog that the tests never open.
@@ -122,7 +122,7 @@ impl DesktopEngine {
 
 /// Writes the emulator's kubeconfig with two more contexts: one whose
 /// server is a loopback port that nothing listens on, and one whose server
-/// is `silent`, which accepts connections and never answers.
+/// is `silent`, which accepts connections and never responds.
 fn kubeconfig_with_dead_contexts(
     emulator: &Emulator,
     silent: &std::net::TcpListener,

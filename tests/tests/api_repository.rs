@@ -299,6 +299,19 @@ fn local_repositories_are_refused_by_default() {
     }
 }
 
+/// Reruns `job` with an empty body and returns the new job once it ends.
+fn rerun_and_wait(server: &Server, job: &Value) -> Value {
+    let response = post(
+        server,
+        &format!("/api/v1/jobs/{}/rerun", job["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    wait_final(server, json_of(response)["id"].as_str().unwrap())
+}
+
 #[test]
 fn repository_rerun_clones_the_same_commit() {
     let (sandbox, origin) = sandbox_with_origin();
@@ -310,15 +323,7 @@ fn repository_rerun_clones_the_same_commit() {
     let first = wait_final(&server, created["id"].as_str().unwrap());
     assert_eq!(first["state"], "success", "{first:#}");
 
-    let response = post(
-        &server,
-        &format!("/api/v1/jobs/{}/rerun", first["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .send()
-    .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let rerun = wait_final(&server, json_of(response)["id"].as_str().unwrap());
+    let rerun = rerun_and_wait(&server, &first);
 
     assert_eq!(rerun["state"], "success", "{rerun:#}");
     assert_eq!(rerun["commit_sha"], origin.next.as_str());
@@ -335,15 +340,7 @@ fn repository_path_rerun_clones_not_working_copy() {
     assert_eq!(first["state"], "success", "{first:#}");
     assert_eq!(first["project"], origin.url());
 
-    let response = post(
-        &server,
-        &format!("/api/v1/jobs/{}/rerun", first["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .send()
-    .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let rerun = wait_final(&server, json_of(response)["id"].as_str().unwrap());
+    let rerun = rerun_and_wait(&server, &first);
 
     assert_eq!(rerun["state"], "success", "{rerun:#}");
     assert_eq!(rerun["commit_sha"], origin.next.as_str());

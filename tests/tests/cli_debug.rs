@@ -177,7 +177,7 @@ fn unknown_task_in_breakpoint_is_a_usage_error() {
     assert!(run.stderr.contains("its tasks are: test"), "{}", run.text());
 }
 
-/// A change that a watch session sees while the debug shell is open stops
+/// A change that a watch session detects while the debug shell is open stops
 /// the job and its shell. The terminal must come back to `danube`: the next
 /// pause opens a shell again, and Ctrl-C then ends the session.
 #[test]

@@ -52,8 +52,9 @@ impl Cluster {
         Cluster::start(EmulatorOptions::default())
     }
 
-    /// The emulator with `options` for a test that injects faults, or
-    /// `None` (after saying why) when the tests run on a real cluster.
+    /// Starts the emulator with `options` for a test that injects faults, or
+    /// returns `None` (after printing why) when the tests run on a real
+    /// cluster.
     fn for_faults(test: &str, options: EmulatorOptions) -> Option<Cluster> {
         if std::env::var_os("DANUBE_TEST_KUBECONFIG").is_some() {
             eprintln!("skipped {test}: it injects faults, which only the emulator can");
@@ -62,7 +63,7 @@ impl Cluster {
         Some(Cluster::start(options))
     }
 
-    /// The emulator of a cluster made by [`Cluster::for_faults`].
+    /// Returns the emulator of a cluster made by [`Cluster::for_faults`].
     fn emulator(&self) -> &Emulator {
         self.emulator
             .as_ref()

@@ -355,7 +355,7 @@ async fn index(
             [
                 (header::SET_COOKIE, cookie),
                 (header::LOCATION, "/".to_owned()),
-                // The address holds the token, so no cache may keep it.
+                // The address contains the token, so no cache may keep it.
                 (header::CACHE_CONTROL, "no-store".to_owned()),
             ],
         )

@@ -363,8 +363,8 @@ pub trait Backend: Send + Sync {
     /// Restricts the job's network egress to `allowlist` (the pipeline's
     /// `egress_allowlist`, entries already validated) plus the backend's
     /// own entries, before its first step runs. Returns notes for the
-    /// job's log. The default enforces nothing and says so when the
-    /// pipeline asked for a restriction.
+    /// job's log. The default enforces nothing and returns a note saying
+    /// so when the pipeline requested a restriction.
     async fn apply_egress(
         &self,
         job: &JobId,

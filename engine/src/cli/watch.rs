@@ -80,8 +80,8 @@ impl RunFollower for LiveFollower {
         }
         let (view, outcome) = follow_job(run.handle, None).await;
 
-        // A change cancelled the job: say so before its result, which
-        // reads as the end of this job rather than of the watch.
+        // A change cancelled the job. Print that before its result, so the
+        // result reads as the end of this job rather than of the watch.
         let interrupted_by = run.interrupted_by.borrow().clone();
         if let Some(change) = interrupted_by {
             println!("{}", restart_line(&change));

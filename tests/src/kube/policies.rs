@@ -107,7 +107,7 @@ fn resource_list(resource: PolicyResource) -> Response {
     .into_response()
 }
 
-/// The API groups beside the core one, for `/apis`.
+/// Returns the API groups beside the core one, for `/apis`.
 pub(crate) fn groups(shared: &Shared) -> Vec<Value> {
     let group = |name: &str, version: &str| {
         let version = json!({"groupVersion": format!("{name}/{version}"), "version": version});

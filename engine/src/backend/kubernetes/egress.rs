@@ -21,7 +21,7 @@ pub const CILIUM_GROUP_VERSION: &str = "cilium.io/v2";
 /// The resource of CiliumNetworkPolicy, as RBAC and discovery name it.
 pub const CILIUM_RESOURCE: &str = "ciliumnetworkpolicies";
 
-/// Which kind of policy a cluster enforces.
+/// The kind of policy a cluster enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicyKind {
     Cilium,
@@ -35,7 +35,7 @@ pub struct AppliedPolicy {
     pub name: String,
 }
 
-/// What applying a job's allowlist did.
+/// The result of applying a job's allowlist.
 #[derive(Debug)]
 pub struct Applied {
     pub policy: AppliedPolicy,

@@ -646,7 +646,8 @@ impl Backend for KubernetesBackend {
     }
 }
 
-/// What an exec of the supervisor for one step or shell needs.
+/// The pod, container, id and request of one exec of the supervisor, for a
+/// step or a shell.
 struct PreparedExec {
     handle: Arc<JobPodHandle>,
     target: ExecTarget,

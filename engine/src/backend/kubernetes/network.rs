@@ -107,7 +107,8 @@ pub enum EgressEntry {
 }
 
 impl EgressEntry {
-    /// Whether a plain NetworkPolicy can express the entry: CIDRs only.
+    /// Returns whether a plain NetworkPolicy can express the entry, which
+    /// only CIDRs allow.
     pub fn is_cidr(&self) -> bool {
         matches!(self, EgressEntry::Cidr { .. })
     }

@@ -248,7 +248,8 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
     let mut containers = vec![worker];
     if let Some(coordinator) = &settings.coordinator {
         // The same idle supervisor, mounts and restrictions as the worker,
-        // so the script sees the workspace the steps see and nothing more.
+        // so the script reads the same workspace as the steps and nothing
+        // more.
         containers.push(Container {
             name: COORDINATOR_CONTAINER.into(),
             image: Some(coordinator.image.clone()),
