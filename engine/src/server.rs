@@ -85,9 +85,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Cap on open connections below the one the descriptor limit allows.
     pub max_connections: Option<usize>,
-    /// Folders whose Git repositories jobs may clone by `file://` URL or
-    /// path; empty allows remote repositories only.
-    pub allowed_repository_paths: Vec<PathBuf>,
+    /// The repositories jobs may clone.
+    pub repository_policy: crate::orchestrator::RepositoryPolicy,
 }
 
 /// A server whose engine runs and whose listener is bound, not serving yet.
@@ -159,9 +158,7 @@ impl Server {
             header_read_timeout: config.header_read_timeout,
             max_connections: config.max_connections,
             token,
-            repository_policy: crate::orchestrator::RepositoryPolicy {
-                allowed_local_roots: config.allowed_repository_paths,
-            },
+            repository_policy: config.repository_policy,
         });
         tracing::info!(%addr, "server listening");
         Ok(Server {

@@ -153,7 +153,7 @@ fn serve_on_this_thread(
             max_parallel: danube::server::default_parallelism(),
             header_read_timeout: danube::api::DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: None,
-            allowed_repository_paths: Vec::new(),
+            repository_policy: danube::orchestrator::RepositoryPolicy::default(),
         };
         let server = match Server::start(config, &progress).await {
             Ok(server) => server,

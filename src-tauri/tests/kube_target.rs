@@ -384,6 +384,11 @@ fn unreachable_context_fails_job_start() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(DEAD_CONTEXT), "{message}");
     assert!(message.contains("failed to reach the cluster"), "{message}");
+    assert!(message.contains(" at https://127.0.0.1:"), "{message}");
+    assert!(
+        message.contains("; check that it runs and that the kubeconfig's server address is right"),
+        "{message}"
+    );
     let jobs = desktop.get("/api/v1/jobs");
     assert_eq!(jobs["jobs"], json!([]), "no job was recorded");
 

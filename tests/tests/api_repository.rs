@@ -75,6 +75,9 @@ impl Origin {
                 .unwrap();
         }
         repository.set_head("refs/heads/main").unwrap();
+        repository
+            .tag_lightweight("v1", &repository.find_object(main, None).unwrap(), false)
+            .unwrap();
         Origin {
             dir: dir.to_owned(),
             main: main.to_string(),
@@ -142,6 +145,7 @@ fn assert_runs_the_commit(server: &Server, sandbox: &Sandbox, origin: &Origin) {
     assert_eq!(job["state"], "success", "{job:#}");
     assert_eq!(job["repo"], origin.url());
     assert_eq!(job["branch"], "next");
+    assert_eq!(job["trigger_ref"], "next");
     assert_eq!(job["commit_sha"], origin.next.as_str());
     assert_eq!(job["project"], origin.url());
     let logs = job_logs(sandbox, &id);
@@ -182,6 +186,15 @@ fn repository_job_runs_the_commit_locally() {
     assert_eq!(job["state"], "success", "{job:#}");
     assert_eq!(job["commit_sha"], origin.main.as_str());
     assert_eq!(job["branch"], "", "a SHA names no branch");
+    assert_eq!(job["trigger_ref"], "");
+
+    let (status, created) = start(&server, json!({"repository": origin.url(), "commit": "v1"}));
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let job = wait_final(&server, created["id"].as_str().unwrap());
+    assert_eq!(job["state"], "success", "{job:#}");
+    assert_eq!(job["commit_sha"], origin.main.as_str());
+    assert_eq!(job["branch"], "", "a tag names no branch");
+    assert_eq!(job["trigger_ref"], "v1");
 }
 
 #[test]
@@ -212,7 +225,10 @@ fn repository_job_runs_the_commit_in_a_pod() {
 #[test]
 fn repository_errors_name_the_value_and_fix() {
     let (sandbox, origin) = sandbox_with_origin();
-    let server = sandbox.serve_with(&[&allow_repos(&sandbox)]);
+    let server = sandbox.serve_with(&[
+        &allow_repos(&sandbox),
+        "--allow-repository-host=127.0.0.1,git.example",
+    ]);
     let missing = format!("file://{}", sandbox.path().join("repos/missing").display());
     let cases = [
         (
@@ -248,7 +264,25 @@ fn repository_errors_name_the_value_and_fix() {
         (
             json!({"repository": "https://me:s3cret@git.example/app.git", "commit": "main"}),
             StatusCode::BAD_REQUEST,
-            "contains a password".to_owned(),
+            "contains a user name or password".to_owned(),
+        ),
+        (
+            json!({"repository": "http://s3cret@127.0.0.1:9/app.git", "commit": "main"}),
+            StatusCode::BAD_REQUEST,
+            "repository `http://***@127.0.0.1:9/app.git` is invalid: it contains a user name"
+                .to_owned(),
+        ),
+        (
+            json!({"repository": "http://127.0.0.1:9/app.git?access_token=s3cret", "commit": "main"}),
+            StatusCode::BAD_REQUEST,
+            "repository `http://127.0.0.1:9/app.git?***` is invalid: it has a query".to_owned(),
+        ),
+        (
+            json!({"repository": "http://git.other.example/app.git", "commit": "main"}),
+            StatusCode::BAD_REQUEST,
+            "repository host `git.other.example` is not allowed on this server; start the \
+             server with --allow-repository-host git.other.example"
+                .to_owned(),
         ),
         (
             json!({"repository": origin.url()}),

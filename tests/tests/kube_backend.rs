@@ -233,6 +233,12 @@ fn quickstart_runs_in_a_pod() {
     let job = sandbox.last_job();
     assert_eq!(job["job"]["state"], "success");
     assert_eq!(job["steps"].as_array().unwrap().len(), 5);
+    let target = job["job"]["target"].as_str().unwrap_or_default();
+    if cluster.emulator.is_some() {
+        assert_eq!(target, format!("kube:{}", danube_tests::kube::CONTEXT));
+    } else {
+        assert!(target.starts_with("kube:"), "{target}");
+    }
     assert!(run.stdout.contains("hello from a step"), "{}", run.text());
     assert!(cluster.pods().is_empty(), "the pod outlived the job");
 }
@@ -483,16 +489,19 @@ def main():
     assert!((900..960).contains(&deadline), "{deadline}");
 }
 
+/// Starts the emulator for fault test `test` and a sandbox holding
+/// `pipeline`; `None` on a real cluster, where faults cannot be injected.
+fn fault_sandbox(test: &str, pipeline: &str) -> Option<(Cluster, Sandbox)> {
+    let cluster = Cluster::for_faults(test, EmulatorOptions::default())?;
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(pipeline);
+    Some((cluster, sandbox))
+}
+
 #[test]
 fn cluster_errors_are_printed_once_with_their_fix() {
-    let Some(cluster) = Cluster::for_faults(
+    let Some((cluster, sandbox)) = fault_sandbox(
         "cluster_errors_are_printed_once_with_their_fix",
-        EmulatorOptions::default(),
-    ) else {
-        return;
-    };
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
         r#"
 from danube import pipeline, step
 
@@ -500,7 +509,9 @@ from danube import pipeline, step
 def main():
     step.run("true", name="t")
 "#,
-    );
+    ) else {
+        return;
+    };
     // A port nothing listens on: connections are refused.
     let refused = sandbox.path().join("refused-kubeconfig");
     std::fs::write(
@@ -545,6 +556,11 @@ def main():
     let text = no_server.text();
     assert_ne!(no_server.code, 0, "{text}");
     assert!(text.contains("Connection refused"), "{text}");
+    assert!(text.contains("at https://127.0.0.1:1"), "{text}");
+    assert!(
+        text.contains("check that it runs and that the kubeconfig's server address is right"),
+        "{text}"
+    );
     assert!(
         !text.contains("kube_client"),
         "kube-rs's log leaked: {text}"
@@ -736,6 +752,9 @@ fn oom_kill_fails_the_job_quickly() {
     let reason = job["job"]["reason"].as_str().unwrap();
     assert!(reason.contains("OOMKilled"), "{reason}");
     assert_eq!(task(&job, "main")["state"], "failure");
+    let long = step(&job, "main", "long");
+    assert_eq!(long["state"], "failure");
+    assert_eq!(long["exit_code"], 137, "{long}");
 }
 
 #[test]
@@ -1158,12 +1177,20 @@ fn fixed_egress_rejects_widening_pipeline() {
     // 2: the pipeline could not be loaded, so nothing ran.
     assert_eq!(run.code, 2, "{}", run.text());
     assert!(
-        run.text().contains("adds `10.0.0.0/8:5000`"),
+        run.stderr.contains(
+            "error: the pipeline could not be loaded, so nothing ran:\n\
+             the engine rejected the plan of pipeline `egress`: this engine does not let \
+             pipelines widen egress (`--egress-fixed`), but the pipeline's egress_allowlist \
+             adds `10.0.0.0/8:5000`"
+        ),
         "{}",
         run.text()
     );
+    assert!(!run.text().contains("WARN"), "{}", run.text());
     let job = sandbox.last_job();
     assert_eq!(job["job"]["state"], "failure");
+    let reason = job["job"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("adds `10.0.0.0/8:5000`"), "{reason}");
     assert!(job["steps"].as_array().unwrap().is_empty(), "a step ran");
     let emulator = cluster.emulator();
     assert_eq!(emulator.request_count("create", "networkpolicies"), 0);
@@ -1177,28 +1204,41 @@ fn dry_run_needs_no_kubeconfig() {
     let home = sandbox.path().join("home-without-kube");
     std::fs::create_dir_all(&home).unwrap();
 
-    let output = sandbox
-        .command()
-        .args(["run", sandbox.project().to_str().unwrap()])
-        .args(["--target", "kube", "--namespace", "ci-jobs", "--dry-run"])
-        .env("HOME", &home)
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    let run = Run::from_output(output);
+    let dry_run = |target: &str| {
+        let output = sandbox
+            .command()
+            .args(["run", sandbox.project().to_str().unwrap()])
+            .args(["--target", target, "--namespace", "ci-jobs", "--dry-run"])
+            .env("HOME", &home)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        Run::from_output(output)
+    };
 
-    assert_eq!(run.code, 0, "{}", run.text());
-    assert!(
-        run.stdout
-            .starts_with("# No kubeconfig was found, so context `placeholder` and namespace `ci-jobs` are placeholders"),
-        "{}",
-        run.stdout
-    );
-    let pod: serde_json::Value =
-        serde_saphyr::from_str(run.stdout.split("\n---\n").next().unwrap()).unwrap();
-    assert_eq!(pod["kind"], "Pod");
-    assert_eq!(pod["metadata"]["namespace"], "ci-jobs");
+    for (target, context) in [("kube", "placeholder"), ("kube:kind-ci", "kind-ci")] {
+        let run = dry_run(target);
+
+        assert_eq!(run.code, 0, "{}", run.text());
+        let first_line = run.stdout.lines().next().unwrap_or_default();
+        assert_eq!(
+            first_line,
+            format!(
+                "# No kubeconfig was found, so context `{context}` and namespace `ci-jobs` are \
+                 placeholders; pass --kubeconfig or set KUBECONFIG for a real context."
+            )
+        );
+        let pod: serde_json::Value =
+            serde_saphyr::from_str(run.stdout.split("\n---\n").next().unwrap()).unwrap();
+        assert_eq!(pod["kind"], "Pod");
+        assert_eq!(pod["metadata"]["namespace"], "ci-jobs");
+        assert!(
+            run.stdout.contains("# No egress policy of the job's own"),
+            "{}",
+            run.stdout
+        );
+    }
 }
 
 #[test]
@@ -1219,15 +1259,34 @@ fn dry_run_prints_egress_policy() {
         .split("\n---\n")
         .map(|document| serde_saphyr::from_str(document).unwrap())
         .collect();
-    assert_eq!(documents.len(), 2, "{}", run.stdout);
+    assert_eq!(documents.len(), 3, "{}", run.stdout);
     assert_eq!(documents[0]["kind"], "Pod");
-    let policy = &documents[1];
-    assert_eq!(policy["kind"], "CiliumNetworkPolicy");
+    let job_label = &documents[0]["metadata"]["labels"]["danube.dev/job"];
+    let cilium = &documents[1];
+    assert_eq!(cilium["kind"], "CiliumNetworkPolicy");
     assert_eq!(
-        policy["spec"]["endpointSelector"]["matchLabels"]["danube.dev/job"],
-        documents[0]["metadata"]["labels"]["danube.dev/job"]
+        &cilium["spec"]["endpointSelector"]["matchLabels"]["danube.dev/job"],
+        job_label
     );
-    assert_eq!(policy["spec"]["egress"][1]["toCIDR"][0], "10.0.0.0/8");
+    assert_eq!(cilium["spec"]["egress"][1]["toCIDR"][0], "10.0.0.0/8");
+    let plain = &documents[2];
+    assert_eq!(plain["kind"], "NetworkPolicy");
+    assert_eq!(
+        &plain["spec"]["podSelector"]["matchLabels"]["danube.dev/job"],
+        job_label
+    );
+    let cidrs: Vec<&Value> = plain["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["to"].as_array().into_iter().flatten())
+        .map(|peer| &peer["ipBlock"]["cidr"])
+        .collect();
+    assert!(
+        cidrs.contains(&&Value::from("10.0.0.0/8")),
+        "{}",
+        run.stdout
+    );
     if let Some(emulator) = &cluster.emulator {
         assert!(
             emulator.request_counts().is_empty(),
@@ -1283,7 +1342,11 @@ def main():
     terminal.type_text("echo \"got-$GREETING-${#TOKEN}-$(pwd)-$(stty size)\"; touch fixed; exit\n");
     // The pod's terminal got the local one's size over the resize channel.
     let answered = terminal.wait_for("got-hello-21-/workspace-33 111", prompt);
-    terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", answered);
+    let exited = terminal.wait_for(
+        "the shell exited with code 0; the step is still paused",
+        answered,
+    );
+    terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", exited);
     terminal.type_text("r\n");
     let status = danube.wait().unwrap();
 
@@ -1301,6 +1364,36 @@ def main():
             .all(|uri| !uri.contains(secret) && !uri.contains("GREETING")),
         "{uris:?}"
     );
+}
+
+#[test]
+fn debug_shell_reports_a_broken_connection() {
+    let Some((cluster, sandbox)) = fault_sandbox(
+        "debug_shell_reports_a_broken_connection",
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="reset")
+def main():
+    step.run("exit 3", name="fail")
+"#,
+    ) else {
+        return;
+    };
+
+    let (mut terminal, mut danube) = run_on_terminal(&cluster, &sandbox);
+    let opened = terminal.wait_for("opening a shell in the step's environment", 0);
+    let prompt = terminal.wait_for("$ ", opened);
+    assert!(cluster.emulator().fail_exec_connections(ExecFault::Reset) > 0);
+    let broken = terminal.wait_for("the connection to the shell broke (", prompt);
+    let still = terminal.wait_for("the step is still paused", broken);
+    terminal.wait_for("[c]ontinue, [r]etry, [a]bort?", still);
+    terminal.type_text("a\n");
+    let status = danube.wait().unwrap();
+
+    assert_eq!(status.code(), Some(1), "{}", terminal.text());
+    assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
+    assert!(cluster.pods().is_empty(), "the pod outlived the job");
 }
 
 #[test]

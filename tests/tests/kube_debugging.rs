@@ -151,7 +151,7 @@ pipeline(name="app", tasks=[deploy])
         ))
         .await
         .unwrap();
-    next_pause(&mut handle).await;
+    let pause = next_pause(&mut handle).await;
     let debugger = handle.debugger();
 
     let output = debugger
@@ -169,6 +169,7 @@ pipeline(name="app", tasks=[deploy])
     let made = debugger.browse("made.txt").await.unwrap();
     let escape = debugger.browse("../").await;
 
+    assert_eq!(pause.workdir, std::path::Path::new("/workspace"));
     assert_eq!(output.exit_code, Some(4), "{output:?}");
     assert!(output.stdout.contains("token=***"), "{output:?}");
     assert!(!output.stdout.contains("hunter2"), "{output:?}");

@@ -266,6 +266,34 @@ pipeline(name="fast", tasks=[dependent, waits], fail_fast=True)
 }
 
 #[test]
+fn max_duration_past_the_limit_is_rejected() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from datetime import timedelta
+from danube import pipeline, step
+
+@pipeline(name="forever", max_duration=timedelta(days=8))
+def forever():
+    step.run("echo never runs")
+"#,
+    );
+
+    let run = sandbox.run(&[]);
+
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        run.stderr.contains(
+            "the engine rejected the plan of pipeline `forever`: max_duration of 691200 s is \
+             longer than the engine's limit of 604800 s (7 days); lower it"
+        ),
+        "{}",
+        run.text()
+    );
+    assert!(!run.stdout.contains("never runs"), "{}", run.text());
+}
+
+#[test]
 fn exception_in_script_fails_job_with_traceback() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(

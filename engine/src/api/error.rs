@@ -111,6 +111,7 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::Repository(
                 RepositoryError::InvalidUrl { .. }
                 | RepositoryError::LocalNotAllowed { .. }
+                | RepositoryError::HostNotAllowed { .. }
                 | RepositoryError::InvalidCommit { .. },
             ) => ApiError::bad_request(err.to_string()),
             OrchestratorError::Repository(

@@ -531,6 +531,9 @@ async fn rerun_backend(
     let Some(target) = target else {
         return Ok(None);
     };
+    if state.engine.default_target().as_deref() == Some(target) {
+        return Ok(None);
+    }
     if state.targets.get().is_none() {
         return Err(ApiError::unprocessable(format!(
             "job `{id}` ran on `{target}`, and this server runs every job on the target it was started with; start a new job for its project instead"

@@ -157,6 +157,36 @@ impl From<kubernetes::KubeError> for BackendError {
     }
 }
 
+impl BackendError {
+    /// Returns whether the error is about what the pipeline declared (an
+    /// egress entry the engine refuses), which the pipeline's author must
+    /// fix, rather than a failure of the backend.
+    pub fn rejects_plan(&self) -> bool {
+        matches!(self, BackendError::Kubernetes(error) if matches!(**error, kubernetes::KubeError::Egress(_)))
+    }
+
+    /// Returns the exit code of a step that ended with this error, when
+    /// its process reported one before the error (an OOM kill's 137).
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            BackendError::Kubernetes(error) => match **error {
+                kubernetes::KubeError::StepKilled { exit_code, .. } => Some(exit_code),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// How an interactive debug shell ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShellEnd {
+    /// The shell exited, with its exit code when one was reported.
+    Exited(Option<i32>),
+    /// The connection to the shell broke; the text says how.
+    Lost(String),
+}
+
 /// The directory a job's steps run in.
 #[derive(Clone, Debug)]
 pub struct Workspace {
@@ -301,6 +331,18 @@ pub trait Backend: Send + Sync {
         cancel: CancellationToken,
     ) -> Result<StepOutcome, BackendError>;
 
+    /// Returns the target that jobs run by this backend record, as
+    /// `--target` names it (`kube:CONTEXT`); `None` for local processes.
+    fn target(&self) -> Option<String> {
+        None
+    }
+
+    /// Returns `spec`'s working directory as its step sees it: the path
+    /// itself for local processes, the pod's path on Kubernetes.
+    fn step_workdir(&self, spec: &StepSpec) -> PathBuf {
+        spec.workdir.clone()
+    }
+
     /// Returns true when this backend runs each job's coordinator itself,
     /// through [`Backend::run_coordinator`], instead of the engine starting
     /// it as a local process. The default is false.
@@ -396,7 +438,7 @@ pub trait Backend: Send + Sync {
     /// process's terminal and returns when it exits. The default runs the
     /// command of [`Backend::debug_shell`] with the terminal attached.
     /// Dropping the future ends the shell.
-    async fn interactive_shell(&self, spec: StepSpec) -> Result<(), BackendError> {
+    async fn interactive_shell(&self, spec: StepSpec) -> Result<ShellEnd, BackendError> {
         let command = self.debug_shell(&spec)?;
         let program = command.get_program().to_string_lossy().into_owned();
         let spawn_error = |source| BackendError::SpawnStep {
@@ -410,14 +452,14 @@ pub trait Backend: Send + Sync {
             .kill_on_drop(true)
             .spawn()
             .map_err(spawn_error)?;
-        child
+        let status = child
             .wait()
             .await
             .map_err(|source| BackendError::WaitStep {
                 step: spec.step.clone(),
                 source,
             })?;
-        Ok(())
+        Ok(ShellEnd::Exited(status.code()))
     }
 
     /// Lists the folder or reads the start of the file (at most `max_bytes`)

@@ -88,13 +88,37 @@ pub enum ConnectError {
     )]
     EngineAddressMissing,
 
-    #[error("failed to reach the cluster ({cluster})")]
+    #[error("failed to reach the cluster ({cluster}){}", reach_hint(source))]
     Reach {
-        /// The context and namespace, as `context `NAME`, namespace `NS``.
+        /// The context, server and namespace, as [`describe`] writes them.
         cluster: String,
         #[source]
         source: KubeError,
     },
+}
+
+/// Returns what to check when the cluster could not be reached. It is
+/// empty when the API server returned an error, because that error names
+/// the problem.
+fn reach_hint(error: &KubeError) -> &'static str {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if kubernetes::error::api_error_text(error).is_some() {
+            return "";
+        }
+        cause = error.source();
+    }
+    "; check that it runs and that the kubeconfig's server address is right"
+}
+
+/// Names `cluster` for messages: its context, API server and namespace.
+fn describe(cluster: &kubernetes::Cluster) -> String {
+    format!(
+        "context `{}` at {}, namespace `{}`",
+        cluster.context.as_deref().unwrap_or("in-cluster"),
+        cluster.config.cluster_url,
+        cluster.namespace
+    )
 }
 
 /// How long the first requests to a cluster may take before connecting
@@ -198,11 +222,7 @@ pub async fn connect(
     };
 
     let (cluster, pod) = pod_settings(context, settings, data).await?;
-    let described = format!(
-        "context `{}`, namespace `{}`",
-        cluster.context.as_deref().unwrap_or("in-cluster"),
-        cluster.namespace
-    );
+    let described = describe(&cluster);
     let placement = settings.placement(&cluster);
     // In a cluster the pods and the engine never share a network namespace,
     // so the bound loopback address cannot serve as the pods' address.

@@ -12,6 +12,7 @@ use std::io::{BufRead, IsTerminal};
 
 use tokio::sync::oneshot;
 
+use crate::backend::ShellEnd;
 use crate::orchestrator::Debugger;
 use crate::orchestrator::debug::{Decision, Pause, PauseReason};
 
@@ -138,11 +139,18 @@ async fn run_shell(
     loop {
         tokio::select! {
             result = &mut shell => {
-                if let Err(err) = result {
-                    print(&format!(
+                match result {
+                    Ok(ShellEnd::Exited(Some(code))) => {
+                        print(&format!("the shell exited with code {code}; the step is still paused"));
+                    }
+                    Ok(ShellEnd::Exited(None)) => print("the shell exited; the step is still paused"),
+                    Ok(ShellEnd::Lost(reason)) => print(&format!(
+                        "the connection to the shell broke ({reason}); the step is still paused"
+                    )),
+                    Err(err) => print(&format!(
                         "cannot open a shell: {}",
                         crate::orchestrator::error_chain(&err)
-                    ));
+                    )),
                 }
                 return None;
             }

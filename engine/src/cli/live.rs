@@ -7,6 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::logs::{LogChunk, LogKey};
@@ -80,14 +81,18 @@ impl LiveView {
                     Ok(JobEvent::JobState { state, .. }) if state.is_final() => break,
                     Ok(JobEvent::Paused { pause }) => {
                         // Output that arrived before the pause goes first.
-                        while let Ok(chunk) = handle.log_chunks.try_recv() {
-                            self.on_chunk(chunk);
-                        }
+                        self.drain_chunks(&mut handle.log_chunks);
                         self.flush_partial_lines(true);
                         self.hide_bars();
                         let debugger = handle.debugger();
                         prompt.handle(&debugger, &pause, &mut interrupts, &|text| self.line(text)).await;
                         self.show_bars();
+                    }
+                    Ok(event @ JobEvent::StepFinished { .. }) => {
+                        // The step's output was published before its end,
+                        // but may still wait behind it in its own channel.
+                        self.drain_chunks(&mut handle.log_chunks);
+                        self.on_event(event);
                     }
                     Ok(event) => self.on_event(event),
                     Err(RecvError::Lagged(count)) => {
@@ -97,9 +102,7 @@ impl LiveView {
                 },
                 chunk = handle.log_chunks.recv() => match chunk {
                     Ok(chunk) => self.on_chunk(chunk),
-                    Err(RecvError::Lagged(count)) => {
-                        self.line(&format!("({count} log chunks were not shown; `danube logs {}` has them all)", self.job_id));
-                    }
+                    Err(RecvError::Lagged(count)) => self.lagged_chunks(count),
                     Err(RecvError::Closed) => {}
                 },
                 name = next_signal(&mut interrupts), if !cancelled => {
@@ -117,9 +120,7 @@ impl LiveView {
         }
 
         // Output published before the final event is still queued.
-        while let Ok(chunk) = handle.log_chunks.try_recv() {
-            self.on_chunk(chunk);
-        }
+        self.drain_chunks(&mut handle.log_chunks);
         self.flush_partial_lines(true);
         for (_, bar) in self.running.drain() {
             bar.finish_and_clear();
@@ -225,6 +226,25 @@ impl LiveView {
         if self.interactive {
             self.bars.set_draw_target(ProgressDrawTarget::stderr());
         }
+    }
+
+    /// Shows the log chunks already queued, so that what comes next is
+    /// printed after them.
+    fn drain_chunks(&mut self, chunks: &mut broadcast::Receiver<LogChunk>) {
+        loop {
+            match chunks.try_recv() {
+                Ok(chunk) => self.on_chunk(chunk),
+                Err(broadcast::error::TryRecvError::Lagged(count)) => self.lagged_chunks(count),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn lagged_chunks(&self, count: u64) {
+        self.line(&format!(
+            "({count} log chunks were not shown; `danube logs {}` has them all)",
+            self.job_id
+        ));
     }
 
     /// Shows the complete lines of `chunk` and holds back its partial last

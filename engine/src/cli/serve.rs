@@ -47,6 +47,19 @@ pub struct ServeArgs {
     )]
     allowed_repository_paths: Vec<std::path::PathBuf>,
 
+    /// Host that jobs may clone repositories from (`repository` in `POST
+    /// /api/v1/jobs`): `git.example`, `*.example` for its subdomains, or `*`
+    /// for any host; repeat it for several. Without it the server clones no
+    /// remote repository, so that an API client cannot make it reach hosts
+    /// of its own network
+    #[arg(
+        long = "allow-repository-host",
+        env = "DANUBE_ALLOW_REPOSITORY_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    allowed_repository_hosts: Vec<String>,
+
     #[command(flatten)]
     target: super::target::TargetArgs,
 }
@@ -66,7 +79,10 @@ pub async fn serve(data_root: &Path, args: ServeArgs) -> anyhow::Result<Status> 
             .header_read_timeout
             .unwrap_or(api::DEFAULT_HEADER_READ_TIMEOUT),
         max_connections: args.max_connections.map(|cap| cap as usize),
-        allowed_repository_paths: args.allowed_repository_paths.clone(),
+        repository_policy: crate::orchestrator::RepositoryPolicy {
+            allowed_local_roots: args.allowed_repository_paths.clone(),
+            allowed_hosts: args.allowed_repository_hosts.clone(),
+        },
     };
     let (data, store) = super::open_data(data_root).await?;
     let Some(engine) = super::start_engine(

@@ -207,12 +207,19 @@ impl TargetArgs {
         let target = self.settings();
         let settings = match targets::pod_settings(self.context(), &target, data).await {
             Ok((_, settings)) => settings,
-            Err(targets::ConnectError::Cluster(kubernetes::TargetError::NoConfig { .. })) => {
-                let cluster = kubernetes::Cluster::placeholder(target.namespace.as_deref())?;
+            Err(targets::ConnectError::Cluster(
+                kubernetes::TargetError::NoConfig { .. }
+                | kubernetes::TargetError::NoConfigForContext { .. },
+            )) => {
+                let context = self.context();
+                let cluster = kubernetes::Cluster::placeholder(
+                    context.as_deref(),
+                    target.namespace.as_deref(),
+                )?;
                 println!(
                     "# No kubeconfig was found, so context `{}` and namespace `{}` are \
                      placeholders; pass --kubeconfig or set KUBECONFIG for a real context.",
-                    kubernetes::Cluster::PLACEHOLDER_CONTEXT,
+                    cluster.context.as_deref().unwrap_or_default(),
                     cluster.namespace
                 );
                 targets::pod_settings_for(&cluster, &target, data)?
@@ -232,21 +239,32 @@ impl TargetArgs {
 
         let egress = self.settings().egress;
         let entries = kubernetes::network::parse_allowlist(&egress.allow)?;
-        let policy = kubernetes::network::cilium_egress_policy(
-            &kubernetes::network::PolicyFor {
-                namespace: &settings.namespace,
-                job_id: &job_id,
-                owner: None,
-            },
-            &entries,
-        );
-        let yaml =
-            serde_saphyr::to_string(&policy).context("failed to write the policy as YAML")?;
+        if entries.is_empty() {
+            println!(
+                "# No egress policy of the job's own: --egress-allow is empty. A pipeline's \
+                 egress_allowlist gets one when the job declares its plan."
+            );
+            return Ok(());
+        }
+        let target = kubernetes::network::PolicyFor {
+            namespace: &settings.namespace,
+            job_id: &job_id,
+            owner: None,
+        };
+        let cilium = kubernetes::network::cilium_egress_policy(&target, &entries);
+        let plain = kubernetes::network::plain_egress_policy(&target, &entries);
+        let cilium =
+            serde_saphyr::to_string(&cilium).context("failed to write the policy as YAML")?;
+        let plain =
+            serde_saphyr::to_string(&plain).context("failed to write the policy as YAML")?;
         println!(
-            "---\n# The job's egress policy from --egress-allow; the pipeline's egress_allowlist \
-             adds its entries when the job declares its plan. Owned by the pod once it exists. \
-             Without Cilium the job gets a plain NetworkPolicy with the CIDR entries only; with no \
-             entries at all, no policy of its own.\n{yaml}"
+            "---\n# The job's egress policy from --egress-allow, where the API server serves \
+             cilium.io/v2; the pipeline's egress_allowlist adds its entries when the job \
+             declares its plan. Owned by the pod once it exists.\n{cilium}"
+        );
+        println!(
+            "---\n# The same policy where the cluster has no Cilium: a NetworkPolicy, which \
+             keeps the CIDR entries only. The engine creates one of the two, never both.\n{plain}"
         );
         Ok(())
     }

@@ -297,6 +297,13 @@ impl JobRuntime {
         let max_duration = Some(request.max_duration_seconds)
             .filter(|seconds| *seconds > 0)
             .map(Duration::from_secs);
+        if max_duration.is_some_and(|declared| declared > super::MAX_JOB_DURATION) {
+            return Err(Status::invalid_argument(format!(
+                "max_duration of {} s is longer than the engine's limit of {} s (7 days); lower it",
+                request.max_duration_seconds,
+                super::MAX_JOB_DURATION.as_secs()
+            )));
+        }
         self.tell_backend(
             &request.pipeline,
             max_duration.unwrap_or(DEFAULT_MAX_DURATION),
@@ -370,8 +377,13 @@ impl JobRuntime {
             .apply_egress(self.id(), allowlist)
             .await
             .map_err(|err| {
-                tracing::warn!(job_id = %self.id(), error = %err, "failed to apply the egress allowlist");
-                Status::failed_precondition(err.to_string())
+                if err.rejects_plan() {
+                    tracing::info!(job_id = %self.id(), error = %err, "the egress allowlist was refused");
+                    Status::invalid_argument(err.to_string())
+                } else {
+                    tracing::warn!(job_id = %self.id(), error = %err, "failed to apply the egress allowlist");
+                    Status::failed_precondition(err.to_string())
+                }
             })?;
         for note in notes {
             self.engine_note(&note).await;

@@ -56,6 +56,11 @@ pub const ENGINE_EVENTS_CAPACITY: usize = 4096;
 /// A job's wall-time bound when its pipeline sets none.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60 * 60);
 
+/// The longest `max_duration` a pipeline may declare: seven days. Job pods
+/// are created with a deadline past it, before their pipeline declares its
+/// own, and a pod's deadline can only be lowered.
+pub const MAX_JOB_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
     #[error("failed to open the database")]
@@ -239,6 +244,12 @@ impl Engine {
         })
     }
 
+    /// The target of the engine's own backend, which jobs that choose none
+    /// run on: `None` for local processes.
+    pub fn default_target(&self) -> Option<String> {
+        self.context.backend.target()
+    }
+
     /// The secrets this engine's jobs read; the API manages them through it.
     pub fn vault(&self) -> &SecretVault {
         &self.context.vault
@@ -373,15 +384,21 @@ impl Engine {
             pipeline: request.pipeline.clone().unwrap_or_default(),
             project_dir,
             trigger_type: request.trigger,
-            trigger_ref: request
-                .trigger_ref
-                .clone()
-                .unwrap_or_else(|| source.branch.clone()),
+            trigger_ref: request.trigger_ref.clone().unwrap_or_else(|| {
+                if source.branch.is_empty() {
+                    source.tag.clone()
+                } else {
+                    source.branch.clone()
+                }
+            }),
             repo: source.repo.clone(),
             branch: source.branch.clone(),
             commit_sha: source.commit_sha.clone(),
             created_at: now_millis(),
-            target: request.backend.as_ref().map(|chosen| chosen.target.clone()),
+            target: match &request.backend {
+                Some(chosen) => Some(chosen.target.clone()),
+                None => self.context.backend.target(),
+            },
         };
         self.context
             .store

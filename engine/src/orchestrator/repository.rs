@@ -30,6 +30,10 @@ pub struct RepositoryPolicy {
     /// Empty by default: a server then clones only remote repositories, so
     /// that a client cannot read the server's own files through a job.
     pub allowed_local_roots: Vec<PathBuf>,
+    /// Hosts that remote URLs may name: `git.example`, `*.example` for
+    /// its subdomains, or `*` for any. Empty by default, so that a client
+    /// cannot make the server reach hosts of its own network.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,12 @@ pub enum RepositoryError {
          with --allow-repository-path naming a folder that contains it"
     )]
     LocalNotAllowed { url: String },
+
+    #[error(
+        "repository host `{host}` is not allowed on this server; start the server with \
+         --allow-repository-host {host} (or `*.DOMAIN` for a domain's hosts, `*` for any host)"
+    )]
+    HostNotAllowed { host: String },
 
     #[error(
         "commit `{commit}` is invalid: pass a commit SHA, a branch or a tag without spaces or \
@@ -103,7 +113,8 @@ impl RepositoryPolicy {
     ///
     /// # Errors
     ///
-    /// An unsupported scheme, a URL with a password, a local path outside
+    /// An unsupported scheme, a URL with credentials or a query, a host
+    /// outside [`RepositoryPolicy::allowed_hosts`], a local path outside
     /// [`RepositoryPolicy::allowed_local_roots`], or a malformed commit.
     pub fn check(&self, source: &RepositorySource) -> Result<(), RepositoryError> {
         check_commit(&source.commit)?;
@@ -130,25 +141,30 @@ impl RepositoryPolicy {
         let Ok(parsed) = url::Url::parse(url) else {
             return Err(invalid("it is not a URL"));
         };
-        // Every message from here on shows the URL without its password.
-        let mut shown = parsed.clone();
-        if parsed.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
+        // Every message from here on shows the URL without what may be a
+        // credential: the user name and password, and the query.
+        let shown = masked(&parsed);
         let invalid = |reason: &str| RepositoryError::InvalidUrl {
             url: shown_url(shown.as_str()),
             reason: reason.to_owned(),
         };
-        if parsed.password().is_some() {
-            return Err(invalid(
-                "it contains a password, which would be stored with the job",
-            ));
-        }
         if !matches!(parsed.scheme(), "https" | "http" | "git") {
             return Err(invalid(&format!(
                 "scheme `{}` is not supported",
                 parsed.scheme()
             )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid(
+                "it contains a user name or password, which may be a token and would be \
+                 stored with the job (remove it: the server clones without credentials)",
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid(
+                "it has a query or fragment, which may hold a token and would be stored with \
+                 the job (remove it)",
+            ));
         }
         if parsed.scheme() == "https" && !cfg!(feature = "git-https") {
             return Err(invalid(
@@ -156,10 +172,29 @@ impl RepositoryPolicy {
                  `--features git-https`, as the coordinator image is)",
             ));
         }
-        if parsed.host_str().is_none_or(str::is_empty) {
+        let Some(host) = parsed.host_str().filter(|host| !host.is_empty()) else {
             return Err(invalid("it names no host"));
+        };
+        if !self.allows_host(host) {
+            return Err(RepositoryError::HostNotAllowed {
+                host: host.to_owned(),
+            });
         }
         Ok(())
+    }
+
+    fn allows_host(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.allowed_hosts.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            match allowed.strip_prefix('*') {
+                Some("") => true,
+                Some(suffix) if suffix.starts_with('.') => {
+                    host.len() > suffix.len() && host.ends_with(suffix)
+                }
+                _ => host == allowed,
+            }
+        })
     }
 
     fn check_local(&self, url: &str, path: &Path) -> Result<(), RepositoryError> {
@@ -201,6 +236,24 @@ fn check_commit(commit: &str) -> Result<(), RepositoryError> {
     }
 }
 
+/// Returns `url` with its user name, password and query replaced by `***`.
+fn masked(url: &url::Url) -> url::Url {
+    let mut shown = url.clone();
+    if !url.username().is_empty() {
+        let _ = shown.set_username("***");
+    }
+    if url.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if url.query().is_some() {
+        shown.set_query(Some("***"));
+    }
+    if url.fragment().is_some() {
+        shown.set_fragment(Some("***"));
+    }
+    shown
+}
+
 /// Returns `url` for messages, at most 300 characters.
 fn shown_url(url: &str) -> String {
     url.chars().take(300).collect()
@@ -239,7 +292,7 @@ pub fn clone_at(source: &RepositorySource, into: &Path) -> Result<SourceInfo, Re
             source: err,
         })?;
 
-    let (object, branch) =
+    let (object, named) =
         resolve(&repository, &source.commit).ok_or_else(|| RepositoryError::UnknownCommit {
             url: url.clone(),
             commit: source.commit.clone(),
@@ -272,28 +325,42 @@ pub fn clone_at(source: &RepositorySource, into: &Path) -> Result<SourceInfo, Re
             sha,
         });
     }
+    let (branch, tag) = match named {
+        Named::Branch(branch) => (branch, String::new()),
+        Named::Tag(tag) => (String::new(), tag),
+        Named::Commit => (String::new(), String::new()),
+    };
     Ok(SourceInfo {
         repo: url,
-        branch: branch.unwrap_or_default(),
+        branch,
+        tag,
         commit_sha: sha,
     })
 }
 
+/// The kind of reference a client's `commit` resolved to.
+enum Named {
+    Branch(String),
+    Tag(String),
+    Commit,
+}
+
 /// Finds `commit` as a remote branch, a tag, or a (possibly abbreviated)
-/// SHA, in that order, and returns it with the branch name when it is one.
+/// SHA, in that order.
 fn resolve<'r>(
     repository: &'r git2::Repository,
     commit: &str,
-) -> Option<(git2::Object<'r>, Option<String>)> {
+) -> Option<(git2::Object<'r>, Named)> {
     let branch = commit.strip_prefix("refs/heads/").unwrap_or(commit);
     if let Ok(object) = repository.revparse_single(&format!("refs/remotes/origin/{branch}")) {
-        return Some((object, Some(branch.to_owned())));
+        return Some((object, Named::Branch(branch.to_owned())));
     }
-    if let Ok(object) = repository.revparse_single(&format!("refs/tags/{commit}")) {
-        return Some((object, None));
+    let tag = commit.strip_prefix("refs/tags/").unwrap_or(commit);
+    if let Ok(object) = repository.revparse_single(&format!("refs/tags/{tag}")) {
+        return Some((object, Named::Tag(tag.to_owned())));
     }
     let object = repository.revparse_single(commit).ok()?;
-    Some((object, None))
+    Some((object, Named::Commit))
 }
 
 #[cfg(test)]
@@ -358,11 +425,13 @@ mod tests {
 
         let tag = clone_at(&source(&url, "v1"), &temp.path().join("b")).unwrap();
         assert_eq!(tag.branch, "");
+        assert_eq!(tag.tag, "v1");
         assert_eq!(tag.commit_sha, first);
         assert!(!temp.path().join("b/next.txt").exists());
 
         let sha = clone_at(&source(&url, &second[..10]), &temp.path().join("c")).unwrap();
         assert_eq!(sha.commit_sha, second);
+        assert_eq!((sha.branch.as_str(), sha.tag.as_str()), ("", ""));
     }
 
     #[test]
@@ -428,6 +497,7 @@ mod tests {
 
         let open = RepositoryPolicy {
             allowed_local_roots: vec![temp.path().join("repos")],
+            ..RepositoryPolicy::default()
         };
         open.check(&source(&url, "main")).unwrap();
         open.check(&source(&inside.display().to_string(), "main"))
@@ -441,7 +511,10 @@ mod tests {
 
     #[test]
     fn remote_urls_and_commits_are_checked() {
-        let policy = RepositoryPolicy::default();
+        let policy = RepositoryPolicy {
+            allowed_hosts: vec!["git.example".into()],
+            ..RepositoryPolicy::default()
+        };
         let https = policy.check(&source("https://git.example/team/app.git", "main"));
         if cfg!(feature = "git-https") {
             https.unwrap();
@@ -460,7 +533,19 @@ mod tests {
             ("ext::sh -c touch% /tmp/x", "contains spaces"),
             (
                 "https://user:secret@git.example/app.git",
-                "contains a password",
+                "contains a user name or password",
+            ),
+            (
+                "https://secret@git.example/app.git",
+                "contains a user name or password",
+            ),
+            (
+                "https://git.example/app.git?access_token=secret",
+                "has a query or fragment",
+            ),
+            (
+                "https://git.example/app.git#secret",
+                "has a query or fragment",
             ),
             ("not a url", "contains spaces"),
             (
@@ -481,5 +566,49 @@ mod tests {
                 "{commit:?}"
             );
         }
+    }
+
+    #[test]
+    fn remote_hosts_need_to_be_allowed() {
+        let url = |host: &str| source(&format!("http://{host}/app.git"), "main");
+        let closed = RepositoryPolicy::default()
+            .check(&url("git.example"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            closed.contains("--allow-repository-host git.example"),
+            "{closed}"
+        );
+
+        let policy = RepositoryPolicy {
+            allowed_hosts: vec!["git.example".into(), "*.corp.example".into()],
+            ..RepositoryPolicy::default()
+        };
+        for allowed in [
+            "git.example",
+            "GIT.example",
+            "a.corp.example",
+            "a.b.corp.example",
+        ] {
+            policy.check(&url(allowed)).unwrap();
+        }
+        for refused in [
+            "corp.example",
+            "git.example.evil",
+            "169.254.169.254",
+            "localhost",
+        ] {
+            let error = policy.check(&url(refused)).unwrap_err();
+            assert!(
+                matches!(error, RepositoryError::HostNotAllowed { .. }),
+                "{refused}: {error}"
+            );
+        }
+
+        let any = RepositoryPolicy {
+            allowed_hosts: vec!["*".into()],
+            ..RepositoryPolicy::default()
+        };
+        any.check(&url("10.0.0.1")).unwrap();
     }
 }

@@ -8,6 +8,8 @@ pub struct SourceInfo {
     /// The `origin` remote's URL, or the folder path when there is none.
     pub repo: String,
     pub branch: String,
+    /// The tag a repository job named, when it named one.
+    pub tag: String,
     pub commit_sha: String,
 }
 
@@ -40,6 +42,7 @@ pub fn describe(project: &Path) -> SourceInfo {
     SourceInfo {
         repo: remote_url.unwrap_or(fallback.repo),
         branch,
+        tag: String::new(),
         commit_sha,
     }
 }

@@ -327,10 +327,11 @@ async fn end_of(
             if let Some(log) = writer {
                 let _ = log.write(Stream::Engine, format!("danube: {message}\n").as_bytes());
             }
+            let exit_code = err.exit_code();
             (
                 RunState::Failure,
-                None,
-                exit_event(proto::StepOutcome::Error, -1, &message),
+                exit_code,
+                exit_event(proto::StepOutcome::Error, exit_code.unwrap_or(-1), &message),
             )
         }
     }

@@ -10,7 +10,9 @@
 //! ends a job at `max_duration` itself; the margin leaves it time to stop
 //! the steps, copy their changes back and delete the pod. A pod's deadline
 //! may be lowered but never raised, which is why it is set only once the
-//! pipeline's own `max_duration` is known.
+//! pipeline's own `max_duration` is known. Until then the pod has
+//! [`INITIAL_DEADLINE`], past the longest `max_duration` a pipeline may
+//! declare, so that even a pod whose engine died before the plan ends.
 
 use std::time::Duration;
 
@@ -26,6 +28,13 @@ use super::retry;
 /// pause longer than the margin still ends the pod.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10 * 60);
 
+/// The deadline a job pod is created with: the longest `max_duration`,
+/// the margin, and a day for the pipeline to load and declare its plan.
+/// The deadline the plan sets never exceeds it.
+pub const INITIAL_DEADLINE: Duration = Duration::from_secs(
+    crate::orchestrator::MAX_JOB_DURATION.as_secs() + DEADLINE_MARGIN.as_secs() + 24 * 60 * 60,
+);
+
 /// The plan's facts that the pod receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Declared<'a> {
@@ -38,7 +47,8 @@ pub struct Declared<'a> {
 /// Returns the merge patch that labels the pod with the pipeline and sets
 /// its deadline.
 pub fn patch(declared: &Declared<'_>) -> serde_json::Value {
-    let deadline = declared.pod_age + declared.max_duration + DEADLINE_MARGIN;
+    let deadline =
+        (declared.pod_age + declared.max_duration + DEADLINE_MARGIN).min(INITIAL_DEADLINE);
     let mut patch = serde_json::json!({
         "spec": { "activeDeadlineSeconds": deadline.as_secs().max(1) },
     });
@@ -103,5 +113,21 @@ mod tests {
 
         assert!(patch.get("metadata").is_none(), "{patch}");
         assert_eq!(patch["spec"]["activeDeadlineSeconds"], 660);
+    }
+
+    #[test]
+    fn deadline_never_exceeds_the_initial_one() {
+        let declared = Declared {
+            pipeline: "slow",
+            max_duration: crate::orchestrator::MAX_JOB_DURATION,
+            pod_age: Duration::from_secs(2 * 24 * 60 * 60),
+        };
+
+        let patch = patch(&declared);
+
+        assert_eq!(
+            patch["spec"]["activeDeadlineSeconds"],
+            INITIAL_DEADLINE.as_secs()
+        );
     }
 }

@@ -24,6 +24,15 @@ pub enum KubeError {
     #[error("pod `{pod}` failed: {reason}")]
     PodFailed { pod: String, reason: String },
 
+    /// A step's process was killed with the pod's container (an OOM kill,
+    /// an eviction); `exit_code` is the one its shell reported.
+    #[error("pod `{pod}` failed: {reason}")]
+    StepKilled {
+        pod: String,
+        reason: String,
+        exit_code: i32,
+    },
+
     #[error(
         "pod `{pod}` did not start within {limit_seconds}s (last state: {detail}); \
          check `kubectl describe pod {pod}`"

@@ -156,9 +156,16 @@ pub async fn run_step(
             .await;
         match ending {
             Ending::PodFailed(reason) => {
-                return Err(KubeError::PodFailed {
-                    pod: run.target.pod.clone(),
-                    reason,
+                let pod = run.target.pod.clone();
+                let killed =
+                    lifecycle::terminated_exit_code(&run.pod_state.borrow(), &run.target.container);
+                return Err(match killed {
+                    Some(exit_code) => KubeError::StepKilled {
+                        pod,
+                        reason,
+                        exit_code,
+                    },
+                    None => KubeError::PodFailed { pod, reason },
                 });
             }
             Ending::Status(status) => {
@@ -189,9 +196,10 @@ pub async fn run_step(
                 if stop.is_none() && code >= 128 {
                     let failure = lifecycle::failure(run.pod_state.clone());
                     if let Ok(reason) = tokio::time::timeout(POD_REPORT_GRACE, failure).await {
-                        return Err(KubeError::PodFailed {
+                        return Err(KubeError::StepKilled {
                             pod: run.target.pod.clone(),
                             reason,
+                            exit_code: code,
                         });
                     }
                 }
@@ -521,7 +529,7 @@ pub fn is_success(status: &Status) -> bool {
 
 /// Returns the exit code in a status from the exec status channel; `Err` with the
 /// reason when the command did not run at all.
-fn exit_code(status: &Status) -> Result<i32, String> {
+pub(super) fn exit_code(status: &Status) -> Result<i32, String> {
     if is_success(status) {
         return Ok(0);
     }

@@ -210,6 +210,19 @@ pub fn container_failure(container: &ContainerStatus) -> Option<String> {
     None
 }
 
+/// Returns the exit code of container `name` of the observed pod, when it
+/// has terminated: a step killed with its container (an OOM kill) then
+/// has the code its container reported.
+pub fn terminated_exit_code(observed: &Observed, name: &str) -> Option<i32> {
+    let status = observed.pod.as_ref()?.status.as_ref()?;
+    let containers = status.container_statuses.iter().flatten();
+    let ephemeral = status.ephemeral_container_statuses.iter().flatten();
+    containers
+        .chain(ephemeral)
+        .find(|container| container.name == name)
+        .and_then(|container| Some(container.state.as_ref()?.terminated.as_ref()?.exit_code))
+}
+
 /// Returns the first waiting reason of any container, for progress messages.
 fn waiting_detail(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;

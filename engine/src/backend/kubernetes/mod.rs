@@ -70,8 +70,8 @@ use self::lifecycle::{PodState, PodWatch};
 use self::network::{EgressSettings, PodOwner, PolicyFor};
 use super::local::workspace;
 use super::{
-    Backend, BackendError, CoordinatorLaunch, OutputChunk, SpawnHook, StepOutcome, StepSpec,
-    Workspace, WorkspaceEntry,
+    Backend, BackendError, CoordinatorLaunch, OutputChunk, ShellEnd, SpawnHook, StepOutcome,
+    StepSpec, Workspace, WorkspaceEntry,
 };
 use crate::model::JobId;
 
@@ -149,6 +149,8 @@ pub struct KubernetesBackend {
     egress: EgressPolicies,
     settings: KubeSettings,
     jobs: Mutex<HashMap<JobId, Arc<JobPodHandle>>>,
+    /// `kube:CONTEXT`, or `kube` in the cluster.
+    target: String,
 }
 
 /// A job's pod as the backend follows it.
@@ -190,6 +192,10 @@ impl KubernetesBackend {
         settings: KubeSettings,
     ) -> Result<KubernetesBackend, KubeError> {
         let url = cluster.config.cluster_url.to_string();
+        let target = match &cluster.context {
+            Some(context) => format!("kube:{context}"),
+            None => "kube".to_owned(),
+        };
         let client = kube::client::ClientBuilder::try_from(cluster.config)
             .map_err(|source| KubeError::Client {
                 cluster: url,
@@ -206,6 +212,7 @@ impl KubernetesBackend {
             egress: EgressPolicies::new(client, settings.pod.namespace.clone()),
             settings,
             jobs: Mutex::new(HashMap::new()),
+            target,
         })
     }
 
@@ -448,6 +455,17 @@ impl Backend for KubernetesBackend {
         self.run_in_pod(spec, &prefix, output, cancel).await
     }
 
+    fn target(&self) -> Option<String> {
+        Some(self.target.clone())
+    }
+
+    fn step_workdir(&self, spec: &StepSpec) -> PathBuf {
+        match self.handle(&spec.job_id) {
+            Some(handle) => PathBuf::from(pod_path(&spec.workdir, &handle.local_workspace)),
+            None => spec.workdir.clone(),
+        }
+    }
+
     fn runs_coordinator(&self) -> bool {
         self.settings.coordinator.is_some()
     }
@@ -620,14 +638,13 @@ impl Backend for KubernetesBackend {
 
     /// Opens a terminal in the paused step's container through an exec
     /// with a TTY, its environment sent over the exec's stdin ([`shell`]).
-    async fn interactive_shell(&self, spec: StepSpec) -> Result<(), BackendError> {
+    async fn interactive_shell(&self, spec: StepSpec) -> Result<ShellEnd, BackendError> {
         let prepared = self
             .prepare_exec(&spec, &format!("shell{}", spec.step_id))
             .await?;
-        shell::run_shell(&prepared.target, &spec.step, prepared.request).await?;
-        // NOTE: what the shell changed is not copied back to the local copy,
+        // NOTE: what the shell changes is not copied back to the local copy,
         // since the supervisor keeps no change marker for a shell.
-        Ok(())
+        Ok(shell::run_shell(&prepared.target, &spec.step, prepared.request).await?)
     }
 
     /// Browses the local copy, which contains what the pod's workspace
@@ -736,16 +753,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Returns `path`, a path in the job's local copy, as the pod's path under
+/// [`pod::WORKSPACE_PATH`]; a path outside the copy stays as it is.
+fn pod_path(path: &Path, local_workspace: &Path) -> String {
+    match path.strip_prefix(local_workspace) {
+        Ok(relative) if relative.as_os_str().is_empty() => pod::WORKSPACE_PATH.to_owned(),
+        Ok(relative) => format!("{}/{}", pod::WORKSPACE_PATH, relative.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
 /// Builds the supervisor's request for `spec` under supervisor id `id`,
 /// with local workspace paths mapped to the pod's `/workspace`.
 fn step_request(spec: &StepSpec, id: &str, local_workspace: &Path) -> Zeroizing<Vec<u8>> {
-    let to_pod = |path: &Path| -> String {
-        match path.strip_prefix(local_workspace) {
-            Ok(relative) if relative.as_os_str().is_empty() => pod::WORKSPACE_PATH.to_owned(),
-            Ok(relative) => format!("{}/{}", pod::WORKSPACE_PATH, relative.display()),
-            Err(_) => path.display().to_string(),
-        }
-    };
+    let to_pod = |path: &Path| pod_path(path, local_workspace);
     let mut env: BTreeMap<&str, String> = spec
         .env
         .iter()

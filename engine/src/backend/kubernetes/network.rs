@@ -63,7 +63,8 @@ pub struct EgressSettings {
 
 impl EgressSettings {
     /// Returns the allowlist of a job whose pipeline declared `pipeline`:
-    /// the engine's entries, then the pipeline's new ones, each once.
+    /// the engine's entries, then the pipeline's entries that no earlier
+    /// entry already allows.
     ///
     /// # Errors
     ///
@@ -74,7 +75,7 @@ impl EgressSettings {
         let mut added = Vec::new();
         for text in pipeline {
             let entry = EgressEntry::parse(text)?;
-            if !entries.contains(&entry) {
+            if !entries.iter().any(|known| entry.is_within(known)) {
                 added.push(text.trim().to_owned());
                 entries.push(entry);
             }
@@ -111,6 +112,37 @@ impl EgressEntry {
     /// only CIDRs allow.
     pub fn is_cidr(&self) -> bool {
         matches!(self, EgressEntry::Cidr { .. })
+    }
+
+    /// Returns whether `wider` allows every connection this entry allows:
+    /// the same host, a host one label under a wildcard domain, or a CIDR
+    /// inside another, on the same port or under an entry for any port.
+    pub fn is_within(&self, wider: &EgressEntry) -> bool {
+        match (self, wider) {
+            (
+                EgressEntry::Host { name, port },
+                EgressEntry::Host {
+                    name: known,
+                    port: on,
+                },
+            ) => name == known && port == on,
+            (EgressEntry::Host { name, port }, EgressEntry::Domain { pattern, port: on }) => {
+                let suffix = &pattern[1..];
+                port == on
+                    && name
+                        .strip_suffix(suffix)
+                        .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+            }
+            (EgressEntry::Domain { .. }, EgressEntry::Domain { .. }) => self == wider,
+            (
+                EgressEntry::Cidr { cidr, port },
+                EgressEntry::Cidr {
+                    cidr: known,
+                    port: on,
+                },
+            ) => (on.is_none() || on == port) && cidr_is_within(cidr, known),
+            _ => false,
+        }
     }
 
     /// Parses one entry of `egress_allowlist`.
@@ -173,6 +205,34 @@ impl EgressEntry {
             port,
         })
     }
+}
+
+/// Returns whether CIDR `inner` lies inside CIDR `outer`; both are in the
+/// `ADDRESS/PREFIX` form [`EgressEntry::parse`] writes.
+fn cidr_is_within(inner: &str, outer: &str) -> bool {
+    let (Some((inner_ip, inner_prefix)), Some((outer_ip, outer_prefix))) =
+        (split_cidr(inner), split_cidr(outer))
+    else {
+        return false;
+    };
+    if inner_ip.is_ipv4() != outer_ip.is_ipv4() || outer_prefix > inner_prefix {
+        return false;
+    }
+    let width = if inner_ip.is_ipv4() { 32 } else { 128 };
+    let network = |ip: std::net::IpAddr| {
+        let bits = match ip {
+            std::net::IpAddr::V4(ip) => u128::from(u32::from(ip)),
+            std::net::IpAddr::V6(ip) => u128::from(ip),
+        };
+        bits.checked_shr(u32::from(width - outer_prefix))
+            .unwrap_or(0)
+    };
+    network(inner_ip) == network(outer_ip)
+}
+
+fn split_cidr(cidr: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, prefix) = cidr.split_once('/')?;
+    Some((ip.parse().ok()?, prefix.parse().ok()?))
 }
 
 /// Returns the CIDR entry that allows exactly `ip`.
@@ -683,5 +743,48 @@ mod tests {
             .to_string();
         assert!(error.contains("adds `*.github.com`"), "{error}");
         assert!(error.contains("--egress-allow"), "{error}");
+    }
+
+    #[test]
+    fn fixed_settings_accept_entries_inside_the_engine_ones() {
+        let settings = EgressSettings {
+            allow: vec![
+                "10.0.0.0/8".into(),
+                "fd00::/8:5000".into(),
+                "*.github.com".into(),
+            ],
+            fixed: true,
+        };
+
+        let list = settings
+            .job_allowlist(&[
+                "10.1.0.0/16".into(),
+                "10.2.3.4:22".into(),
+                "fd00::1/128:5000".into(),
+                "fd12::/16:5000".into(),
+                "api.github.com".into(),
+            ])
+            .unwrap();
+
+        assert_eq!(
+            list,
+            entries(&["10.0.0.0/8", "fd00::/8:5000", "*.github.com"])
+        );
+        for outside in [
+            "11.0.0.0/16",
+            "10.0.0.0/7",
+            "fd00::/7:5000",
+            "fd00::1:22",
+            "a.b.github.com",
+            "github.com",
+            "api.github.com:80",
+            "::ffff:10.0.0.1",
+        ] {
+            let error = settings.job_allowlist(&[outside.into()]).unwrap_err();
+            assert!(
+                matches!(error, NetworkError::WideningForbidden(_)),
+                "{outside}: {error}"
+            );
+        }
     }
 }

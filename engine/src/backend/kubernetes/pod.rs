@@ -289,6 +289,10 @@ pub fn build_pod(settings: &PodSettings, job: &JobPod<'_>) -> Pod {
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
             security_context: Some(pod_security()),
+            active_deadline_seconds: Some(
+                i64::try_from(super::declared::INITIAL_DEADLINE.as_secs())
+                    .expect("a deadline of days fits in i64"),
+            ),
             ..PodSpec::default()
         }),
         status: None,

@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 use super::KubeError;
 use super::exec::ExecTarget;
 use super::pod::SUPERVISOR_PATH;
+use crate::backend::ShellEnd;
 
 /// The supervisor's output line after which the request may be sent.
 pub const READY: &[u8] = b"danube-shell-ready";
@@ -31,7 +32,12 @@ pub const READY: &[u8] = b"danube-shell-ready";
 /// it stops before reading what the user types after it.
 const STDIN_POLL: Duration = Duration::from_millis(100);
 
-/// Runs the shell until it exits or the connection ends.
+/// How long the shell's last output and exit status may take to arrive
+/// once either the output or the connection has ended.
+const END_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the shell until it exits or the connection ends, and returns which
+/// of the two happened.
 ///
 /// # Errors
 ///
@@ -40,7 +46,7 @@ pub async fn run_shell(
     target: &ExecTarget,
     step: &str,
     request: Zeroizing<Vec<u8>>,
-) -> Result<(), KubeError> {
+) -> Result<ShellEnd, KubeError> {
     let params = AttachParams::interactive_tty().container(target.container.clone());
     let command = vec![SUPERVISOR_PATH.to_owned(), "shell".to_owned()];
     let mut attached = target
@@ -79,25 +85,56 @@ pub async fn run_shell(
     if let Some(mut sizes) = attached.terminal_size() {
         tokio::spawn(async move { forward_window_sizes(&mut sizes).await });
     }
+    let status = attached.take_status();
     let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let input = forward_stdin(remote_in, stop.0.clone());
 
     let mut stdout = tokio::io::stdout();
     let _ = stdout.write_all(&early).await;
     let _ = stdout.flush().await;
+    // kube-rs leaves the output stream open when the WebSocket fails, so
+    // the connection's end is watched besides the output.
+    let connection = attached.join();
+    tokio::pin!(connection);
+    let broken = tokio::select! {
+        () = copy_output(&mut remote_out, &mut stdout) => None,
+        joined = &mut connection => {
+            let _ = tokio::time::timeout(END_GRACE, copy_output(&mut remote_out, &mut stdout)).await;
+            joined.err()
+        }
+    };
+    drop(stop);
+    input.abort();
+
+    let end = match broken {
+        Some(error) => ShellEnd::Lost(error.to_string()),
+        None => match status {
+            Some(status) => match tokio::time::timeout(END_GRACE, status).await {
+                Ok(Some(status)) => ShellEnd::Exited(super::exec::exit_code(&status).ok()),
+                Ok(None) | Err(_) => {
+                    ShellEnd::Lost("the connection closed without the shell's exit status".into())
+                }
+            },
+            None => ShellEnd::Exited(None),
+        },
+    };
+    tracing::info!(pod = %target.pod, step, end = ?end, "debug shell closed");
+    Ok(end)
+}
+
+/// Copies the shell's output to this process's stdout until it ends.
+async fn copy_output(
+    remote_out: &mut (impl tokio::io::AsyncRead + Unpin),
+    stdout: &mut tokio::io::Stdout,
+) {
     let mut buffer = vec![0u8; 16 * 1024];
     while let Ok(read) = remote_out.read(&mut buffer).await {
         if read == 0 {
-            break;
+            return;
         }
         let _ = stdout.write_all(&buffer[..read]).await;
         let _ = stdout.flush().await;
     }
-
-    drop(stop);
-    input.abort();
-    tracing::info!(pod = %target.pod, step, "debug shell closed");
-    Ok(())
 }
 
 /// Reads the pod's output until the ready line and returns what followed

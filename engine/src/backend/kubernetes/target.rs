@@ -47,6 +47,12 @@ pub enum TargetError {
     UnknownContext { context: String, known: String },
 
     #[error(
+        "kubeconfig context `{context}` was named, but no kubeconfig was found (set KUBECONFIG \
+         or --kubeconfig, or create ~/.kube/config)"
+    )]
+    NoConfigForContext { context: String },
+
+    #[error(
         "the kubeconfig sets no current context; known contexts: {known} \
          (pick one with --target kube:CONTEXT, or run `kubectl config use-context NAME`)"
     )]
@@ -141,13 +147,17 @@ impl Cluster {
     pub const PLACEHOLDER_CONTEXT: &'static str = "placeholder";
 
     /// Returns a cluster that exists nowhere, for `--dry-run` without a
-    /// kubeconfig: context [`Cluster::PLACEHOLDER_CONTEXT`] at an address
-    /// that never resolves, in `namespace` or [`DEFAULT_NAMESPACE`].
+    /// kubeconfig that has the context: `context` (or
+    /// [`Cluster::PLACEHOLDER_CONTEXT`]) at an address that never resolves,
+    /// in `namespace` or [`DEFAULT_NAMESPACE`].
     ///
     /// # Errors
     ///
     /// An invalid namespace.
-    pub fn placeholder(namespace: Option<&str>) -> Result<Cluster, TargetError> {
+    pub fn placeholder(
+        context: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<Cluster, TargetError> {
         let namespace = namespace.unwrap_or(DEFAULT_NAMESPACE).to_owned();
         check_namespace(&namespace)?;
         let url = "https://cluster.invalid"
@@ -156,7 +166,7 @@ impl Cluster {
         Ok(Cluster {
             config: kube::Config::new(url),
             namespace,
-            context: Some(Self::PLACEHOLDER_CONTEXT.to_owned()),
+            context: Some(context.unwrap_or(Self::PLACEHOLDER_CONTEXT).to_owned()),
         })
     }
 }
@@ -247,9 +257,8 @@ impl ClusterOptions {
 
     fn in_cluster(&self) -> Result<Cluster, TargetError> {
         if let Some(context) = &self.context {
-            return Err(TargetError::UnknownContext {
+            return Err(TargetError::NoConfigForContext {
                 context: context.clone(),
-                known: "none (no kubeconfig was found)".into(),
             });
         }
         let config =

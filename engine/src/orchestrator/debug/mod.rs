@@ -48,7 +48,8 @@ pub struct Pause {
     pub task: String,
     pub step: String,
     pub reason: PauseReason,
-    /// The step's working directory on the engine's machine.
+    /// The step's working directory as the step sees it: on the engine's
+    /// machine, or in the pod on Kubernetes.
     pub workdir: PathBuf,
     /// The container image the step runs in, if any.
     pub image: Option<String>,
@@ -271,7 +272,7 @@ pub(crate) async fn pause(
         task: spec.task.clone(),
         step: spec.step.clone(),
         reason,
-        workdir: spec.workdir.clone(),
+        workdir: runtime.backend.step_workdir(spec),
         image: spec.image.clone(),
         attempt,
         paused_at: now_millis(),
@@ -375,7 +376,7 @@ impl Debugger {
     /// # Errors
     ///
     /// As [`Self::shell`], and when the shell cannot start.
-    pub async fn interactive_shell(&self) -> Result<(), DebugError> {
+    pub async fn interactive_shell(&self) -> Result<crate::backend::ShellEnd, DebugError> {
         let spec = self.paused_spec().ok_or_else(|| self.not_paused())?;
         let step = spec.step.clone();
         self.runtime

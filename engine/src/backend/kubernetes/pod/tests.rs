@@ -76,6 +76,9 @@ fn pod_meets_pod_security_restricted() {
 
     assert_eq!(spec.automount_service_account_token, Some(false));
     assert_eq!(spec.enable_service_links, Some(false));
+    // Eight days and ten minutes: the longest max_duration, the margin and
+    // a day to load the pipeline.
+    assert_eq!(spec.active_deadline_seconds, Some(8 * 86_400 + 600));
     assert_eq!(spec.host_network, None);
     assert_eq!(spec.host_pid, None);
     assert_eq!(spec.host_ipc, None);
