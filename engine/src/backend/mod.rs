@@ -159,7 +159,7 @@ impl From<kubernetes::KubeError> for BackendError {
 
 impl BackendError {
     /// Returns whether the error is about what the pipeline declared (an
-    /// egress entry the engine refuses), which the pipeline's author must
+    /// egress entry the engine rejects), which the pipeline's author must
     /// fix, rather than a failure of the backend.
     pub fn rejects_plan(&self) -> bool {
         matches!(self, BackendError::Kubernetes(error) if matches!(**error, kubernetes::KubeError::Egress(_)))
@@ -178,12 +178,12 @@ impl BackendError {
     }
 }
 
-/// How an interactive debug shell ended.
+/// The end of an interactive debug shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShellEnd {
     /// The shell exited, with its exit code when one was reported.
     Exited(Option<i32>),
-    /// The connection to the shell broke; the text says how.
+    /// The connection to the shell broke, for the reason in the text.
     Lost(String),
 }
 
@@ -337,8 +337,8 @@ pub trait Backend: Send + Sync {
         None
     }
 
-    /// Returns `spec`'s working directory as its step sees it: the path
-    /// itself for local processes, the pod's path on Kubernetes.
+    /// Returns `spec`'s working directory as the step's process gets it:
+    /// the path itself for local processes, the pod's path on Kubernetes.
     fn step_workdir(&self, spec: &StepSpec) -> PathBuf {
         spec.workdir.clone()
     }

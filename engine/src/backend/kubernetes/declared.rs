@@ -12,7 +12,7 @@
 //! may be lowered but never raised, which is why it is set only once the
 //! pipeline's own `max_duration` is known. Until then the pod has
 //! [`INITIAL_DEADLINE`], past the longest `max_duration` a pipeline may
-//! declare, so that even a pod whose engine died before the plan ends.
+//! declare, so that a pod ends even when its engine died before the plan.
 
 use std::time::Duration;
 
