@@ -9,10 +9,10 @@
 //! already ran, plus `max_duration`, plus [`DEADLINE_MARGIN`]. The engine
 //! ends a job at `max_duration` itself; the margin leaves it time to stop
 //! the steps, copy their changes back and delete the pod. A pod's deadline
-//! may be lowered but never raised, which is why it is set only once the
-//! pipeline's own `max_duration` is known. Until then the pod has
+//! may be lowered but never raised, so the pod is created with
 //! [`INITIAL_DEADLINE`], past the longest `max_duration` a pipeline may
-//! declare, so that a pod ends even when its engine died before the plan.
+//! declare, and the plan lowers it. A pod whose engine died before the plan
+//! still ends.
 
 use std::time::Duration;
 
