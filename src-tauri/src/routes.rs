@@ -91,17 +91,22 @@ pub struct Project {
     pub opened_at: i64,
     /// Whether the folder still holds a `danubefile.py`.
     pub available: bool,
+    /// Why it is not available: the folder is gone, or lacks the file.
+    pub problem: Option<String>,
 }
 
 impl From<RecentProject> for Project {
     fn from(recent: RecentProject) -> Project {
-        let available = check_project(Path::new(&recent.path)).is_ok();
+        let problem = check_project(Path::new(&recent.path))
+            .err()
+            .map(|err| err.to_string());
         Project {
             name: folder_name(&recent.path),
             path: recent.path,
             pipeline: recent.pipeline,
             opened_at: recent.opened_at,
-            available,
+            available: problem.is_none(),
+            problem,
         }
     }
 }
@@ -212,13 +217,15 @@ async fn pick(
     }))
 }
 
+/// `POST /api/v1/desktop/projects/forget`: takes a project off the recent
+/// list, whether or not its folder still exists, and returns the list.
 async fn forget(
     State(app): State<Arc<AppState>>,
     ApiJson(body): ApiJson<ForgetProject>,
 ) -> Result<Json<ProjectList>, ApiError> {
     if !app.store.remove_recent_project(&body.path).await? {
         return Err(ApiError::not_found(format!(
-            "`{}` is not among the recent projects",
+            "`{}` is not among the recent projects; list them with GET /api/v1/desktop/projects",
             body.path
         )));
     }

@@ -169,6 +169,14 @@ pub struct LaunchOptions {
     pub extra_args: Vec<String>,
 }
 
+/// The address and token of the server a browser opens.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub base: String,
+    pub token: String,
+}
+
 /// A Chromium session pointed at one `danube serve`.
 pub struct Browser {
     client: Client,
@@ -196,6 +204,28 @@ impl Browser {
     pub async fn launch(
         sandbox: &Sandbox,
         server: &Server,
+        name: &str,
+        options: LaunchOptions,
+    ) -> Browser {
+        let site = Site {
+            base: server.base.clone(),
+            token: server.token.clone(),
+        };
+        Browser::launch_at(sandbox, site, name, options).await
+    }
+
+    /// Starts Chromium and signs in to the server at `site`, which need not
+    /// be a `danube serve` (the desktop app's embedded engine, say).
+    pub async fn open_at(sandbox: &Sandbox, site: Site, name: &str) -> Browser {
+        let browser = Browser::launch_at(sandbox, site, name, LaunchOptions::default()).await;
+        browser.sign_in().await;
+        browser
+    }
+
+    /// Starts Chromium for the server at `site` without signing in.
+    pub async fn launch_at(
+        sandbox: &Sandbox,
+        site: Site,
         name: &str,
         options: LaunchOptions,
     ) -> Browser {
@@ -270,8 +300,8 @@ impl Browser {
             driver: partial.driver.take().expect("the driver is still owned"),
             driver_url,
             session_id,
-            base: server.base.clone(),
-            token: server.token.clone(),
+            base: site.base,
+            token: site.token,
             name: name.to_owned(),
         }
     }

@@ -236,6 +236,22 @@ fn debug_routes_reject_bad_requests() {
     }
     let missing = files(&server, &id, "nope/missing.txt");
     assert_eq!(assert_error(missing, StatusCode::NOT_FOUND), "not_found");
+    let nothing_to_retry = post(
+        &server,
+        &format!("/api/v1/jobs/{id}/debug/retry"),
+        json!({}),
+    )
+    .send()
+    .unwrap();
+    assert_eq!(nothing_to_retry.status(), StatusCode::CONFLICT);
+    let body = json_of(nothing_to_retry);
+    assert_eq!(body["error"]["code"], "nothing_to_retry", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("before step `test/check`, which has not run yet"),
+        "{message}"
+    );
+    assert_eq!(wait_paused(&server, &id)["step_id"], pause["step_id"]);
     let other = get(
         &server,
         "/api/v1/jobs/00000000-0000-0000-0000-000000000000/debug",
@@ -254,6 +270,22 @@ fn debug_routes_reject_bad_requests() {
     assert_eq!(aborted.status(), StatusCode::OK);
     let job = wait_final(&server, &id);
     assert_eq!(job["state"], "cancelled", "{job:#}");
+    // The time paused before `check` is shown apart from its duration.
+    let check = job["tasks"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|step| step["name"] == "check")
+        .unwrap()
+        .clone();
+    let paused_ms = check["paused_ms"].as_i64().unwrap();
+    let wall = check["finished_at"].as_i64().unwrap() - check["started_at"].as_i64().unwrap();
+    assert!(paused_ms > 0, "{check:#}");
+    assert_eq!(
+        check["duration_ms"].as_i64(),
+        Some(wall - paused_ms),
+        "{check:#}"
+    );
 
     for route in ["continue", "retry", "abort"] {
         let late = post(

@@ -769,3 +769,87 @@ async fn page_without_token_shows_not_signed_in() {
         "the error does not say how to sign in: {error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_page_checks_scope_and_confirms() {
+    let sandbox = Sandbox::new();
+    let server = sandbox.serve();
+    let api = Api::new(&server);
+    let browser = Browser::open(&sandbox, &server, "secrets_page").await;
+    browser.goto("/secrets").await;
+    wait_until("the secrets page", UI_TIMEOUT, async || {
+        match text_of(&browser, "[data-testid=no-secrets]").await {
+            Some(text) => Ok(text),
+            None => Err("no empty state yet".to_owned()),
+        }
+    })
+    .await;
+
+    browser
+        .type_into("[data-testid=secret-key]", "API_TOKEN")
+        .await;
+    browser
+        .type_into("[data-testid=secret-pipeline]", "pipeline:web")
+        .await;
+    browser
+        .type_into("[data-testid=secret-value]", "value-for-web-1")
+        .await;
+    browser.click("[data-testid=secret-save]").await;
+    let rejected = wait_until(
+        "the scope to be rejected",
+        UI_TIMEOUT,
+        async || match text_of(&browser, "[data-testid=error]").await {
+            Some(text) => Ok(text),
+            None => Err("no error shown".to_owned()),
+        },
+    )
+    .await;
+    assert!(
+        rejected.contains("give the pipeline's name alone: `web`"),
+        "{rejected}"
+    );
+    assert_eq!(api.get("/api/v1/secrets").await["secrets"], json!([]));
+
+    browser
+        .eval(
+            "const input = document.querySelector('[data-testid=secret-pipeline]'); \
+             input.value = 'web'; input.dispatchEvent(new Event('input'));",
+        )
+        .await;
+    browser.click("[data-testid=secret-save]").await;
+    let stored = wait_until(
+        "the secret to be stored",
+        UI_TIMEOUT,
+        async || match text_of(&browser, "[data-testid=secret-notice]").await {
+            Some(text) if text.contains("Stored") => Ok(text),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert_eq!(stored, "Stored API_TOKEN (pipeline:web).");
+
+    browser.click("[data-testid=secret-remove]").await;
+    wait_until("the removal to ask", UI_TIMEOUT, async || {
+        match text_of(&browser, "[data-testid=secret-remove-confirm]").await {
+            Some(text) => Ok(text),
+            None => Err("no confirmation shown".to_owned()),
+        }
+    })
+    .await;
+    browser.screenshot("confirm").await;
+    let secrets = api.get("/api/v1/secrets").await["secrets"].clone();
+    assert_eq!(secrets.as_array().map(Vec::len), Some(1), "{secrets}");
+    browser.click("[data-testid=secret-remove-cancel]").await;
+    browser.click("[data-testid=secret-remove]").await;
+    browser.click("[data-testid=secret-remove-confirm]").await;
+    wait_until(
+        "the secret to be removed",
+        UI_TIMEOUT,
+        async || match text_of(&browser, "[data-testid=secret-notice]").await {
+            Some(text) if text.starts_with("Removed") => Ok(text),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert_eq!(api.get("/api/v1/secrets").await["secrets"], json!([]));
+}

@@ -228,3 +228,88 @@ pipeline(name="debuggable", tasks=[test])
     assert_eq!(check["attempt"], 2, "{job:#}");
     browser.screenshot("retried").await;
 }
+
+/// Sets the value of the input matching `selector` as typing would.
+async fn set_value(browser: &Browser, selector: &str, value: &str) {
+    browser
+        .eval_with(
+            "const input = document.querySelector(arguments[0]); input.value = arguments[1]; \
+             input.dispatchEvent(new Event('input'));",
+            vec![json!(selector), json!(value)],
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_pause_panel_hides_retry() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, task
+
+@task()
+def build():
+    step.run("true", name="go")
+
+pipeline(name="stoppable", tasks=[build])
+"#,
+    );
+    let server = sandbox.serve();
+    let started = reqwest::Client::new()
+        .post(server.url("/api/v1/jobs"))
+        .bearer_auth(&server.token)
+        .json(&json!({"project": sandbox.project(), "break_before": ["build/go"]}))
+        .send()
+        .await
+        .expect("POST /api/v1/jobs");
+    assert_eq!(started.status(), StatusCode::CREATED);
+    let job: Value = started.json().await.expect("the API answers JSON");
+    let id = job["id"].as_str().expect("the job has an id").to_owned();
+    let browser = Browser::open(&sandbox, &server, "debug_panel_before_step").await;
+
+    browser.goto(&format!("/jobs/{id}")).await;
+    wait_text(
+        &browser,
+        "[data-testid=debug-panel] h2",
+        "Paused before build › go",
+    )
+    .await;
+    assert_eq!(text_of(&browser, "[data-testid=debug-retry]").await, None);
+    assert!(
+        text_of(&browser, "[data-testid=debug-continue]")
+            .await
+            .is_some()
+    );
+    let timeout = browser
+        .eval("return document.querySelector('[data-testid=debug-timeout]').value;")
+        .await;
+    assert_eq!(timeout, "60", "the API's default");
+
+    set_value(&browser, "[data-testid=debug-timeout]", "0").await;
+    browser
+        .type_into("[data-testid=debug-command]", "sleep 30")
+        .await;
+    browser.click("[data-testid=debug-run]").await;
+    wait_text(
+        &browser,
+        "[data-testid=debug-output]",
+        "a timeout of 0 seconds is out of range; give 1 to 3600 seconds",
+    )
+    .await;
+    set_value(&browser, "[data-testid=debug-timeout]", "1").await;
+    browser.click("[data-testid=debug-run]").await;
+    let output = wait_text(&browser, "[data-testid=debug-output]", "[timed out]").await;
+    assert!(output.starts_with("$ sleep 30"), "{output}");
+    browser.screenshot("timed-out").await;
+
+    browser.click("[data-testid=debug-abort]").await;
+    let ended = wait_until("the job to end", JOB_TIMEOUT, async || {
+        let job = api_get(&server, &format!("/api/v1/jobs/{id}")).await;
+        match job["state"].as_str() {
+            Some("cancelled") => Ok(job),
+            other => Err(format!("state {other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(ended["pause"], Value::Null);
+}

@@ -141,7 +141,10 @@ fn abort_answer_cancels_the_job() {
         paused.contains("paused before test › check (breakpoint `test/check`)"),
         "{paused}"
     );
-    session.wait_for("[c]ontinue, [r]etry, [a]bort?");
+    // Nothing ran before the breakpoint, so retry is neither offered nor taken.
+    session.wait_for("[c]ontinue, [a]bort?");
+    session.answer("r");
+    session.wait_for("there is nothing to retry: the step has not run yet");
     session.answer("a");
 
     let (code, output) = session.finish();

@@ -570,3 +570,91 @@ def plain():
 
     assert_eq!(finish(handle).await.state, JobState::Success);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bare_breakpoint_of_no_task_warns() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, task
+
+@task()
+def build():
+    step.run("echo compiling", name="compile")
+
+pipeline(name="app", tasks=[build])
+"#,
+    );
+    let engine = local_engine(&sandbox).await;
+    let breakpoints = Breakpoints {
+        before: vec!["compil".to_owned(), "build/compil".to_owned()],
+        on_failure: false,
+    };
+    let handle = engine.submit(request(&sandbox, breakpoints)).await.unwrap();
+    let id = handle.id.clone();
+
+    let outcome = finish(handle).await;
+
+    assert_eq!(outcome.state, JobState::Failure, "{outcome:?}");
+    let logs = sandbox.data_dir().join("logs").join(id.as_str());
+    let job_log = log_text(&logs, LogKey::Coordinator);
+    let warning = job_log
+        .lines()
+        .find(|line| line.contains("breakpoint `compil` names no task of pipeline `app`"))
+        .unwrap_or_else(|| panic!("no plan-time warning in the job log:\n{job_log}"));
+    assert!(warning.contains("its tasks are: build"), "{warning}");
+    assert!(warning.contains("step names are known only"), "{warning}");
+    let task_end = job_log
+        .lines()
+        .find(|line| line.contains("breakpoint `build/compil` named no step of task `build`"))
+        .unwrap_or_else(|| panic!("no warning at the task's end in the job log:\n{job_log}"));
+    assert!(task_end.contains("its steps were: compile"), "{task_end}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_before_step_is_rejected() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step, task
+
+@task()
+def build():
+    step.run("true", name="compile")
+
+pipeline(name="app", tasks=[build])
+"#,
+    );
+    let engine = local_engine(&sandbox).await;
+    let mut handle = engine
+        .submit(request(&sandbox, before("build/compile")))
+        .await
+        .unwrap();
+    let id = handle.id.clone();
+    let pause = next_pause(&mut handle).await;
+    let debugger = engine.debugger(&id).expect("the engine runs the job");
+    let paused_for = Duration::from_millis(1500);
+    tokio::time::sleep(paused_for).await;
+
+    let rejected = debugger.resume(Decision::Retry).unwrap_err();
+    assert!(
+        matches!(rejected, DebugError::NothingToRetry { .. }),
+        "{rejected:?}"
+    );
+    let message = rejected.to_string();
+    assert!(message.contains("`build/compile`"), "{message}");
+    assert!(message.contains("nothing to retry"), "{message}");
+    assert_eq!(debugger.pause(), Some(pause), "the pause goes on");
+    debugger.resume(Decision::Continue).unwrap();
+
+    let outcome = finish(handle).await;
+    assert_eq!(outcome.state, JobState::Success, "{outcome:?}");
+    let steps = engine.store().list_steps(&id).await.unwrap();
+    let step = &steps[0];
+    let wall = step.finished_at.unwrap() - step.started_at;
+    let paused_ms = i64::try_from(paused_for.as_millis()).unwrap();
+    assert!(step.paused_ms >= paused_ms, "{step:?}");
+    assert!(wall >= step.paused_ms, "{step:?}");
+    assert_eq!(step.duration_ms(), Some(wall - step.paused_ms));
+    assert!(step.duration_ms().unwrap() < paused_ms, "{step:?}");
+}

@@ -153,7 +153,11 @@ pub struct Step {
     pub exit_code: Option<i32>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// Without the time paused in the debugger.
     pub duration_ms: Option<i64>,
+    /// Time paused in the debugger before the step ran or before a retry.
+    #[serde(default)]
+    pub paused_ms: i64,
     /// Runs of the step: 1, plus one per retry from a debug pause.
     #[serde(default = "first_attempt")]
     pub attempt: i64,
@@ -182,6 +186,12 @@ pub struct DebugPause {
 }
 
 impl DebugPause {
+    /// Whether the step can be retried: only after it failed, since a step
+    /// paused before has not run.
+    pub fn can_retry(&self) -> bool {
+        self.reason == "failure"
+    }
+
     /// Says where and why the job paused, in one line.
     pub fn summary(&self) -> String {
         let place = format!("{} › {}", self.task, self.step);
@@ -439,6 +449,9 @@ pub struct Project {
     pub opened_at: i64,
     /// Whether the folder still holds a `danubefile.py`.
     pub available: bool,
+    /// Why it is not available: the folder is gone, or lacks the file.
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

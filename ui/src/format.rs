@@ -16,6 +16,17 @@ pub fn duration(ms: i64) -> String {
     format!("{}h {:02}m", seconds / 3_600, (seconds % 3_600) / 60)
 }
 
+/// Formats a step's duration without its time paused in the debugger, followed by
+/// that time when there was some: `1.2s (+2m 00s paused)`. Empty until the
+/// step finished.
+pub fn step_duration(duration_ms: Option<i64>, paused_ms: i64) -> String {
+    match (duration_ms, paused_ms) {
+        (None, _) => String::new(),
+        (Some(ran), 0) => duration(ran),
+        (Some(ran), paused) => format!("{} (+{} paused)", duration(ran), duration(paused)),
+    }
+}
+
 /// A job id as the CLI shows it: the first eighteen characters, which
 /// tell apart even jobs started in the same millisecond (the first eight
 /// of a UUIDv7 change only every 65 seconds).
@@ -54,6 +65,13 @@ pub fn ago(then_ms: i64, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_duration_shows_paused_time_apart() {
+        assert_eq!(step_duration(None, 500), "");
+        assert_eq!(step_duration(Some(850), 0), "850ms");
+        assert_eq!(step_duration(Some(850), 125_000), "850ms (+2m 05s paused)");
+    }
 
     #[test]
     fn durations_pick_a_readable_unit() {

@@ -1,12 +1,15 @@
 //! Danube's web UI.
 //!
-//! The pure parts (API shapes, formatting, log text, DAG layout) build on
-//! every target and are tested natively; the Leptos app in [`app`] builds
-//! only for `wasm32`, where `engine/build.rs` compiles it and embeds the
-//! result into the `danube` binary.
+//! The pure parts (API shapes, input checks, formatting, log text, DAG
+//! layout) build on every target and are tested natively. The engine uses
+//! the input checks too. The Leptos app in [`app`] builds only for
+//! `wasm32`. `engine/build.rs` compiles it and embeds the result into the
+//! `danube` binary.
 
 pub mod api;
+pub mod checks;
 pub mod dag;
+pub mod failure;
 pub mod format;
 pub mod logtext;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use danube_ui::checks::{DEFAULT_COMMAND_TIMEOUT_SECONDS, command_timeout};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -15,12 +16,6 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::backend::{BackendError, WorkspaceEntry};
 use crate::orchestrator::debug::{CommandOutput, DebugError, Decision, Pause, PauseReason};
 use crate::orchestrator::{Debugger, error_chain};
-
-/// Time an ad-hoc command gets when the request sets none.
-const DEFAULT_COMMAND_TIMEOUT_SECONDS: u64 = 60;
-
-/// Maximum timeout a request may set.
-const MAX_COMMAND_TIMEOUT_SECONDS: u64 = 3600;
 
 /// A step paused for debugging.
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,14 +180,11 @@ pub async fn exec(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ExecRequest>,
 ) -> Result<Json<ExecResult>, ApiError> {
-    let seconds = body
-        .timeout_seconds
-        .unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECONDS);
-    if !(1..=MAX_COMMAND_TIMEOUT_SECONDS).contains(&seconds) {
-        return Err(ApiError::bad_request(format!(
-            "timeout_seconds {seconds} is out of range; pass 1 to {MAX_COMMAND_TIMEOUT_SECONDS}"
-        )));
-    }
+    let seconds = command_timeout(
+        body.timeout_seconds
+            .unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECONDS),
+    )
+    .map_err(|message| ApiError::bad_request(format!("timeout_seconds: {message}")))?;
     let debugger = debugger(&state, &id).await?;
     let output = debugger
         .run_command(&body.command, Duration::from_secs(seconds))
@@ -248,7 +240,8 @@ impl From<ResumeAction> for Decision {
 /// End a pause: continue, retry the step, or abort the job
 ///
 /// `continue` runs the step when the job paused before it, or lets its
-/// failure stand. `retry` runs the paused step again as a new attempt.
+/// failure stand. `retry` runs a failed step again as a new attempt; before
+/// a step, which has not run, it is rejected with 409 `nothing_to_retry`.
 /// `abort` ends the job `cancelled` and stops every process of it.
 #[utoipa::path(
     post,
@@ -261,7 +254,7 @@ impl From<ResumeAction> for Decision {
         (status = 200, body = Resumed),
         (status = 400, description = "The action is not `continue`, `retry` or `abort`", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "The job is not paused, ended, or another process runs it", body = ErrorBody),
+        (status = 409, description = "The job is not paused, ended, or another process runs it; or `retry` while paused before a step (code `nothing_to_retry`)", body = ErrorBody),
     )
 )]
 pub async fn resume(
@@ -304,6 +297,9 @@ fn debug_error(err: DebugError) -> ApiError {
     match &err {
         DebugError::NotPaused { .. } => {
             ApiError::new(StatusCode::CONFLICT, "not_paused", err.to_string())
+        }
+        DebugError::NothingToRetry { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "nothing_to_retry", err.to_string())
         }
         DebugError::EmptyCommand => ApiError::bad_request(err.to_string()),
         DebugError::RunCommand { .. } => {

@@ -102,7 +102,12 @@ pub struct Step {
     pub exit_code: Option<i32>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// How long the step ran: from start to finish without `paused_ms`;
+    /// absent until it finished.
     pub duration_ms: Option<i64>,
+    /// Time the step spent paused in the debugger before it ran or before
+    /// a retry; 0 when it never paused.
+    pub paused_ms: i64,
     /// Runs of the step: 1, plus one per retry from a debug pause.
     pub attempt: i64,
 }
@@ -577,7 +582,8 @@ fn task_body(task: TaskRecord, steps: &[StepRecord]) -> Task {
             exit_code: step.exit_code,
             started_at: step.started_at,
             finished_at: step.finished_at,
-            duration_ms: duration(Some(step.started_at), step.finished_at),
+            duration_ms: step.duration_ms(),
+            paused_ms: step.paused_ms,
             attempt: step.attempt,
         })
         .collect();

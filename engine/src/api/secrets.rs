@@ -76,7 +76,7 @@ impl From<SecretsError> for ApiError {
     fn from(err: SecretsError) -> ApiError {
         match err {
             SecretsError::InvalidKey { .. }
-            | SecretsError::EmptyPipelineName
+            | SecretsError::InvalidPipelineName(_)
             | SecretsError::ValueTooLarge { .. } => ApiError::unprocessable(err.to_string()),
             SecretsError::KeyMissing { .. } => ApiError::conflict(err.to_string()),
             err => ApiError::internal("manage secrets", &err),

@@ -64,7 +64,8 @@ impl DebugPrompt {
             }
         }
 
-        let decision = ask(interrupts, print).await;
+        let retry = matches!(pause.reason, PauseReason::Failure { .. });
+        let decision = ask(interrupts, print, retry).await;
         resume(debugger, decision, print);
     }
 }
@@ -167,11 +168,20 @@ async fn run_shell(
     }
 }
 
-/// Asks for the decision until a valid one is typed. End of input and a
-/// signal abort.
-async fn ask(interrupts: &mut Option<&mut Interrupts>, print: &(dyn Fn(&str) + Sync)) -> Decision {
+/// Asks for the decision until a valid one is typed; `retry` is offered
+/// only after a failure, since a step paused before has not run. End of
+/// input and a signal abort.
+async fn ask(
+    interrupts: &mut Option<&mut Interrupts>,
+    print: &(dyn Fn(&str) + Sync),
+    retry: bool,
+) -> Decision {
     loop {
-        print("[c]ontinue, [r]etry, [a]bort?");
+        print(if retry {
+            "[c]ontinue, [r]etry, [a]bort?"
+        } else {
+            "[c]ontinue, [a]bort?"
+        });
         let line = tokio::select! {
             line = read_line() => line,
             name = next_signal(interrupts) => {
@@ -184,10 +194,14 @@ async fn ask(interrupts: &mut Option<&mut Interrupts>, print: &(dyn Fn(&str) + S
             return Decision::Abort;
         };
         match parse_answer(&line) {
+            Some(Decision::Retry) if !retry => print(
+                "there is nothing to retry: the step has not run yet; type c to run it or a to abort",
+            ),
             Some(decision) => return decision,
             None => print(&format!(
-                "`{}` is not an answer: type c, r or a",
-                line.trim()
+                "`{}` is not an answer: type {}",
+                line.trim(),
+                if retry { "c, r or a" } else { "c or a" }
             )),
         }
     }

@@ -184,13 +184,29 @@ pub async fn print_summary(store: &Store, job: &JobId, _interactive: bool) -> an
                 step.exit_code
                     .map(|code| code.to_string())
                     .unwrap_or_default(),
-                format_duration(step.finished_at.unwrap_or_else(now_millis) - step.started_at),
+                step_duration(step),
             ]);
         }
     }
     // `danube run` keeps going when its output is closed, so ignore errors.
     let _ = writeln!(std::io::stdout().lock(), "{table}");
     Ok(())
+}
+
+/// Formats how long a step ran, without the time it spent paused in the
+/// debugger, which follows when there was some.
+fn step_duration(step: &StepRecord) -> String {
+    let ran = step
+        .duration_ms()
+        .unwrap_or_else(|| (now_millis() - step.started_at - step.paused_ms).max(0));
+    match step.paused_ms {
+        0 => format_duration(ran),
+        paused => format!(
+            "{} (+{} paused)",
+            format_duration(ran),
+            format_duration(paused)
+        ),
+    }
 }
 
 pub async fn logs(data: &DataDir, store: &Store, args: LogsArgs) -> anyhow::Result<Status> {

@@ -294,6 +294,14 @@ impl JobRuntime {
             .breakpoints
             .check_plan(&request.pipeline, &tasks)
             .map_err(Status::invalid_argument)?;
+        for warning in self
+            .debug
+            .breakpoints
+            .plan_warnings(&request.pipeline, &tasks)
+        {
+            tracing::warn!(job_id = %self.id(), "{warning}");
+            self.engine_note(&warning).await;
+        }
         let max_duration = Some(request.max_duration_seconds)
             .filter(|seconds| *seconds > 0)
             .map(Duration::from_secs);
@@ -525,6 +533,12 @@ impl JobRuntime {
             tracing::error!(job_id = %self.id(), task, error = %err, "failed to record task state");
         }
         tracing::info!(job_id = %self.id(), task, state = %state, "task state");
+        if state == RunState::Success
+            && let Some(warning) = self.debug.task_warning(task)
+        {
+            tracing::warn!(job_id = %self.id(), task, "{warning}");
+            self.engine_note(&warning).await;
+        }
         self.emit(JobEvent::TaskState {
             task: task.to_owned(),
             state,

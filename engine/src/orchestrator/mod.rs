@@ -501,8 +501,7 @@ impl Drop for Registered {
 }
 
 fn valid_pipeline_name(name: &str) -> bool {
-    let length = name.chars().count();
-    (1..=100).contains(&length) && !name.starts_with('-') && !name.chars().any(char::is_control)
+    danube_ui::checks::pipeline_name(name).is_ok()
 }
 
 /// The end state of a job, as its runner returns it.

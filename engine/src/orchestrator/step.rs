@@ -174,11 +174,16 @@ async fn run(
     let mut attempt = 1;
     let mut writer = open_log(&runtime, step_id);
 
+    // Time paused while the step counts as running: before it runs, and
+    // between a failure and its retry.
+    let mut paused = Duration::ZERO;
     let breakpoint = runtime.debug.step_starting(&spec.task, &spec.step);
     let paused_before = match breakpoint {
         Some(breakpoint) => {
             let reason = PauseReason::Before { breakpoint };
-            Some(debug::pause(&runtime, &spec, reason, attempt).await)
+            let (decision, length) = timed_pause(&runtime, &spec, reason, attempt).await;
+            paused += length;
+            Some(decision)
         }
         None => None,
     };
@@ -192,15 +197,17 @@ async fn run(
         let pauses = runtime.debug.pauses_after(&result);
         let (state, exit_code, exit) = end_of(&runtime, &spec.task, result, writer.as_mut()).await;
         finish_log(writer.take());
-        record_end(&runtime, &spec, state, exit_code, started_at).await;
+        record_end(&runtime, &spec, state, exit_code, (started_at, paused)).await;
         if !pauses {
             break exit;
         }
 
         let reason = PauseReason::Failure { state, exit_code };
-        if debug::pause(&runtime, &spec, reason, attempt).await != Decision::Retry {
+        let (decision, length) = timed_pause(&runtime, &spec, reason, attempt).await;
+        if decision != Decision::Retry {
             break exit;
         }
+        paused += length;
         attempt = match retry(&runtime, &spec).await {
             Some(attempt) => attempt,
             None => break exit,
@@ -217,6 +224,19 @@ async fn run(
     runtime.step_finished();
     // The coordinator may be gone (cancelled job); the record above is what counts.
     let _ = events.send(Ok(exit)).await;
+}
+
+/// Pauses the step and returns the decision with the length of the pause,
+/// waiting for an earlier pause to end included.
+async fn timed_pause(
+    runtime: &Arc<JobRuntime>,
+    spec: &StepSpec,
+    reason: PauseReason,
+    attempt: i64,
+) -> (Decision, Duration) {
+    let since = Instant::now();
+    let decision = debug::pause(runtime, spec, reason, attempt).await;
+    (decision, since.elapsed())
 }
 
 fn open_log(runtime: &JobRuntime, step_id: i64) -> Option<LogWriter> {
@@ -337,13 +357,26 @@ async fn end_of(
     }
 }
 
+/// Records how an attempt ended. `since` is when the step started and how
+/// long it was paused since, which its duration leaves out.
 async fn record_end(
     runtime: &JobRuntime,
     spec: &StepSpec,
     state: RunState,
     exit_code: Option<i32>,
-    started_at: i64,
+    since: (i64, Duration),
 ) {
+    let (started_at, paused) = since;
+    let paused_ms = i64::try_from(paused.as_millis()).unwrap_or(i64::MAX);
+    if !paused.is_zero()
+        && let Err(err) = runtime
+            .context
+            .store
+            .set_step_pause(spec.step_id, paused_ms)
+            .await
+    {
+        tracing::error!(error = %err, "failed to record the time the step spent paused");
+    }
     if let Err(err) = runtime
         .context
         .store
@@ -352,7 +385,7 @@ async fn record_end(
     {
         tracing::error!(error = %err, "failed to record the step's end");
     }
-    let duration_ms = now_millis() - started_at;
+    let duration_ms = (now_millis() - started_at - paused_ms).max(0);
     tracing::info!(state = %state, exit_code, duration_ms, "step finished");
     runtime.emit(JobEvent::StepFinished {
         step_id: spec.step_id,

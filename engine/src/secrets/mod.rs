@@ -43,8 +43,10 @@ pub enum SecretsError {
     )]
     InvalidKey { key: String, reason: &'static str },
 
-    #[error("the pipeline name of a secret scope is empty; give it with --pipeline NAME")]
-    EmptyPipelineName,
+    /// The pipeline of a secret's scope is invalid; the message comes from
+    /// [`danube_ui::checks::secret_pipeline`].
+    #[error("{0}")]
+    InvalidPipelineName(String),
 
     #[error(
         "secret `{key}` is {size} bytes, over the limit of {MAX_VALUE_BYTES} bytes; store large \
@@ -202,10 +204,19 @@ impl Scope {
         }
     }
 
-    fn validate(&self) -> Result<(), SecretsError> {
+    /// Checks the pipeline of a pipeline's scope with the check the web UI
+    /// applies too: a valid pipeline name, since no other name can ever
+    /// read the secret, and not a scope word such as `global`.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretsError::InvalidPipelineName`] with the reason.
+    pub fn validate(&self) -> Result<(), SecretsError> {
         match self {
-            Scope::Pipeline(name) if name.is_empty() => Err(SecretsError::EmptyPipelineName),
-            _ => Ok(()),
+            Scope::Pipeline(name) => {
+                danube_ui::checks::secret_pipeline(name).map_err(SecretsError::InvalidPipelineName)
+            }
+            Scope::Global => Ok(()),
         }
     }
 }
@@ -313,7 +324,7 @@ impl SecretVault {
     ///
     /// # Errors
     ///
-    /// [`SecretsError::InvalidKey`], [`SecretsError::EmptyPipelineName`] and
+    /// [`SecretsError::InvalidKey`], [`SecretsError::InvalidPipelineName`] and
     /// [`SecretsError::ValueTooLarge`] before anything is stored.
     pub async fn set(&self, scope: &Scope, key: &str, value: &[u8]) -> Result<(), SecretsError> {
         validate_key(key)?;
@@ -377,10 +388,11 @@ impl SecretVault {
             .collect())
     }
 
-    /// Deletes `key` from `scope`. Returns whether the secret existed.
+    /// Deletes `key` from `scope`. Returns whether the secret existed. The
+    /// scope is not checked, so that a secret stored before a check was
+    /// added can still be removed.
     pub async fn remove(&self, scope: &Scope, key: &str) -> Result<bool, SecretsError> {
         validate_key(key)?;
-        scope.validate()?;
 
         let scope_text = scope.as_db();
         let existed = self

@@ -319,7 +319,7 @@ async fn invalid_input_stores_nothing() {
         "{bad_key:?}"
     );
     assert!(
-        matches!(empty_pipeline, SecretsError::EmptyPipelineName),
+        matches!(empty_pipeline, SecretsError::InvalidPipelineName(_)),
         "{empty_pipeline:?}"
     );
     assert!(

@@ -97,6 +97,9 @@ pub enum StoreError {
     #[error("failed to record a retry of step {step_id}")]
     RestartStep { step_id: i64, source: sqlx::Error },
 
+    #[error("failed to record the time step {step_id} spent paused")]
+    PauseStep { step_id: i64, source: sqlx::Error },
+
     #[error("no step has id {0}")]
     StepNotFound(i64),
 

@@ -135,6 +135,18 @@ pub struct StepRecord {
     pub finished_at: Option<UnixMillis>,
     /// Runs of this step: 1, plus one for each retry from a debug pause.
     pub attempt: i64,
+    /// Milliseconds the step spent paused in the debugger between
+    /// `started_at` and `finished_at`, which its duration leaves out.
+    pub paused_ms: i64,
+}
+
+impl StepRecord {
+    /// Returns how long the step ran, without the time it spent paused;
+    /// `None` until it finished.
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.finished_at
+            .map(|finished| (finished - self.started_at - self.paused_ms).max(0))
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -556,6 +568,25 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|source| StoreError::FinishStep { step_id, source })?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::StepNotFound(step_id));
+        }
+        Ok(())
+    }
+
+    /// Records `paused_ms` as the time step `step_id` spent paused in the
+    /// debugger so far.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::StepNotFound`] when no step has this id.
+    pub async fn set_step_pause(&self, step_id: i64, paused_ms: i64) -> Result<(), StoreError> {
+        let result = sqlx::query("UPDATE steps SET paused_ms = ?2 WHERE id = ?1")
+            .bind(step_id)
+            .bind(paused_ms.max(0))
+            .execute(&self.pool)
+            .await
+            .map_err(|source| StoreError::PauseStep { step_id, source })?;
         if result.rows_affected() == 0 {
             return Err(StoreError::StepNotFound(step_id));
         }

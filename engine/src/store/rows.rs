@@ -18,8 +18,7 @@ pub(super) const JOB_COLUMNS: &str = "id, pipeline, project_dir, state, reason, 
 pub(super) const TASK_COLUMNS: &str =
     "job_id, name, needs, image, state, error, position, started_at, finished_at";
 
-pub(super) const STEP_COLUMNS: &str =
-    "id, job_id, task, name, command, image, state, exit_code, started_at, finished_at, attempt";
+pub(super) const STEP_COLUMNS: &str = "id, job_id, task, name, command, image, state, exit_code, started_at, finished_at, attempt, paused_ms";
 
 pub(super) const ARTIFACT_COLUMNS: &str =
     "job_id, name, kind, size_bytes, sha256, source_path, task, created_at";
@@ -142,6 +141,7 @@ pub(super) struct StepRow {
     started_at: UnixMillis,
     finished_at: Option<UnixMillis>,
     attempt: i64,
+    paused_ms: i64,
 }
 
 impl TryFrom<StepRow> for StepRecord {
@@ -161,6 +161,7 @@ impl TryFrom<StepRow> for StepRecord {
             started_at: row.started_at,
             finished_at: row.finished_at,
             attempt: row.attempt,
+            paused_ms: row.paused_ms,
         })
     }
 }

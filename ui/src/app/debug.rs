@@ -1,6 +1,6 @@
 //! The debug panel of a paused job: where and why it paused, a command box
-//! that runs in the paused step's environment, a browser of the workspace's
-//! files, and Continue, Retry and Abort.
+//! that runs in the paused step's environment with a timeout, a browser of
+//! the workspace's files, and Continue, Retry (after a failure) and Abort.
 //!
 //! Output and file text come from the server with the job's secrets
 //! already masked.
@@ -12,12 +12,16 @@ use serde::Serialize;
 use super::Failure;
 use super::client::{self, ApiFailure};
 use crate::api::{DebugPause, ExecResult, WorkspaceFiles};
+use crate::checks::{
+    DEFAULT_COMMAND_TIMEOUT_SECONDS, MAX_COMMAND_TIMEOUT_SECONDS, parse_command_timeout,
+};
 use crate::format;
 use crate::logtext::styled_lines;
 
 #[derive(Serialize)]
 struct ExecRequest {
     command: String,
+    timeout_seconds: u64,
 }
 
 #[derive(Serialize)]
@@ -59,7 +63,7 @@ fn PausedStep(
                 <dt>"Working directory"</dt><dd class="mono">{pause.workdir.clone()}</dd>
                 {image}
             </dl>
-            <Decisions job_id=job_id.clone() on_action />
+            <Decisions job_id=job_id.clone() retry=pause.can_retry() on_action />
             <CommandBox job_id=job_id.clone() ran />
             <FileBrowser job_id ran />
         </section>
@@ -67,7 +71,11 @@ fn PausedStep(
 }
 
 #[component]
-fn Decisions(job_id: String, on_action: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+fn Decisions(
+    job_id: String,
+    retry: bool,
+    on_action: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     let busy = RwSignal::new(false);
     let failure = RwSignal::new(None::<ApiFailure>);
     let decide = move |decision: &'static str| {
@@ -85,10 +93,14 @@ fn Decisions(job_id: String, on_action: impl Fn() + Copy + Send + Sync + 'static
             });
         }
     };
+    let retry_step = decide("retry");
     view! {
         <div class="actions">
             <button class="button primary" disabled=move || busy.get() on:click=decide("continue") data-testid="debug-continue">"Continue"</button>
-            <button class="button" disabled=move || busy.get() on:click=decide("retry") data-testid="debug-retry">"Retry step"</button>
+            // Before a step there is nothing to retry; the server rejects it too.
+            <Show when=move || retry>
+                <button class="button" disabled=move || busy.get() on:click=retry_step.clone() data-testid="debug-retry">"Retry step"</button>
+            </Show>
             <button class="button danger" disabled=move || busy.get() on:click=decide("abort") data-testid="debug-abort">"Abort job"</button>
         </div>
         {move || failure.get().map(|failure| view! { <Failure failure /> })}
@@ -98,6 +110,7 @@ fn Decisions(job_id: String, on_action: impl Fn() + Copy + Send + Sync + 'static
 #[component]
 fn CommandBox(job_id: String, ran: RwSignal<u32>) -> impl IntoView {
     let command = RwSignal::new(String::new());
+    let timeout = RwSignal::new(DEFAULT_COMMAND_TIMEOUT_SECONDS.to_string());
     let busy = RwSignal::new(false);
     let result = RwSignal::new(None::<Result<ExecResult, ApiFailure>>);
     let run = move |event: leptos::ev::SubmitEvent| {
@@ -106,10 +119,24 @@ fn CommandBox(job_id: String, ran: RwSignal<u32>) -> impl IntoView {
         if busy.get_untracked() || text.trim().is_empty() {
             return;
         }
+        let timeout_seconds = match parse_command_timeout(&timeout.get_untracked()) {
+            Ok(seconds) => seconds,
+            Err(message) => {
+                result.set(Some(Err(ApiFailure {
+                    status: 400,
+                    message,
+                })));
+                return;
+            }
+        };
         let path = format!("/api/v1/jobs/{}/debug/exec", client::query_value(&job_id));
         busy.set(true);
         spawn_local(async move {
-            let answer = client::post::<_, ExecResult>(&path, &ExecRequest { command: text }).await;
+            let request = ExecRequest {
+                command: text,
+                timeout_seconds,
+            };
+            let answer = client::post::<_, ExecResult>(&path, &request).await;
             result.set(Some(answer));
             busy.set(false);
             ran.update(|count| *count += 1);
@@ -128,6 +155,17 @@ fn CommandBox(job_id: String, ran: RwSignal<u32>) -> impl IntoView {
                     data-testid="debug-command"
                     bind:value=command
                 />
+                <label class="debug-timeout">
+                    "Timeout (s) "
+                    <input
+                        type="text"
+                        inputmode="numeric"
+                        title=format!("Whole seconds, 1 to {MAX_COMMAND_TIMEOUT_SECONDS}")
+                        class="num"
+                        data-testid="debug-timeout"
+                        bind:value=timeout
+                    />
+                </label>
                 <button type="submit" class="button" disabled=move || busy.get() data-testid="debug-run">
                     {move || if busy.get() { "Running…" } else { "Run" }}
                 </button>

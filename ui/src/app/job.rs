@@ -603,7 +603,7 @@ fn StepRow(
         .exit_code
         .map(|code| format!("exit {code}"))
         .unwrap_or_default();
-    let duration = step.duration_ms.map(format::duration).unwrap_or_default();
+    let duration = format::step_duration(step.duration_ms, step.paused_ms);
     let command = step.command.clone();
     view! {
         <li class="step" class:open=is_open.clone() data-testid="step" data-step=label data-state=step.state.as_str()>
@@ -611,7 +611,7 @@ fn StepRow(
                 <StateBadge state=step.state />
                 <span class="step-name">{step.name.clone()}</span>
                 <span class="muted">{exit}</span>
-                <span class="num muted">{duration}</span>
+                <span class="num muted" data-testid="step-duration">{duration}</span>
             </A>
             <Show when=is_open.clone()>
                 <code class="command">{command.clone()}</code>

@@ -11,6 +11,7 @@ pub mod log_view;
 mod project;
 mod run;
 mod secrets;
+mod targets;
 mod theme;
 mod trigger;
 
@@ -172,19 +173,7 @@ pub fn Failure(failure: client::ApiFailure) -> impl IntoView {
     let unauthorized = failure.is_unauthorized();
     let in_app =
         use_context::<Desktop>().is_some_and(|desktop| desktop.0.get_untracked().is_some());
-    let hint = match (unauthorized, failure.status == 0, in_app) {
-        (true, _, true) => {
-            "This window's key to the app's engine is no longer valid. Restart Danube Desktop."
-        }
-        (true, _, false) => {
-            "This page has no valid token. Open the address that `danube serve` printed \
-             (it ends in ?token=…), or open /?token=TOKEN on this server with the token \
-             from <data dir>/keys/local-token."
-        }
-        (false, true, true) => "The app's engine does not answer. Restart Danube Desktop.",
-        (false, true, false) => "Check that `danube serve` is running, then reload this page.",
-        (false, false, _) => "",
-    };
+    let hint = crate::failure::hint(failure.status, in_app);
     // Load errors carry a Python traceback, whose line breaks matter.
     let multiline = failure.message.contains('\n');
     view! {

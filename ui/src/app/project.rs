@@ -15,10 +15,11 @@ use serde::Serialize;
 use super::client::{self, ApiFailure};
 use super::jobs::ProjectJobs;
 use super::run::step_names;
+use super::targets::{TargetChoice, TargetNotes, Targets};
 use super::{Failure, changes, desktop_info, last_project, set_title};
 use crate::api::{
-    ChangeEvent, Job, Picked, PipelineSummary, Project, ProjectList, ProjectPipelines, Target,
-    TargetList, Watch, WatchList,
+    ChangeEvent, Job, Picked, PipelineSummary, Project, ProjectList, ProjectPipelines, Watch,
+    WatchList,
 };
 
 #[derive(Serialize)]
@@ -46,6 +47,11 @@ struct CreateWatch {
     target: String,
     break_before: Vec<String>,
     break_on_failure: bool,
+}
+
+#[derive(Serialize)]
+struct ForgetProject<'a> {
+    path: &'a str,
 }
 
 #[derive(Serialize)]
@@ -175,21 +181,8 @@ fn ProjectPicker() -> impl IntoView {
                     <span class="muted">"Recent: "</span>
                     <For
                         each=move || recent.get()
-                        key=|project| project.path.clone()
-                        children=|project| {
-                            let href = project_href(&project.path);
-                            let class = if project.available { "chip" } else { "chip unavailable" };
-                            view! {
-                                <A
-                                    href=href
-                                    attr:class=class
-                                    attr:title=project.path.clone()
-                                    attr:data-testid="recent-project"
-                                >
-                                    {project.name.clone()}
-                                </A>
-                            }
-                        }
+                        key=|project| (project.path.clone(), project.available)
+                        children=move |project| view! { <RecentProject project recent failure /> }
                     />
                 </nav>
             </Show>
@@ -198,14 +191,63 @@ fn ProjectPicker() -> impl IntoView {
     }
 }
 
+/// Shows a recent project: a link that opens it, marked when its folder or
+/// file is gone, and a button that takes it off the list.
+#[component]
+fn RecentProject(
+    project: Project,
+    recent: RwSignal<Vec<Project>>,
+    failure: RwSignal<Option<ApiFailure>>,
+) -> impl IntoView {
+    let href = project_href(&project.path);
+    let class = if project.available {
+        "chip"
+    } else {
+        "chip unavailable"
+    };
+    let title = match &project.problem {
+        Some(problem) => format!("{} — {problem}", project.path),
+        None => project.path.clone(),
+    };
+    let missing = (!project.available).then_some(" (missing)");
+    let forget_label = format!("Remove {} from the recent projects", project.name);
+    let path = project.path.clone();
+    let forget = move |_| {
+        let path = path.clone();
+        failure.set(None);
+        spawn_local(async move {
+            let body = ForgetProject { path: &path };
+            match client::post::<_, ProjectList>("/api/v1/desktop/projects/forget", &body).await {
+                Ok(list) => recent.set(list.projects),
+                Err(err) => failure.set(Some(err)),
+            }
+        });
+    };
+    view! {
+        <span class="recent-entry" data-testid="recent-entry" data-available=project.available.to_string()>
+            <A href=href attr:class=class attr:title=title attr:data-testid="recent-project">
+                {project.name.clone()}{missing}
+            </A>
+            <button
+                type="button"
+                class="link recent-forget"
+                title="Remove from the recent projects (the folder stays)"
+                aria-label=forget_label
+                on:click=forget
+                data-testid="recent-forget"
+            >"×"</button>
+        </span>
+    }
+}
+
 /// One open project: its pipelines, the target, Run, and its history.
 #[component]
 fn OpenedProject(path: String) -> impl IntoView {
     let project = RwSignal::new(None::<Project>);
     let pipelines = RwSignal::new(None::<Result<Vec<PipelineSummary>, ApiFailure>>);
-    let targets = RwSignal::new(None::<TargetList>);
+    let targets = Targets::new();
+    let target = targets.chosen;
     let pipeline = RwSignal::new(String::new());
-    let target = RwSignal::new("local".to_owned());
     let break_before = RwSignal::new(String::new());
     let break_on_failure = RwSignal::new(false);
     let failure = RwSignal::new(None::<ApiFailure>);
@@ -259,14 +301,9 @@ fn OpenedProject(path: String) -> impl IntoView {
     let reload = move |_| {
         let reload_path = reload_path.clone();
         pipelines.set(None);
+        targets.refresh();
         spawn_local(async move { load_pipelines(&reload_path, pipelines, pipeline).await });
     };
-    spawn_local(async move {
-        match client::get::<TargetList>("/api/v1/desktop/targets").await {
-            Ok(list) => targets.set(Some(list)),
-            Err(err) => failure.set(Some(err)),
-        }
-    });
 
     let run_path = path.clone();
     let run = move |_| {
@@ -303,16 +340,10 @@ fn OpenedProject(path: String) -> impl IntoView {
         });
     };
 
-    let chosen_target = move || {
-        targets.with(|list| {
-            list.as_ref()
-                .and_then(|list| list.targets.iter().find(|t| t.id == target.get()).cloned())
-        })
-    };
     let can_run = move || {
         !busy.get()
             && matches!(pipelines.get(), Some(Ok(list)) if !list.is_empty())
-            && chosen_target().is_some_and(|target| target.available)
+            && targets.chosen_available()
     };
     let history_path = Signal::derive({
         let path = path.clone();
@@ -344,13 +375,13 @@ fn OpenedProject(path: String) -> impl IntoView {
             </label>
             <label>
                 "Target "
-                <TargetChoice targets target />
+                <TargetChoice targets />
             </label>
             <button
                 type="button"
                 class="button"
                 on:click=reload
-                title="Read danubefile.py again"
+                title="Read danubefile.py and the kubeconfig again"
                 data-testid="reload-pipelines"
             >
                 "Reload"
@@ -389,12 +420,7 @@ fn OpenedProject(path: String) -> impl IntoView {
             </div>
         </details>
         <WatchToggle path=watch_path pipelines pipeline target break_before break_on_failure />
-        {move || chosen_target().and_then(|target| target.note).map(|note| view! {
-            <p class="notice" role="status" data-testid="target-note">{note}</p>
-        })}
-        {move || targets.get().and_then(|list| list.error).map(|error| view! {
-            <p class="reason" data-testid="kubeconfig-error">{error}</p>
-        })}
+        <TargetNotes targets />
         {move || match pipelines.get() {
             Some(Err(failure)) => Some(view! { <Failure failure /> }.into_any()),
             _ => None,
@@ -569,40 +595,4 @@ fn pipeline_label(summary: &PipelineSummary) -> String {
             format!("{} ({count} {noun})", summary.name)
         }
     }
-}
-
-/// Local processes and the kubeconfig's contexts; unavailable ones are
-/// shown but cannot be chosen.
-#[component]
-fn TargetChoice(targets: RwSignal<Option<TargetList>>, target: RwSignal<String>) -> impl IntoView {
-    let on_change = move |event: leptos::ev::Event| target.set(event_target_value(&event));
-    view! {
-        <select data-testid="target-select" on:change=on_change prop:value=move || target.get()>
-            {move || {
-                targets
-                    .get()
-                    .map(|list| list.targets)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|option: Target| {
-                        let label = target_label(&option);
-                        view! {
-                            <option value=option.id.clone() disabled=!option.available>{label}</option>
-                        }
-                    })
-                    .collect_view()
-            }}
-        </select>
-    }
-}
-
-fn target_label(target: &Target) -> String {
-    let mut label = target.name.clone();
-    if target.current {
-        label.push_str(" (current context)");
-    }
-    if !target.available {
-        label.push_str(" (unavailable)");
-    }
-    label
 }

@@ -1,5 +1,6 @@
 //! The "run a project" form: a local folder and, when its `danubefile.py`
-//! declares several pipelines, which one; optionally where to pause for
+//! declares several pipelines, which one; in the desktop app, the target,
+//! with the project page's target choice; optionally where to pause for
 //! debugging.
 
 use leptos::prelude::*;
@@ -7,8 +8,9 @@ use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 use serde::Serialize;
 
-use super::Failure;
 use super::client::{self, ApiFailure};
+use super::targets::{TargetChoice, TargetNotes, Targets};
+use super::{Failure, desktop_info};
 use crate::api::Job;
 
 #[derive(Serialize)]
@@ -16,6 +18,10 @@ struct CreateJob {
     project: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pipeline: Option<String>,
+    /// Only the desktop app lets a job choose; a server runs every job on
+    /// its own target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
     break_before: Vec<String>,
     break_on_failure: bool,
 }
@@ -39,6 +45,10 @@ pub fn RunPage() -> impl IntoView {
     let busy = RwSignal::new(false);
     let failure = RwSignal::new(None::<ApiFailure>);
     let navigate = use_navigate();
+    let desktop = desktop_info();
+    let in_app = Memo::new(move |_| desktop.get().is_some());
+    let targets = Targets::new();
+    let can_run = move || !busy.get() && (!in_app.get() || targets.chosen_available());
 
     let submit = move |event: leptos::ev::SubmitEvent| {
         event.prevent_default();
@@ -57,6 +67,9 @@ pub fn RunPage() -> impl IntoView {
         let body = CreateJob {
             project: folder,
             pipeline: (!name.is_empty()).then_some(name),
+            target: in_app
+                .get_untracked()
+                .then(|| targets.chosen.get_untracked()),
             break_before: step_names(&break_before.get_untracked()),
             break_on_failure: break_on_failure.get_untracked(),
         };
@@ -92,13 +105,17 @@ pub fn RunPage() -> impl IntoView {
                 />
                 <label for="pipeline">"Pipeline " <span class="muted">"(only if the file declares several)"</span></label>
                 <input id="pipeline" type="text" placeholder="default" data-testid="run-pipeline" bind:value=pipeline />
+                <Show when=move || in_app.get()>
+                    <label>"Target " <TargetChoice targets /></label>
+                    <TargetNotes targets />
+                </Show>
                 <label for="break-before">"Pause before steps " <span class="muted">"(task/step, step or task names, comma-separated)"</span></label>
                 <input id="break-before" type="text" placeholder="test/unit" data-testid="run-break-before" bind:value=break_before />
                 <label class="checkbox">
                     <input type="checkbox" data-testid="run-break-on-failure" bind:checked=break_on_failure />
                     " Pause after a failing step"
                 </label>
-                <button type="submit" class="button primary" disabled=move || busy.get() data-testid="run-submit">
+                <button type="submit" class="button primary" disabled=move || !can_run() data-testid="run-submit">
                     {move || if busy.get() { "Starting…" } else { "Run" }}
                 </button>
             </form>

@@ -1,6 +1,7 @@
-//! Secrets: their keys and scopes, a form to store one, and removal.
-//! Values are write-only: the API never returns them, and the form clears
-//! its value field once the secret is stored.
+//! Secrets: their keys and scopes, a form to store one, and removal after
+//! a confirmation. Values are write-only: the API never returns them, and
+//! the form clears its value field once the secret is stored. The form
+//! checks the pipeline with the check `danube secret` applies.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use super::client::{self, ApiFailure};
 use super::{Failure, set_title};
 use crate::api::{Secret, SecretList};
+use crate::checks::secret_pipeline;
 
 #[derive(Serialize)]
 struct PutSecret {
@@ -23,6 +25,9 @@ pub fn SecretsPage() -> impl IntoView {
     let secrets = RwSignal::new(None::<Vec<Secret>>);
     let failure = RwSignal::new(None::<ApiFailure>);
     let notice = RwSignal::new(None::<String>);
+    // The secret whose Remove was clicked, as `(key, scope)`, until the
+    // removal is confirmed or cancelled.
+    let confirming = RwSignal::new(None::<(String, String)>);
 
     let refresh = move || {
         spawn_local(async move {
@@ -35,6 +40,7 @@ pub fn SecretsPage() -> impl IntoView {
     refresh();
 
     let remove = move |secret: Secret| {
+        confirming.set(None);
         failure.set(None);
         let mut path = format!("/api/v1/secrets/{}", client::query_value(&secret.key));
         if let Some(pipeline) = &secret.pipeline {
@@ -75,16 +81,47 @@ pub fn SecretsPage() -> impl IntoView {
                         <tbody>
                             {list.into_iter().map(|secret| {
                                 let shown = secret.clone();
+                                let id = (secret.key.clone(), secret.scope.clone());
+                                let asked = id.clone();
+                                let is_asked = move || confirming.get().as_ref() == Some(&asked);
                                 view! {
                                     <tr data-testid="secret-row" data-key=shown.key.clone()>
                                         <td class="mono">{shown.key.clone()}</td>
                                         <td>{shown.scope.clone()}</td>
                                         <td>
-                                            <button
-                                                class="button danger"
-                                                on:click=move |_| remove(secret.clone())
-                                                data-testid="secret-remove"
-                                            >"Remove"</button>
+                                            <Show
+                                                when=is_asked
+                                                fallback=move || {
+                                                    let id = id.clone();
+                                                    view! {
+                                                        <button
+                                                            class="button danger"
+                                                            on:click=move |_| confirming.set(Some(id.clone()))
+                                                            data-testid="secret-remove"
+                                                        >"Remove"</button>
+                                                    }
+                                                }
+                                            >
+                                                {
+                                                    let secret = secret.clone();
+                                                    view! {
+                                                        <span class="confirm" role="group" aria-label="Confirm removal">
+                                                            "Remove for good? "
+                                                            <button
+                                                                class="button danger"
+                                                                on:click=move |_| remove(secret.clone())
+                                                                data-testid="secret-remove-confirm"
+                                                            >"Remove"</button>
+                                                            " "
+                                                            <button
+                                                                class="button"
+                                                                on:click=move |_| confirming.set(None)
+                                                                data-testid="secret-remove-cancel"
+                                                            >"Keep"</button>
+                                                        </span>
+                                                    }
+                                                }
+                                            </Show>
                                         </td>
                                     </tr>
                                 }
@@ -115,6 +152,15 @@ fn SecretForm(
             return;
         }
         let scope = pipeline.get_untracked().trim().to_owned();
+        if !scope.is_empty()
+            && let Err(message) = secret_pipeline(&scope)
+        {
+            failure.set(Some(ApiFailure {
+                status: 422,
+                message,
+            }));
+            return;
+        }
         let body = PutSecret {
             value: value.get_untracked(),
             pipeline: (!scope.is_empty()).then_some(scope),

@@ -80,6 +80,26 @@ impl Breakpoints {
         Ok(())
     }
 
+    /// Returns a warning for each bare name that names none of the
+    /// declared tasks. Such a name can still name a step, but steps are
+    /// declared by the task functions as they run, so no step name is known
+    /// when the plan is declared.
+    pub(crate) fn plan_warnings(&self, pipeline: &str, tasks: &[PlannedTask]) -> Vec<String> {
+        let names: Vec<&str> = tasks.iter().map(|planned| planned.name.as_str()).collect();
+        self.before
+            .iter()
+            .filter(|breakpoint| !breakpoint.contains('/') && !names.contains(&breakpoint.as_str()))
+            .map(|breakpoint| {
+                format!(
+                    "danube: warning: breakpoint `{breakpoint}` names no task of pipeline `{pipeline}` (its tasks are: {}); \
+                     it pauses only before a step of that name, and step names are known only when steps start; \
+                     if no step has that name, the job fails at its end. Check the spelling, or write it as `task/step`",
+                    names.join(", ")
+                )
+            })
+            .collect()
+    }
+
     /// Returns the first breakpoint that names step `step` of task `task`.
     /// `first_in_task` is true when no other step of the task started before.
     pub(crate) fn before_step(&self, task: &str, step: &str, first_in_task: bool) -> Option<&str> {
@@ -186,6 +206,18 @@ mod tests {
             before(&["test/unit", "anything"]).check_plan("ci", &tasks),
             Ok(())
         );
+    }
+
+    #[test]
+    fn bare_name_of_no_task_is_warned_about() {
+        let tasks = [planned("build"), planned("test")];
+
+        let warnings = before(&["test", "unti", "test/unit"]).plan_warnings("ci", &tasks);
+
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("breakpoint `unti`"), "{}", warnings[0]);
+        assert!(warnings[0].contains("build, test"), "{}", warnings[0]);
+        assert!(before(&["build"]).plan_warnings("ci", &tasks).is_empty());
     }
 
     #[test]

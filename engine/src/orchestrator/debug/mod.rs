@@ -86,8 +86,9 @@ impl PauseReason {
 pub enum Decision {
     /// Run the step (paused before it) or let its failure stand.
     Continue,
-    /// Run the step again, as a new attempt. Paused before a step, this
-    /// runs it as `Continue` does.
+    /// Run the failed step again, as a new attempt. Paused before a step,
+    /// which has not run, there is nothing to retry and
+    /// [`Debugger::resume`] rejects it.
     Retry,
     /// Cancel the job: it ends `cancelled` and every process of it is
     /// stopped, ad-hoc commands included.
@@ -125,6 +126,11 @@ pub enum DebugError {
         "job `{job}` is not paused (it pauses before a step named by a breakpoint, or after a failing step when it breaks on failure)"
     )]
     NotPaused { job: JobId },
+
+    #[error(
+        "job `{job}` is paused before step `{step}`, which has not run yet, so there is nothing to retry; continue to run it, or abort the job"
+    )]
+    NothingToRetry { job: JobId, step: String },
 
     #[error("the command is empty; give a shell command to run in the paused step's environment")]
     EmptyCommand,
@@ -238,6 +244,37 @@ impl DebugState {
             .map(|(task, step)| format!("{task}/{step}"))
             .collect();
         Some((unmatched, steps))
+    }
+
+    /// Returns a warning for the `task/step` breakpoints of `task` that
+    /// named none of its steps, for when the task succeeded and so ran all
+    /// its steps.
+    pub fn task_warning(&self, task: &str) -> Option<String> {
+        let ran = lock(&self.ran);
+        let unmatched: Vec<String> = self
+            .breakpoints
+            .unmatched(&ran)
+            .into_iter()
+            .filter(|breakpoint| {
+                breakpoint
+                    .split_once('/')
+                    .is_some_and(|(named, _)| named == task)
+            })
+            .map(|breakpoint| format!("`{breakpoint}`"))
+            .collect();
+        if unmatched.is_empty() {
+            return None;
+        }
+        let steps: Vec<&str> = ran
+            .iter()
+            .filter(|(ran_task, _)| ran_task == task)
+            .map(|(_, step)| step.as_str())
+            .collect();
+        Some(format!(
+            "danube: warning: breakpoint {} named no step of task `{task}`, which succeeded; its steps were: {}",
+            unmatched.join(", "),
+            steps.join(", ")
+        ))
     }
 
     fn pause(&self) -> Option<Pause> {
@@ -519,11 +556,20 @@ impl Debugger {
     ///
     /// # Errors
     ///
-    /// [`DebugError::NotPaused`] when no step is paused.
+    /// [`DebugError::NotPaused`] when no step is paused, and
+    /// [`DebugError::NothingToRetry`] for [`Decision::Retry`] before a step.
     pub fn resume(&self, decision: Decision) -> Result<Pause, DebugError> {
         let (pause, decide) = {
             let mut current = lock(&self.runtime.debug.current);
             let active = current.as_mut().ok_or_else(|| self.not_paused())?;
+            if decision == Decision::Retry
+                && matches!(active.pause.reason, PauseReason::Before { .. })
+            {
+                return Err(DebugError::NothingToRetry {
+                    job: self.job_id().clone(),
+                    step: format!("{}/{}", active.pause.task, active.pause.step),
+                });
+            }
             let decide = active.decide.take().ok_or_else(|| self.not_paused())?;
             (active.pause.clone(), decide)
         };

@@ -1,0 +1,277 @@
+//! The desktop app's own routes on the embedded engine, over loopback and
+//! in headless Chromium as the window shows them. The target list follows
+//! the kubeconfig while the app runs, and both run forms offer the targets.
+//! Recent projects whose folder is gone are marked and can be removed.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use danube::backend::targets::TargetSettings;
+use danube_desktop::picker::FolderPicker;
+use danube_desktop::{EmbeddedEngine, EngineOptions};
+use danube_tests::browser::{Browser, LaunchOptions, Site, wait_until};
+use danube_tests::{Sandbox, shared_venv};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+
+/// A dialog that the tests never open.
+struct NoDialog;
+
+impl FolderPicker for NoDialog {
+    fn pick_folder(&self) -> Pin<Box<dyn Future<Output = Option<PathBuf>> + Send + '_>> {
+        Box::pin(async { None })
+    }
+}
+
+/// Returns a kubeconfig with the contexts `names`, each for a cluster on a
+/// loopback port that is never contacted.
+fn kubeconfig(names: &[&str]) -> String {
+    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for name in names {
+        text.push_str(&format!(
+            "- name: {name}\n  cluster: {{server: 'https://127.0.0.1:9'}}\n"
+        ));
+    }
+    text.push_str("contexts:\n");
+    for name in names {
+        text.push_str(&format!(
+            "- name: {name}\n  context: {{cluster: {name}, user: someone}}\n"
+        ));
+    }
+    text.push_str("users:\n- name: someone\n  user: {token: not-a-secret}\n");
+    text
+}
+
+struct App {
+    engine: EmbeddedEngine,
+    client: Client,
+}
+
+impl App {
+    fn start(data_root: &Path, kubeconfig: &Path) -> App {
+        static VENV: Once = Once::new();
+        // SAFETY: set once, before the first engine starts and before any
+        // other thread of this binary reads the environment.
+        VENV.call_once(|| unsafe { std::env::set_var("DANUBE_PYTHON_VENV", shared_venv()) });
+        let engine = EmbeddedEngine::start(
+            EngineOptions {
+                data_root: data_root.to_owned(),
+                project: None,
+                picker: Arc::new(NoDialog),
+                targets: TargetSettings {
+                    kubeconfig: Some(kubeconfig.to_owned()),
+                    ..TargetSettings::default()
+                },
+            },
+            |_| {},
+        )
+        .expect("the embedded engine starts");
+        let client = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        App { engine, client }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("http://{}{path}", self.engine.addr()))
+            .bearer_auth(self.engine.token())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(format!("http://{}{path}", self.engine.addr()))
+            .bearer_auth(self.engine.token())
+            .json(&body)
+            .send()
+            .unwrap()
+    }
+}
+
+/// Makes a project folder `name` under `parent` and opens it in the app;
+/// returns its path as the app lists it.
+fn open_project(app: &App, parent: &Path, name: &str) -> String {
+    let project = parent.join(name);
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("danubefile.py"),
+        "from danube import pipeline\n",
+    )
+    .unwrap();
+    let opened = app.post("/api/v1/desktop/projects", json!({"path": project}));
+    assert_eq!(opened.status(), StatusCode::OK);
+    opened.json::<Value>().unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn target_ids(list: &Value) -> Vec<String> {
+    list["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|target| target["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn context_added_while_app_runs_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    std::fs::write(&config, kubeconfig(&["kind-dev"])).unwrap();
+    let app = App::start(&dir.path().join("data"), &config);
+    assert_eq!(
+        target_ids(&app.get("/api/v1/desktop/targets")),
+        ["local", "kube:kind-dev"]
+    );
+
+    std::fs::write(&config, kubeconfig(&["kind-dev", "k3d-lab"])).unwrap();
+
+    assert_eq!(
+        target_ids(&app.get("/api/v1/desktop/targets")),
+        ["local", "kube:kind-dev", "kube:k3d-lab"]
+    );
+}
+
+#[test]
+fn missing_recent_project_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    std::fs::write(&config, kubeconfig(&["kind-dev"])).unwrap();
+    let app = App::start(&dir.path().join("data"), &config);
+    let path = open_project(&app, dir.path(), "gone");
+    let project = PathBuf::from(&path);
+
+    std::fs::remove_dir_all(&project).unwrap();
+
+    let listed = app.get("/api/v1/desktop/projects");
+    let entry = &listed["projects"][0];
+    assert_eq!(entry["path"], path.as_str(), "{listed:#}");
+    assert_eq!(entry["available"], false, "{listed:#}");
+    let problem = entry["problem"].as_str().unwrap();
+    assert!(problem.contains(&path), "{problem}");
+    let forgotten = app.post("/api/v1/desktop/projects/forget", json!({"path": path}));
+    assert_eq!(forgotten.status(), StatusCode::OK);
+    assert_eq!(forgotten.json::<Value>().unwrap()["projects"], json!([]));
+    assert_eq!(app.get("/api/v1/desktop/projects")["projects"], json!([]));
+    let again = app.post("/api/v1/desktop/projects/forget", json!({"path": path}));
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+}
+
+/// How long the page gets to show what the test waits for.
+const UI_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Returns the values of the target choice's options.
+async fn target_options(browser: &Browser) -> Vec<String> {
+    let values = browser
+        .eval(
+            "return [...document.querySelectorAll('[data-testid=target-select] option')]\
+             .map(option => option.value);",
+        )
+        .await;
+    serde_json::from_value(values).unwrap_or_default()
+}
+
+#[test]
+fn window_removes_missing_project_and_offers_new_context() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.path().join("kubeconfig");
+    std::fs::write(&config, kubeconfig(&["kind-dev"])).unwrap();
+    let app = App::start(&sandbox.data_dir(), &config);
+    let kept = open_project(&app, sandbox.path(), "kept");
+    let gone = open_project(&app, sandbox.path(), "gone");
+    std::fs::remove_dir_all(&gone).unwrap();
+    let site = Site {
+        base: format!("http://{}", app.engine.addr()),
+        token: app.engine.token().to_owned(),
+    };
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let name = "desktop_window_recent_and_targets";
+        let browser =
+            Browser::launch_at(&sandbox, site.clone(), name, LaunchOptions::default()).await;
+        browser.goto(&format!("/?token={}", site.token)).await;
+        browser.goto(&format!("/project?path={kept}")).await;
+        let missing = "[data-testid=recent-entry][data-available=false]";
+        let shown = wait_until("the missing project to be marked", UI_TIMEOUT, async || {
+            let text = browser
+                .eval_with(
+                    "return document.querySelector(arguments[0])?.textContent ?? null;",
+                    vec![json!(missing)],
+                )
+                .await;
+            text.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| text.to_string())
+        })
+        .await;
+        assert!(shown.contains("gone (missing)"), "{shown}");
+        browser.screenshot("missing").await;
+
+        browser
+            .click(&format!("{missing} [data-testid=recent-forget]"))
+            .await;
+        wait_until("the missing project to go", UI_TIMEOUT, async || {
+            let left = browser
+                .eval_with(
+                    "return document.querySelectorAll(arguments[0]).length;",
+                    vec![json!(missing)],
+                )
+                .await;
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(left.to_string())
+            }
+        })
+        .await;
+
+        // The jobs page's run form offers the project page's targets.
+        browser.goto("/run").await;
+        let listed = wait_until("the targets to be listed", UI_TIMEOUT, async || {
+            let options = target_options(&browser).await;
+            if options.is_empty() {
+                Err("none yet".to_owned())
+            } else {
+                Ok(options)
+            }
+        })
+        .await;
+        assert_eq!(listed, ["local", "kube:kind-dev"]);
+        std::fs::write(&config, kubeconfig(&["kind-dev", "k3d-lab"])).unwrap();
+        browser
+            .eval("document.querySelector('[data-testid=target-select]').focus();")
+            .await;
+        let updated = wait_until("the new context to be listed", UI_TIMEOUT, async || {
+            let options = target_options(&browser).await;
+            if options.len() == 3 {
+                Ok(options)
+            } else {
+                Err(format!("{options:?}"))
+            }
+        })
+        .await;
+        assert_eq!(updated, ["local", "kube:kind-dev", "kube:k3d-lab"]);
+    });
+
+    let recent = app.get("/api/v1/desktop/projects");
+    let paths: Vec<&str> = recent["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|project| project["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, [kept.as_str()]);
+}
