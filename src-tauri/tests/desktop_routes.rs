@@ -3,29 +3,15 @@
 //! the kubeconfig while the app runs, and both run forms offer the targets.
 //! Recent projects whose folder is gone are marked and can be removed.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use danube::backend::targets::TargetSettings;
-use danube_desktop::picker::FolderPicker;
-use danube_desktop::{EmbeddedEngine, EngineOptions};
+use danube_tests::Sandbox;
 use danube_tests::browser::{Browser, LaunchOptions, Site, wait_until};
-use danube_tests::{Sandbox, shared_venv};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::Response;
 use serde_json::{Value, json};
-
-/// A dialog that the tests never open.
-struct NoDialog;
-
-impl FolderPicker for NoDialog {
-    fn pick_folder(&self) -> Pin<Box<dyn Future<Output = Option<PathBuf>> + Send + '_>> {
-        Box::pin(async { None })
-    }
-}
 
 /// Returns a kubeconfig with the contexts `names`, each for a cluster on a
 /// loopback port that is never contacted.
@@ -46,60 +32,27 @@ fn kubeconfig(names: &[&str]) -> String {
     text
 }
 
-struct App {
-    engine: EmbeddedEngine,
-    client: Client,
+mod common;
+
+use common::TestApp as App;
+
+/// Starts the app's engine with `kubeconfig`.
+fn start_app(data_root: &Path, kubeconfig: &Path) -> App {
+    let targets = TargetSettings {
+        kubeconfig: Some(kubeconfig.to_owned()),
+        ..TargetSettings::default()
+    };
+    App::start(data_root, targets, Duration::from_secs(30))
 }
 
-impl App {
-    fn start(data_root: &Path, kubeconfig: &Path) -> App {
-        static VENV: Once = Once::new();
-        // SAFETY: set once, before the first engine starts and before any
-        // other thread of this binary reads the environment.
-        VENV.call_once(|| unsafe { std::env::set_var("DANUBE_PYTHON_VENV", shared_venv()) });
-        let engine = EmbeddedEngine::start(
-            EngineOptions {
-                data_root: data_root.to_owned(),
-                project: None,
-                picker: Arc::new(NoDialog),
-                targets: TargetSettings {
-                    kubeconfig: Some(kubeconfig.to_owned()),
-                    ..TargetSettings::default()
-                },
-            },
-            |_| {},
-        )
-        .expect("the embedded engine starts");
-        let client = Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        App { engine, client }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("http://{}{path}", self.engine.addr()))
-            .bearer_auth(self.engine.token())
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().unwrap()
-    }
-
-    fn post(&self, path: &str, body: Value) -> Response {
-        self.client
-            .post(format!("http://{}{path}", self.engine.addr()))
-            .bearer_auth(self.engine.token())
-            .json(&body)
-            .send()
-            .unwrap()
-    }
+/// Posts `body` to `path` of the app's engine.
+fn post(app: &App, path: &str, body: Value) -> Response {
+    app.request(reqwest::Method::POST, path)
+        .json(&body)
+        .send()
+        .unwrap()
 }
 
-/// Makes a project folder `name` under `parent` and opens it in the app;
-/// returns its path as the app lists it.
 fn open_project(app: &App, parent: &Path, name: &str) -> String {
     let project = parent.join(name);
     std::fs::create_dir_all(&project).unwrap();
@@ -108,7 +61,7 @@ fn open_project(app: &App, parent: &Path, name: &str) -> String {
         "from danube import pipeline\n",
     )
     .unwrap();
-    let opened = app.post("/api/v1/desktop/projects", json!({"path": project}));
+    let opened = post(&app, "/api/v1/desktop/projects", json!({"path": project}));
     assert_eq!(opened.status(), StatusCode::OK);
     opened.json::<Value>().unwrap()["path"]
         .as_str()
@@ -130,7 +83,7 @@ fn context_added_while_app_runs_is_listed() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kubeconfig");
     std::fs::write(&config, kubeconfig(&["kind-dev"])).unwrap();
-    let app = App::start(&dir.path().join("data"), &config);
+    let app = start_app(&dir.path().join("data"), &config);
     assert_eq!(
         target_ids(&app.get("/api/v1/desktop/targets")),
         ["local", "kube:kind-dev"]
@@ -149,7 +102,7 @@ fn missing_recent_project_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kubeconfig");
     std::fs::write(&config, kubeconfig(&["kind-dev"])).unwrap();
-    let app = App::start(&dir.path().join("data"), &config);
+    let app = start_app(&dir.path().join("data"), &config);
     let path = open_project(&app, dir.path(), "gone");
     let project = PathBuf::from(&path);
 
@@ -161,11 +114,19 @@ fn missing_recent_project_is_removed() {
     assert_eq!(entry["available"], false, "{listed:#}");
     let problem = entry["problem"].as_str().unwrap();
     assert!(problem.contains(&path), "{problem}");
-    let forgotten = app.post("/api/v1/desktop/projects/forget", json!({"path": path}));
+    let forgotten = post(
+        &app,
+        "/api/v1/desktop/projects/forget",
+        json!({"path": path}),
+    );
     assert_eq!(forgotten.status(), StatusCode::OK);
     assert_eq!(forgotten.json::<Value>().unwrap()["projects"], json!([]));
     assert_eq!(app.get("/api/v1/desktop/projects")["projects"], json!([]));
-    let again = app.post("/api/v1/desktop/projects/forget", json!({"path": path}));
+    let again = post(
+        &app,
+        "/api/v1/desktop/projects/forget",
+        json!({"path": path}),
+    );
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
 }
 
@@ -188,7 +149,7 @@ fn window_removes_missing_project_and_offers_new_context() {
     let sandbox = Sandbox::new();
     let config = sandbox.path().join("kubeconfig");
     std::fs::write(&config, kubeconfig(&["kind-dev"])).unwrap();
-    let app = App::start(&sandbox.data_dir(), &config);
+    let app = start_app(&sandbox.data_dir(), &config);
     let kept = open_project(&app, sandbox.path(), "kept");
     let gone = open_project(&app, sandbox.path(), "gone");
     std::fs::remove_dir_all(&gone).unwrap();

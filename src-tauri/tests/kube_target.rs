@@ -3,19 +3,13 @@
 //! uses them, against the Kubernetes API-server emulator. The emulator
 //! needs root, as it runs containers as processes in their own namespaces.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use danube::backend::targets::TargetSettings;
-use danube_desktop::picker::FolderPicker;
-use danube_desktop::{EmbeddedEngine, EngineOptions};
 use danube_tests::kube::{CONTEXT, Emulator, EmulatorOptions, JOBS_NAMESPACE};
-use danube_tests::{danube_bin, shared_venv, workspace_root};
+use danube_tests::{danube_bin, workspace_root};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
 
 /// How long a job on the emulator may take, pod start and Python included.
@@ -27,69 +21,34 @@ const DEAD_CONTEXT: &str = "dead-cluster";
 /// The context of the test kubeconfig whose server never responds.
 const SILENT_CONTEXT: &str = "silent-cluster";
 
-/// A dialog that the tests never open.
-struct NoDialog;
+mod common;
 
-impl FolderPicker for NoDialog {
-    fn pick_folder(&self) -> Pin<Box<dyn Future<Output = Option<PathBuf>> + Send + '_>> {
-        Box::pin(async { None })
-    }
-}
+use common::TestApp;
 
 /// The embedded engine of a desktop app whose kubeconfig lists the
-/// emulator's context and one that cannot be reached.
+/// emulator's context and ones that cannot be reached.
 struct DesktopEngine {
-    engine: EmbeddedEngine,
-    token: String,
-    client: Client,
+    app: TestApp,
+}
+
+impl std::ops::Deref for DesktopEngine {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
 }
 
 impl DesktopEngine {
     fn start(data_root: &Path, kubeconfig: &Path) -> DesktopEngine {
-        static VENV: Once = Once::new();
-        // SAFETY: set once, before the first engine starts; the other
-        // threads of this binary (the emulators') do not read it.
-        VENV.call_once(|| unsafe { std::env::set_var("DANUBE_PYTHON_VENV", shared_venv()) });
-        let engine = EmbeddedEngine::start(
-            EngineOptions {
-                data_root: data_root.to_owned(),
-                project: None,
-                picker: Arc::new(NoDialog),
-                targets: TargetSettings {
-                    kubeconfig: Some(kubeconfig.to_owned()),
-                    tools_image: Some("danube-coordinator:test".to_owned()),
-                    ..TargetSettings::default()
-                },
-            },
-            |_| {},
-        )
-        .expect("the embedded engine starts");
-        let token = engine
-            .login_url()
-            .split_once("token=")
-            .map(|(_, token)| token.to_owned())
-            .expect("the login address carries the token");
-        let client = Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
+        let targets = TargetSettings {
+            kubeconfig: Some(kubeconfig.to_owned()),
+            tools_image: Some("danube-coordinator:test".to_owned()),
+            ..TargetSettings::default()
+        };
         DesktopEngine {
-            engine,
-            token,
-            client,
+            app: TestApp::start(data_root, targets, Duration::from_secs(120)),
         }
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        self.client
-            .request(method, format!("http://{}{path}", self.engine.addr()))
-            .bearer_auth(&self.token)
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let response = self.request(reqwest::Method::GET, path).send().unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().unwrap()
     }
 
     fn start_job(&self, target: &str) -> (StatusCode, Value) {
@@ -283,7 +242,7 @@ fn job_runs_on_kubeconfig_context() {
     assert_eq!(local["state"], "success", "{local}");
     assert_eq!(emulator.request_count("create", "pods"), pods_before + 1);
 
-    desktop.engine.stop();
+    desktop.app.engine.stop();
 }
 
 #[test]
@@ -340,7 +299,7 @@ fn watch_reruns_on_kubeconfig_context() {
         "a pod outlived its job"
     );
 
-    desktop.engine.stop();
+    desktop.app.engine.stop();
 }
 
 /// Waits until the watch session `watch_id` has a job other than
@@ -407,5 +366,5 @@ fn unreachable_context_fails_job_start() {
         "the known contexts are listed: {message}"
     );
 
-    desktop.engine.stop();
+    desktop.app.engine.stop();
 }

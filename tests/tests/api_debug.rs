@@ -100,6 +100,17 @@ fn files(server: &Server, id: &str, path: &str) -> Response {
         .unwrap()
 }
 
+/// Returns the step `name` of the job's first task.
+fn first_task_step(job: &Value, name: &str) -> Value {
+    job["tasks"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|step| step["name"] == name)
+        .unwrap_or_else(|| panic!("no step `{name}` in {job:#}"))
+        .clone()
+}
+
 #[test]
 fn paused_job_runs_commands_shows_files_and_retries() {
     let sandbox = fixable_sandbox();
@@ -177,13 +188,7 @@ fn paused_job_runs_commands_shows_files_and_retries() {
     let job = wait_final(&server, &id);
     assert_eq!(job["state"], "success", "{job:#}");
     assert_eq!(job["pause"], Value::Null);
-    let check = job["tasks"][0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|step| step["name"] == "check")
-        .unwrap()
-        .clone();
+    let check = first_task_step(&job, "check");
     assert_eq!(check["attempt"], 2);
     assert_eq!(check["state"], "success");
     let log = get(&server, &format!("/api/v1/jobs/{id}/logs/raw"))
@@ -271,13 +276,7 @@ fn debug_routes_reject_bad_requests() {
     let job = wait_final(&server, &id);
     assert_eq!(job["state"], "cancelled", "{job:#}");
     // The time paused before `check` is shown apart from its duration.
-    let check = job["tasks"][0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|step| step["name"] == "check")
-        .unwrap()
-        .clone();
+    let check = first_task_step(&job, "check");
     let paused_ms = check["paused_ms"].as_i64().unwrap();
     let wall = check["finished_at"].as_i64().unwrap() - check["started_at"].as_i64().unwrap();
     assert!(paused_ms > 0, "{check:#}");

@@ -474,12 +474,8 @@ def short():
     assert_eq!(outcome.state, JobState::Success, "{outcome:?}");
 }
 
-/// Runs a one-step pipeline (`build/compile`) with a breakpoint before
-/// `breakpoint` to its end.
-async fn run_build_with_breakpoint(breakpoint: &str) -> danube::orchestrator::JobOutcome {
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
-        r#"
+/// A pipeline of one task, `build`, with one step, `compile`.
+const BUILD_PIPELINE: &str = r#"
 from danube import pipeline, step, task
 
 @task()
@@ -487,13 +483,23 @@ def build():
     step.run("true", name="compile")
 
 pipeline(name="app", tasks=[build])
-"#,
-    );
+"#;
+
+/// Starts [`BUILD_PIPELINE`] with a breakpoint before `breakpoint`.
+async fn start_build(breakpoint: &str) -> (Sandbox, danube::orchestrator::Engine, JobHandle) {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(BUILD_PIPELINE);
     let engine = local_engine(&sandbox).await;
     let handle = engine
         .submit(request(&sandbox, before(breakpoint)))
         .await
         .unwrap();
+    (sandbox, engine, handle)
+}
+
+/// Runs [`BUILD_PIPELINE`] with a breakpoint before `breakpoint` to its end.
+async fn run_build_with_breakpoint(breakpoint: &str) -> danube::orchestrator::JobOutcome {
+    let (_sandbox, _engine, handle) = start_build(breakpoint).await;
     finish(handle).await
 }
 
@@ -613,23 +619,7 @@ pipeline(name="app", tasks=[build])
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_before_step_is_rejected() {
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
-        r#"
-from danube import pipeline, step, task
-
-@task()
-def build():
-    step.run("true", name="compile")
-
-pipeline(name="app", tasks=[build])
-"#,
-    );
-    let engine = local_engine(&sandbox).await;
-    let mut handle = engine
-        .submit(request(&sandbox, before("build/compile")))
-        .await
-        .unwrap();
+    let (_sandbox, engine, mut handle) = start_build("build/compile").await;
     let id = handle.id.clone();
     let pause = next_pause(&mut handle).await;
     let debugger = engine.debugger(&id).expect("the engine runs the job");
