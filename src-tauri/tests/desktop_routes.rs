@@ -61,7 +61,7 @@ fn open_project(app: &App, parent: &Path, name: &str) -> String {
         "from danube import pipeline\n",
     )
     .unwrap();
-    let opened = post(&app, "/api/v1/desktop/projects", json!({"path": project}));
+    let opened = post(app, "/api/v1/desktop/projects", json!({"path": project}));
     assert_eq!(opened.status(), StatusCode::OK);
     opened.json::<Value>().unwrap()["path"]
         .as_str()

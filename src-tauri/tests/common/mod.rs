@@ -59,7 +59,7 @@ impl TestApp {
             .bearer_auth(self.engine.token())
     }
 
-    /// Reads `path`, which must answer 200, as JSON.
+    /// Reads `path`, which must return 200, as JSON.
     pub fn get(&self, path: &str) -> Value {
         let response = self.request(reqwest::Method::GET, path).send().unwrap();
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
