@@ -229,7 +229,7 @@ fn job_runs_on_kubeconfig_context() {
     assert_eq!(rerun["state"], "success", "{rerun}");
     assert_eq!(emulator.request_count("create", "pods"), pods_before + 1);
 
-    // A rerun may choose another target: local processes record none.
+    // A rerun may choose another target.
     let response = desktop
         .request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/rerun"))
         .json(&json!({"target": "local"}))
@@ -237,7 +237,7 @@ fn job_runs_on_kubeconfig_context() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     let local: Value = response.json().unwrap();
-    assert_eq!(local["target"], Value::Null, "{local}");
+    assert_eq!(local["target"], "local", "{local}");
     let local = desktop.wait_until_final(local["id"].as_str().unwrap());
     assert_eq!(local["state"], "success", "{local}");
     assert_eq!(emulator.request_count("create", "pods"), pods_before + 1);

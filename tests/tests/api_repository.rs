@@ -362,6 +362,15 @@ fn repository_rerun_clones_the_same_commit() {
     assert_eq!(rerun["state"], "success", "{rerun:#}");
     assert_eq!(rerun["commit_sha"], origin.next.as_str());
     assert_eq!(rerun["repo"], origin.url());
+    assert_eq!(rerun["branch"], "next", "a rerun keeps the branch");
+    assert_eq!(rerun["trigger_ref"], "next");
+
+    let (_, created) = start(&server, json!({"repository": origin.url(), "commit": "v1"}));
+    let tagged = wait_final(&server, created["id"].as_str().unwrap());
+    let rerun = rerun_and_wait(&server, &tagged);
+    assert_eq!(rerun["commit_sha"], origin.main.as_str());
+    assert_eq!(rerun["branch"], "");
+    assert_eq!(rerun["trigger_ref"], "v1", "a rerun keeps the tag");
 }
 
 #[test]

@@ -1121,7 +1121,7 @@ fn plain_policy_keeps_only_cidrs() {
     assert_eq!(rules[1]["ports"][0]["port"], 5000);
     let text = egress.run.text();
     assert!(
-        text.contains("not enforced and their hosts stay unreachable: pypi.org:443"),
+        text.contains("were dropped from it, so their hosts stay unreachable: pypi.org:443"),
         "{text}"
     );
     let emulator = cluster.emulator();
@@ -1195,6 +1195,29 @@ fn fixed_egress_rejects_widening_pipeline() {
     let emulator = cluster.emulator();
     assert_eq!(emulator.request_count("create", "networkpolicies"), 0);
     assert!(cluster.pods().is_empty());
+}
+
+#[test]
+fn pod_coordinator_on_any_address_needs_engine_address() {
+    let cluster = Cluster::emulated();
+    let sandbox = Sandbox::new();
+
+    let run = cluster.run(
+        &sandbox,
+        &example("quickstart"),
+        &["--coordinator", "pod", "--rpc-listen", "0.0.0.0:0"],
+    );
+
+    assert_ne!(run.code, 0, "{}", run.text());
+    assert!(
+        run.stderr.contains(
+            "--coordinator pod with --rpc-listen 0.0.0.0:0 needs --engine-address \
+             (DANUBE_ENGINE_ADDRESS)"
+        ),
+        "{}",
+        run.text()
+    );
+    assert!(cluster.pods().is_empty(), "a pod was created");
 }
 
 #[test]

@@ -266,6 +266,49 @@ pipeline(name="fast", tasks=[dependent, waits], fail_fast=True)
 }
 
 #[test]
+fn large_output_keeps_each_step_under_its_label() {
+    let sandbox = Sandbox::new();
+    sandbox.pipeline(
+        r#"
+from danube import pipeline, step
+
+@pipeline(name="loud")
+def loud():
+    step.run("seq 1 200000", name="count")
+    step.run("echo second-step-output", name="second")
+"#,
+    );
+
+    let run = sandbox.run(&[]);
+
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let position = |wanted: &str| {
+        lines
+            .iter()
+            .position(|line| *line == wanted)
+            .unwrap_or_else(|| panic!("no line `{wanted}` in the output"))
+    };
+    let last_count = position("main › count │ 200000");
+    let count_result = lines
+        .iter()
+        .position(|line| line.starts_with("✓ main › count"))
+        .expect("a result line for `count`");
+    let second_start = position("▶ main › second");
+    let second_output = position("main › second │ second-step-output");
+    assert!(
+        last_count < count_result,
+        "the result came before the output"
+    );
+    assert!(count_result < second_start);
+    assert!(second_start < second_output);
+    assert!(
+        !lines.iter().any(|line| line.starts_with("? ")),
+        "a line had no step label"
+    );
+}
+
+#[test]
 fn max_duration_past_the_limit_is_rejected() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(
@@ -525,5 +568,14 @@ def main():
         ),
         "{}",
         run.text()
+    );
+    let both = sandbox.run(&["--egress-allow", "pypi.org", "--coordinator", "pod"]);
+    assert!(
+        both.stderr.contains(
+            "warning: --egress-allow, --coordinator apply to kube targets only and have no effect \
+             with --target local"
+        ),
+        "{}",
+        both.text()
     );
 }

@@ -18,7 +18,7 @@ use super::debug::DebugPause;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::model::{JobId, JobState, RunState};
 use crate::orchestrator::{
-    Breakpoints, JobBackend, JobRequest, PIPELINE_FILE, RepositorySource, check_project,
+    Breakpoints, JobBackend, JobRequest, KnownRefs, PIPELINE_FILE, RepositorySource, check_project,
 };
 use crate::store::{JobFilter, JobRecord, StepRecord, TaskRecord};
 
@@ -54,8 +54,8 @@ pub struct Job {
     pub finished_at: Option<i64>,
     /// From start to finish; absent until both are known.
     pub duration_ms: Option<i64>,
-    /// The target this job alone was submitted for (`kube:CONTEXT`);
-    /// `null` when it ran on the server's own target.
+    /// Where the job ran: `local` or `kube:CONTEXT`; `null` for jobs
+    /// recorded before targets were.
     pub target: Option<String>,
 }
 
@@ -178,6 +178,7 @@ fn job_source(state: &AppState, body: &CreateJob) -> Result<JobSource, ApiError>
             let source = RepositorySource {
                 url: url.clone(),
                 commit: commit.clone(),
+                known_refs: None,
             };
             state
                 .repository_policy
@@ -500,9 +501,19 @@ pub async fn rerun(
     let source = if project.is_absolute() || record.commit_sha.is_empty() {
         JobSource::Folder(project)
     } else {
+        // The branch is recorded as such; a tag only as the trigger's ref.
+        let tag = if record.branch.is_empty() {
+            record.trigger_ref.clone()
+        } else {
+            String::new()
+        };
         let repository = RepositorySource {
             url: record.project_dir.clone(),
             commit: record.commit_sha.clone(),
+            known_refs: Some(KnownRefs {
+                branch: record.branch.clone(),
+                tag,
+            }),
         };
         state
             .repository_policy
@@ -536,7 +547,7 @@ async fn rerun_backend(
     let Some(target) = target else {
         return Ok(None);
     };
-    if state.engine.default_target().as_deref() == Some(target) {
+    if state.engine.runs_on(target) {
         return Ok(None);
     }
     if state.targets.get().is_none() {

@@ -26,6 +26,9 @@ pub(crate) async fn job_backend(
     let Some(text) = target.filter(|text| !text.is_empty()) else {
         return Ok(None);
     };
+    if state.engine.runs_on(text) {
+        return Ok(None);
+    }
     let target: Target = text
         .parse()
         .map_err(|err: crate::backend::kubernetes::TargetError| {

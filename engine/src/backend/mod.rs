@@ -332,9 +332,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<StepOutcome, BackendError>;
 
     /// Returns the target that jobs run by this backend record, as
-    /// `--target` names it (`kube:CONTEXT`); `None` for local processes.
-    fn target(&self) -> Option<String> {
-        None
+    /// `--target` names it: `local` by default, `kube:CONTEXT` on Kubernetes.
+    fn target(&self) -> String {
+        "local".to_owned()
     }
 
     /// Returns `spec`'s working directory as the step's process gets it:

@@ -80,11 +80,12 @@ pub async fn jobs(store: &Store, args: JobsArgs) -> anyhow::Result<Status> {
         return Ok(Status::Success);
     }
 
-    let mut table = new_table(&["ID", "PIPELINE", "STATE", "STARTED", "DURATION"]);
+    let mut table = new_table(&["ID", "PIPELINE", "TARGET", "STATE", "STARTED", "DURATION"]);
     for job in &jobs {
         table.add_row(vec![
             job.id.short().to_owned(),
             job.pipeline.clone(),
+            job.target.clone().unwrap_or_else(|| "local".to_owned()),
             job.state.to_string(),
             format_time(job.started_at.unwrap_or(job.created_at)),
             job_duration(job),
@@ -116,9 +117,7 @@ pub async fn show(store: &Store, args: ShowArgs) -> anyhow::Result<Status> {
     if !job.commit_sha.is_empty() {
         println!("commit    {} ({})", job.commit_sha, job.branch);
     }
-    if let Some(target) = &job.target {
-        println!("target    {target}");
-    }
+    println!("target    {}", job.target.as_deref().unwrap_or("local"));
     println!("state     {}", job.state);
     if let Some(reason) = &job.reason {
         println!("reason    {reason}");

@@ -36,6 +36,9 @@ pub struct LiveView {
     running: HashMap<i64, ProgressBar>,
     labels: HashMap<LogKey, String>,
     pending: HashMap<(LogKey, Stream), PendingLine>,
+    /// Output of steps whose start event has not been handled yet, shown
+    /// after their `▶` line.
+    early: Vec<LogChunk>,
     started: Instant,
 }
 
@@ -55,6 +58,7 @@ impl LiveView {
             running: HashMap::new(),
             labels,
             pending: HashMap::new(),
+            early: Vec::new(),
             started: Instant::now(),
         }
     }
@@ -121,6 +125,9 @@ impl LiveView {
 
         // Output published before the final event is still queued.
         self.drain_chunks(&mut handle.log_chunks);
+        for chunk in std::mem::take(&mut self.early) {
+            self.show_chunk(chunk);
+        }
         self.flush_partial_lines(true);
         for (_, bar) in self.running.drain() {
             bar.finish_and_clear();
@@ -168,8 +175,16 @@ impl LiveView {
                 name,
             } => {
                 let label = format!("{task} › {name}");
-                self.labels.insert(LogKey::Step(step_id), label.clone());
+                let key = LogKey::Step(step_id);
+                self.labels.insert(key, label.clone());
                 self.line(&format!("▶ {label}"));
+                let (held, others) = std::mem::take(&mut self.early)
+                    .into_iter()
+                    .partition(|chunk| chunk.key == key);
+                self.early = others;
+                for chunk in held {
+                    self.show_chunk(chunk);
+                }
                 if self.interactive {
                     let bar = self.bars.add(ProgressBar::new_spinner());
                     bar.set_style(
@@ -247,11 +262,22 @@ impl LiveView {
         ));
     }
 
+    /// Shows `chunk`, or holds it until its step's start event names the
+    /// step: draining the channel can reach a step's output before that
+    /// event.
+    fn on_chunk(&mut self, chunk: LogChunk) {
+        if matches!(chunk.key, LogKey::Step(_)) && !self.labels.contains_key(&chunk.key) {
+            self.early.push(chunk);
+        } else {
+            self.show_chunk(chunk);
+        }
+    }
+
     /// Shows the complete lines of `chunk` and holds back its partial last
     /// line. The lines go out in one write: a step can print millions of
     /// lines, and a write (and a lock) per line would cost the engine more
     /// CPU than storing them.
-    fn on_chunk(&mut self, chunk: LogChunk) {
+    fn show_chunk(&mut self, chunk: LogChunk) {
         let slot = (chunk.key, chunk.stream);
         // Borrows only `labels`, so that `pending` can change below.
         let label = label_of(&self.labels, chunk.key);

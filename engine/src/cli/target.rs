@@ -103,18 +103,17 @@ pub struct ClusterArgs {
 impl ClusterArgs {
     /// Returns the first option given that only a kube target uses, as the
     /// command line spells it.
-    fn kube_only_option(&self) -> Option<&'static str> {
-        if !self.egress_allow.is_empty() {
-            Some("--egress-allow")
-        } else if self.egress_fixed {
-            Some("--egress-fixed")
-        } else if self.coordinator.is_some() {
-            Some("--coordinator")
-        } else if self.engine_address.is_some() {
-            Some("--engine-address")
-        } else {
-            None
-        }
+    fn kube_only_options(&self) -> Vec<&'static str> {
+        let given = [
+            (!self.egress_allow.is_empty(), "--egress-allow"),
+            (self.egress_fixed, "--egress-fixed"),
+            (self.coordinator.is_some(), "--coordinator"),
+            (self.engine_address.is_some(), "--engine-address"),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(set, option)| set.then_some(option))
+            .collect()
     }
 
     pub fn settings(&self) -> TargetSettings {
@@ -178,11 +177,27 @@ impl TargetArgs {
     /// Makes the backend of this target. For a kube target it also deletes
     /// pods this engine left behind (see [`kubernetes::orphans`]).
     pub async fn backend(&self, data: &DataDir, store: &Store) -> anyhow::Result<Arc<dyn Backend>> {
-        if !self.is_kube()
-            && let Some(option) = self.cluster.kube_only_option()
-        {
+        let kube_only = self.cluster.kube_only_options();
+        if !self.is_kube() && !kube_only.is_empty() {
+            let (options, verbs) = match kube_only.as_slice() {
+                [one] => ((*one).to_owned(), ("applies", "has")),
+                many => (many.join(", "), ("apply", "have")),
+            };
             eprintln!(
-                "warning: {option} applies to kube targets only and has no effect with --target local"
+                "warning: {options} {} to kube targets only and {} no effect with --target local",
+                verbs.0, verbs.1
+            );
+        }
+        if self.is_kube()
+            && self.cluster.coordinator == Some(Placement::Pod)
+            && self.cluster.engine_address.is_none()
+            && self.rpc_listen.ip().is_unspecified()
+        {
+            anyhow::bail!(
+                "--coordinator pod with --rpc-listen {} needs --engine-address \
+                 (DANUBE_ENGINE_ADDRESS): the HOST:PORT at which job pods reach this engine's \
+                 gRPC server",
+                self.rpc_listen
             );
         }
         let connected = targets::connect(&self.target, &self.settings(), data, store).await?;

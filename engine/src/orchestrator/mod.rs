@@ -42,7 +42,7 @@ pub use events::{EngineEvent, JobEvent};
 pub use job::JobRuntime;
 pub use job::error_chain;
 pub use project::{ProjectError, check_project};
-pub use repository::{RepositoryError, RepositoryPolicy, RepositorySource};
+pub use repository::{KnownRefs, RepositoryError, RepositoryPolicy, RepositorySource};
 pub use step::dispatch_latency;
 pub(crate) use step::start as start_step;
 
@@ -244,10 +244,12 @@ impl Engine {
         })
     }
 
-    /// The target of the engine's own backend, which jobs that choose none
-    /// run on: `None` for local processes.
-    pub fn default_target(&self) -> Option<String> {
-        self.context.backend.target()
+    /// Returns whether `target` names the engine's own backend, which jobs
+    /// that choose no target run on. `kube` names a backend of the current
+    /// context, which the engine resolved when it started.
+    pub fn runs_on(&self, target: &str) -> bool {
+        let own = self.context.backend.target();
+        own == target || (target == "kube" && own.starts_with("kube:"))
     }
 
     /// The secrets this engine's jobs read; the API manages them through it.
@@ -395,10 +397,10 @@ impl Engine {
             branch: source.branch.clone(),
             commit_sha: source.commit_sha.clone(),
             created_at: now_millis(),
-            target: match &request.backend {
-                Some(chosen) => Some(chosen.target.clone()),
+            target: Some(match &request.backend {
+                Some(chosen) => chosen.target.clone(),
                 None => self.context.backend.target(),
-            },
+            }),
         };
         self.context
             .store

@@ -21,6 +21,16 @@ pub struct RepositorySource {
     pub url: String,
     /// A full or abbreviated commit SHA, a branch or a tag.
     pub commit: String,
+    /// The branch and tag that an earlier job of this commit named, which a
+    /// rerun of it records again, since it names the commit by its SHA.
+    pub known_refs: Option<KnownRefs>,
+}
+
+/// The branch or tag a repository job named, as its record keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownRefs {
+    pub branch: String,
+    pub tag: String,
 }
 
 /// The repository URLs a server clones.
@@ -119,12 +129,31 @@ impl RepositoryPolicy {
     pub fn check(&self, source: &RepositorySource) -> Result<(), RepositoryError> {
         check_commit(&source.commit)?;
         let url = &source.url;
+        // Messages show the URL with what may be a credential masked.
         let invalid = |reason: &str| RepositoryError::InvalidUrl {
             url: shown_url(url),
             reason: reason.to_owned(),
         };
         if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("it is empty or contains spaces"));
+        }
+        if let Some((scheme, rest)) = url.split_once("://") {
+            if !matches!(scheme, "https" | "http" | "git" | "file") {
+                return Err(invalid(&format!("scheme `{scheme}` is not supported")));
+            }
+            let (authority, _) = split_authority(rest);
+            if authority.contains('@') {
+                return Err(invalid(
+                    "it contains a user name or password, which may be a token and would be \
+                     stored with the job (remove it: the server clones without credentials)",
+                ));
+            }
+            if rest.contains(['?', '#']) {
+                return Err(invalid(
+                    "it has a query or fragment, which may hold a token and would be stored \
+                     with the job (remove it)",
+                ));
+            }
         }
 
         let local = if let Some(path) = url.strip_prefix("file://") {
@@ -141,36 +170,11 @@ impl RepositoryPolicy {
         let Ok(parsed) = url::Url::parse(url) else {
             return Err(invalid("it is not a URL"));
         };
-        // Every message from here on shows the URL without what may be a
-        // credential: the user name and password, and the query.
-        let shown = masked(&parsed);
-        let invalid = |reason: &str| RepositoryError::InvalidUrl {
-            url: shown_url(shown.as_str()),
-            reason: reason.to_owned(),
-        };
         if !matches!(parsed.scheme(), "https" | "http" | "git") {
             return Err(invalid(&format!(
                 "scheme `{}` is not supported",
                 parsed.scheme()
             )));
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(invalid(
-                "it contains a user name or password, which may be a token and would be \
-                 stored with the job (remove it: the server clones without credentials)",
-            ));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(invalid(
-                "it has a query or fragment, which may hold a token and would be stored with \
-                 the job (remove it)",
-            ));
-        }
-        if parsed.scheme() == "https" && !cfg!(feature = "git-https") {
-            return Err(invalid(
-                "this build of danube cannot clone over HTTPS (build it with \
-                 `--features git-https`, as the coordinator image is)",
-            ));
         }
         let Some(host) = parsed.host_str().filter(|host| !host.is_empty()) else {
             return Err(invalid("it names no host"));
@@ -179,6 +183,12 @@ impl RepositoryPolicy {
             return Err(RepositoryError::HostNotAllowed {
                 host: host.to_owned(),
             });
+        }
+        if parsed.scheme() == "https" && !cfg!(feature = "git-https") {
+            return Err(invalid(
+                "this build of danube cannot clone over HTTPS (build it with \
+                 `--features git-https`, as the coordinator image is)",
+            ));
         }
         Ok(())
     }
@@ -236,27 +246,32 @@ fn check_commit(commit: &str) -> Result<(), RepositoryError> {
     }
 }
 
-/// Returns `url` with its user name, password and query replaced by `***`.
-fn masked(url: &url::Url) -> url::Url {
-    let mut shown = url.clone();
-    if !url.username().is_empty() {
-        let _ = shown.set_username("***");
-    }
-    if url.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
-    if url.query().is_some() {
-        shown.set_query(Some("***"));
-    }
-    if url.fragment().is_some() {
-        shown.set_fragment(Some("***"));
-    }
-    shown
+/// Splits what follows a URL's `://` into its authority (user name,
+/// password, host and port) and the rest.
+fn split_authority(rest: &str) -> (&str, &str) {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest.split_at(end)
 }
 
-/// Returns `url` for messages, at most 300 characters.
+/// Returns `url` for messages: at most 300 characters, with its user name
+/// and password, query and fragment replaced by `***`.
 fn shown_url(url: &str) -> String {
-    url.chars().take(300).collect()
+    let masked = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = split_authority(rest);
+            let host = match authority.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => authority.to_owned(),
+            };
+            let path = match tail.find(['?', '#']) {
+                Some(start) => format!("{}{}***", &tail[..start], &tail[start..=start]),
+                None => tail.to_owned(),
+            };
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    };
+    masked.chars().take(300).collect()
 }
 
 /// Clones `source` into `into` (which must not exist) and checks out its
@@ -325,10 +340,11 @@ pub fn clone_at(source: &RepositorySource, into: &Path) -> Result<SourceInfo, Re
             sha,
         });
     }
-    let (branch, tag) = match named {
-        Named::Branch(branch) => (branch, String::new()),
-        Named::Tag(tag) => (String::new(), tag),
-        Named::Commit => (String::new(), String::new()),
+    let (branch, tag) = match (&source.known_refs, named) {
+        (Some(known), _) => (known.branch.clone(), known.tag.clone()),
+        (None, Named::Branch(branch)) => (branch, String::new()),
+        (None, Named::Tag(tag)) => (String::new(), tag),
+        (None, Named::Commit) => (String::new(), String::new()),
     };
     Ok(SourceInfo {
         repo: url,
@@ -371,6 +387,7 @@ mod tests {
         RepositorySource {
             url: url.into(),
             commit: commit.into(),
+            known_refs: None,
         }
     }
 
@@ -547,6 +564,11 @@ mod tests {
                 "https://git.example/app.git#secret",
                 "has a query or fragment",
             ),
+            (
+                "file://user:secret@/tmp/app",
+                "contains a user name or password",
+            ),
+            ("file:///tmp/app?token=secret", "has a query or fragment"),
             ("not a url", "contains spaces"),
             (
                 "git.example:app.git",
@@ -571,14 +593,19 @@ mod tests {
     #[test]
     fn remote_hosts_need_to_be_allowed() {
         let url = |host: &str| source(&format!("http://{host}/app.git"), "main");
-        let closed = RepositoryPolicy::default()
-            .check(&url("git.example"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            closed.contains("--allow-repository-host git.example"),
-            "{closed}"
-        );
+        for closed in [
+            url("git.example"),
+            source("https://git.example/app.git", "main"),
+        ] {
+            let error = RepositoryPolicy::default()
+                .check(&closed)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("--allow-repository-host git.example"),
+                "{error}"
+            );
+        }
 
         let policy = RepositoryPolicy {
             allowed_hosts: vec!["git.example".into(), "*.corp.example".into()],

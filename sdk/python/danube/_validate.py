@@ -59,8 +59,9 @@ def to_seconds(value: object, argument: str) -> float:
 
 
 _EGRESS_FORMS = (
-    "use a host name (`pypi.org`), a wildcard domain (`*.github.com`) or a CIDR "
-    "(`10.0.0.0/8`), optionally followed by `:PORT`"
+    "use a host name (`pypi.org`), a wildcard domain (`*.github.com`), an address or a CIDR "
+    "(`10.0.0.0/8`), optionally followed by `:PORT` (an IPv6 address with a port in "
+    "brackets: `[fd00::1]:443`)"
 )
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
@@ -95,6 +96,13 @@ def _valid_egress_entry(entry: str) -> bool:
         except ValueError:
             return False
         return prefix.isdigit()
+    if entry.startswith("["):
+        address, bracket, port = entry[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and _valid_port(port[1:]))):
+            return False
+        return _is_address(address, version=6)
+    if _is_address(entry):
+        return True
     host, colon, port = entry.rpartition(":")
     if not colon:
         host = entry
@@ -102,6 +110,14 @@ def _valid_egress_entry(entry: str) -> bool:
         return False
     host = host.removeprefix("*.")
     return 0 < len(host) <= 253 and all(_HOST_LABEL.match(label) for label in host.split("."))
+
+
+def _is_address(text: str, version: int | None = None) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return version is None or address.version == version
 
 
 def _valid_port(text: str) -> bool:

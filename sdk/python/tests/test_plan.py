@@ -347,16 +347,42 @@ def test_egress_allowlist_reaches_the_plan() -> None:
     web = pipeline(
         name="web",
         tasks=[fetch],
-        egress_allowlist=["pypi.org", "*.github.com:443", " 10.0.0.0/8 ", "fd00::/8:5000"],
+        egress_allowlist=[
+            "pypi.org",
+            "*.github.com:443",
+            " 10.0.0.0/8 ",
+            "fd00::/8:5000",
+            "fd00::1",
+            "[fd00::2]:443",
+        ],
     )
 
     plan = web.plan()
 
-    assert plan.egress_allowlist == ("pypi.org", "*.github.com:443", "10.0.0.0/8", "fd00::/8:5000")
+    assert plan.egress_allowlist == (
+        "pypi.org",
+        "*.github.com:443",
+        "10.0.0.0/8",
+        "fd00::/8:5000",
+        "fd00::1",
+        "[fd00::2]:443",
+    )
 
 
 @pytest.mark.parametrize(
-    "entry", ["http://pypi.org", "*.", "10.0.0.0/33", "pypi.org:0", "pypi.org:70000", "a b", ""]
+    "entry",
+    [
+        "http://pypi.org",
+        "*.",
+        "10.0.0.0/33",
+        "pypi.org:0",
+        "pypi.org:70000",
+        "a b",
+        "",
+        "[fd00::1",
+        "[10.0.0.1]:443",
+        "[fd00::1]443",
+    ],
 )
 def test_invalid_egress_entry_is_named_with_the_accepted_forms(entry: str) -> None:
     with pytest.raises(ValueError) as raised:

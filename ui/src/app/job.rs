@@ -355,9 +355,10 @@ fn JobHeader(job: Job, on_action: impl Fn() + Copy + Send + Sync + 'static) -> i
             <dl class="job-facts">
                 <dt>"Project"</dt><dd><A href=project_filter>{job.project.clone()}</A></dd>
                 <dt>"Trigger"</dt><dd><TriggerText job=trigger_job /></dd>
-                {job.target.clone().map(|target| view! {
-                    <dt>"Target"</dt><dd class="mono" data-testid="job-target">{target}</dd>
-                })}
+                <dt>"Target"</dt>
+                <dd class="mono" data-testid="job-target">
+                    {job.target.clone().unwrap_or_else(|| "local".to_owned())}
+                </dd>
                 <dt>"Started"</dt><dd>{move || started.get()}</dd>
                 <dt>"Duration"</dt><dd data-testid="job-duration">{move || duration.get()}</dd>
             </dl>

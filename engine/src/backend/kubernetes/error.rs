@@ -83,6 +83,9 @@ pub enum KubeError {
     )]
     CoordinatorLost { pod: String, reason: String },
 
+    #[error("the coordinator in pod `{pod}` cannot reach the engine: {reason}")]
+    EngineUnreachable { pod: String, reason: String },
+
     #[error("step `{step}` in pod `{pod}` could not be run: {reason}")]
     StepStatus {
         step: String,

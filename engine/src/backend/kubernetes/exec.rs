@@ -726,7 +726,7 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn send_note(output: &mpsc::Sender<OutputChunk>, text: &str) {
+pub(super) async fn send_note(output: &mpsc::Sender<OutputChunk>, text: &str) {
     let chunk = OutputChunk {
         stream: Stream::Engine,
         data: Bytes::from(format!("{text}\n")),

@@ -87,6 +87,9 @@ pub const POD_START_LIMIT: Duration = Duration::from_secs(10 * 60);
 /// File in the data directory that holds the engine id of its pods' labels.
 pub const ENGINE_ID_FILE: &str = "engine-id";
 
+/// The shell's exit code for a command it could not find.
+const COMMAND_NOT_FOUND: i32 = 127;
+
 /// Reads the engine id from `path`, creating a random one on first use.
 /// Engines sharing a data directory share the id, which is safe because
 /// orphan cleanup asks each job's lock whether a live process runs it.
@@ -455,8 +458,8 @@ impl Backend for KubernetesBackend {
         self.run_in_pod(spec, &prefix, output, cancel).await
     }
 
-    fn target(&self) -> Option<String> {
-        Some(self.target.clone())
+    fn target(&self) -> String {
+        self.target.clone()
     }
 
     fn step_workdir(&self, spec: &StepSpec) -> PathBuf {
@@ -492,8 +495,7 @@ impl Backend for KubernetesBackend {
                         job: launch.job_id.to_string(),
                     })?;
             let address = coordinator::dial_address(settings, launch.engine_addr).map_err(
-                |reason| KubeError::StepStatus {
-                    step: "coordinator".into(),
+                |reason| KubeError::EngineUnreachable {
                     pod: handle.name.clone(),
                     reason,
                 },
@@ -513,6 +515,7 @@ impl Backend for KubernetesBackend {
                 on_started: Box::new(|| {}),
             };
             tracing::info!(job_id = %launch.job_id, pod = %handle.name, engine = %address, "starting the coordinator in the pod");
+            let notes = output.clone();
             let outcome = exec::run_step(run, output, cancel)
                 .await
                 .map_err(|err| match err {
@@ -522,6 +525,15 @@ impl Backend for KubernetesBackend {
                     other => other,
                 })?;
             tracing::info!(job_id = %launch.job_id, ?outcome, "the coordinator in the pod ended");
+            if outcome == StepOutcome::Exited(COMMAND_NOT_FOUND) {
+                let note = format!(
+                    "danube: the coordinator image has no `{}` (exit code {COMMAND_NOT_FOUND}); \
+                     use an image built from deploy/coordinator/ (--coordinator-image), or pass \
+                     --coordinator-python with the path of a Python that has the SDK's packages",
+                    settings.python
+                );
+                exec::send_note(&notes, &note).await;
+            }
             Ok(outcome)
         }
         .instrument(span)
@@ -630,8 +642,8 @@ impl Backend for KubernetesBackend {
         }
         Ok(vec![format!(
             "danube: the cluster has no Cilium, so the job's egress policy is a plain \
-             NetworkPolicy, which cannot name hosts; these egress_allowlist entries are not \
-             enforced and their hosts stay unreachable: {}",
+             NetworkPolicy, which cannot name hosts; these egress_allowlist entries were \
+             dropped from it, so their hosts stay unreachable: {}",
             applied.dropped.join(", ")
         )])
     }

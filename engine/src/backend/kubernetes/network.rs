@@ -19,6 +19,7 @@
 //! the pod even when the engine could not.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -37,10 +38,11 @@ const DEFAULT_HOST_PORT: u16 = 443;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NetworkError {
     #[error(
-        "egress_allowlist entry `{0}` is invalid: use a host name (`pypi.org`), a wildcard \
-         domain (`*.github.com`) or a CIDR (`10.0.0.0/8`), optionally followed by `:PORT`"
+        "egress allowlist entry `{entry}` is invalid: {reason}; use a host name (`pypi.org`), a \
+         wildcard domain (`*.github.com`), an address or a CIDR (`10.0.0.0/8`), optionally \
+         followed by `:PORT` (an IPv6 address with a port in brackets: `[fd00::1]:443`)"
     )]
-    InvalidEntry(String),
+    InvalidEntry { entry: String, reason: &'static str },
 
     #[error(
         "this engine does not let pipelines widen egress (`--egress-fixed`), but the \
@@ -145,15 +147,19 @@ impl EgressEntry {
         }
     }
 
-    /// Parses one entry of `egress_allowlist`.
+    /// Parses one entry of `egress_allowlist` or `--egress-allow`. A CIDR
+    /// is kept as its network address (`10.0.0.1/8` is `10.0.0.0/8`).
     pub fn parse(text: &str) -> Result<EgressEntry, NetworkError> {
-        let invalid = || NetworkError::InvalidEntry(text.chars().take(200).collect());
+        let invalid = |reason| NetworkError::InvalidEntry {
+            entry: text.chars().take(200).collect(),
+            reason,
+        };
         let trimmed = text.trim();
         let parse_port = |port: &str| {
             port.parse::<u16>()
                 .ok()
                 .filter(|port| *port > 0)
-                .ok_or_else(invalid)
+                .ok_or_else(|| invalid("the port is not a number from 1 to 65535"))
         };
 
         // A CIDR: the IPv6 address may hold `:`, so the port is looked for
@@ -163,21 +169,43 @@ impl EgressEntry {
                 Some((prefix, port)) => (prefix, Some(parse_port(port)?)),
                 None => (rest, None),
             };
-            let ip: std::net::IpAddr = ip.parse().map_err(|_| invalid())?;
-            let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            if prefix > max {
-                return Err(invalid());
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| invalid("the part before `/` is not an IP address"))?;
+            let prefix: u8 = prefix
+                .parse()
+                .map_err(|_| invalid("the prefix length is not a number"))?;
+            if prefix > address_bits(ip) {
+                return Err(invalid("the prefix length is longer than the address"));
             }
             return Ok(EgressEntry::Cidr {
-                cidr: format!("{ip}/{prefix}"),
+                cidr: format!("{}/{prefix}", network_address(ip, prefix)),
                 port,
             });
         }
 
+        // An IPv6 address with a port, in brackets.
+        if let Some(rest) = trimmed.strip_prefix('[') {
+            let (address, port) = rest
+                .split_once(']')
+                .ok_or_else(|| invalid("the `[` has no `]`"))?;
+            let ip: std::net::Ipv6Addr = address
+                .parse()
+                .map_err(|_| invalid("the part in brackets is not an IPv6 address"))?;
+            let port = match port {
+                "" => None,
+                port => {
+                    Some(parse_port(port.strip_prefix(':').ok_or_else(|| {
+                        invalid("only `:PORT` may follow the `]`")
+                    })?)?)
+                }
+            };
+            return Ok(single_address(ip.into(), port));
+        }
+
         // A bare address is the CIDR of that one address: a host name
         // pattern would never match it.
-        if let Ok(ip) = trimmed.parse::<std::net::IpAddr>() {
+        if let Ok(ip) = trimmed.parse::<IpAddr>() {
             return Ok(single_address(ip, None));
         }
         let (address, port) = match trimmed.rsplit_once(':') {
@@ -188,9 +216,10 @@ impl EgressEntry {
             return Ok(single_address(ip.into(), port));
         }
         let port = port.unwrap_or(DEFAULT_HOST_PORT);
+        let not_a_name = "it is not a host name, a domain or an address";
         if let Some(domain) = address.strip_prefix("*.") {
             if !is_host_name(domain) {
-                return Err(invalid());
+                return Err(invalid(not_a_name));
             }
             return Ok(EgressEntry::Domain {
                 pattern: format!("*.{}", domain.to_ascii_lowercase()),
@@ -198,12 +227,31 @@ impl EgressEntry {
             });
         }
         if !is_host_name(address) {
-            return Err(invalid());
+            return Err(invalid(not_a_name));
         }
         Ok(EgressEntry::Host {
             name: address.to_ascii_lowercase(),
             port,
         })
+    }
+}
+
+/// Returns the number of bits of `ip`'s family: 32 or 128.
+fn address_bits(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// Returns `ip` with the bits past `prefix` cleared.
+fn network_address(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(ip) => {
+            let mask = u32::MAX.checked_shl(u32::from(32 - prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(ip) & mask).into())
+        }
+        IpAddr::V6(ip) => {
+            let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(ip) & mask).into())
+        }
     }
 }
 
@@ -219,10 +267,10 @@ fn cidr_is_within(inner: &str, outer: &str) -> bool {
         return false;
     }
     let width = if inner_ip.is_ipv4() { 32 } else { 128 };
-    let network = |ip: std::net::IpAddr| {
+    let network = |ip: IpAddr| {
         let bits = match ip {
-            std::net::IpAddr::V4(ip) => u128::from(u32::from(ip)),
-            std::net::IpAddr::V6(ip) => u128::from(ip),
+            IpAddr::V4(ip) => u128::from(u32::from(ip)),
+            IpAddr::V6(ip) => u128::from(ip),
         };
         bits.checked_shr(u32::from(width - outer_prefix))
             .unwrap_or(0)
@@ -230,14 +278,14 @@ fn cidr_is_within(inner: &str, outer: &str) -> bool {
     network(inner_ip) == network(outer_ip)
 }
 
-fn split_cidr(cidr: &str) -> Option<(std::net::IpAddr, u8)> {
+fn split_cidr(cidr: &str) -> Option<(IpAddr, u8)> {
     let (ip, prefix) = cidr.split_once('/')?;
     Some((ip.parse().ok()?, prefix.parse().ok()?))
 }
 
 /// Returns the CIDR entry that allows exactly `ip`.
-fn single_address(ip: std::net::IpAddr, port: Option<u16>) -> EgressEntry {
-    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+fn single_address(ip: IpAddr, port: Option<u16>) -> EgressEntry {
+    let prefix = address_bits(ip);
     EgressEntry::Cidr {
         cidr: format!("{ip}/{prefix}"),
         port,
@@ -593,21 +641,57 @@ mod tests {
 
     #[test]
     fn invalid_entries_are_named() {
-        for entry in [
-            "",
-            "http://pypi.org",
-            "*.",
-            "10.0.0.0/33",
-            "host:0",
-            "host:99999",
-            "a b",
+        for (entry, reason) in [
+            ("", "not a host name"),
+            (
+                "http://pypi.org",
+                "the part before `/` is not an IP address",
+            ),
+            ("*.", "not a host name"),
+            (
+                "10.0.0.0/33",
+                "the prefix length is longer than the address",
+            ),
+            ("fd00::/129", "the prefix length is longer than the address"),
+            ("host:0", "not a number from 1 to 65535"),
+            ("host:99999", "not a number from 1 to 65535"),
+            ("[fd00::1", "the `[` has no `]`"),
+            ("[10.0.0.1]:443", "not an IPv6 address"),
+            ("[fd00::1]443", "only `:PORT` may follow"),
+            ("a b", "not a host name"),
         ] {
             let error = EgressEntry::parse(entry).unwrap_err().to_string();
             assert!(
                 error.contains(&format!("entry `{entry}` is invalid")),
                 "{error}"
             );
+            assert!(error.contains(reason), "{entry}: {error}");
         }
+    }
+
+    #[test]
+    fn addresses_with_ports_and_host_bits_parse() {
+        assert_eq!(
+            EgressEntry::parse("[fd00::1]:443").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "fd00::1/128".into(),
+                port: Some(443)
+            }
+        );
+        assert_eq!(
+            EgressEntry::parse("10.0.0.1/8").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "10.0.0.0/8".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            EgressEntry::parse("fd00::1:2/16:5000").unwrap(),
+            EgressEntry::Cidr {
+                cidr: "fd00::/16".into(),
+                port: Some(5000)
+            }
+        );
     }
 
     fn entries(allowlist: &[&str]) -> Vec<EgressEntry> {
@@ -726,7 +810,10 @@ mod tests {
 
         assert_eq!(list, entries(&["pypi.org", "10.0.0.0/8"]));
         let error = settings.job_allowlist(&["bad entry".into()]).unwrap_err();
-        assert_eq!(error, NetworkError::InvalidEntry("bad entry".into()));
+        assert!(
+            matches!(&error, NetworkError::InvalidEntry { entry, .. } if entry == "bad entry"),
+            "{error}"
+        );
     }
 
     #[test]

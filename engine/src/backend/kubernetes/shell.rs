@@ -95,14 +95,18 @@ pub async fn run_shell(
     // kube-rs leaves the output stream open when the WebSocket fails, so
     // the connection's end is watched besides the output.
     let connection = attached.join();
+    let mut copying = Box::pin(copy_output(&mut remote_out, &mut stdout));
     tokio::pin!(connection);
     let broken = tokio::select! {
-        () = copy_output(&mut remote_out, &mut stdout) => None,
+        () = &mut copying => None,
         joined = &mut connection => {
-            let _ = tokio::time::timeout(END_GRACE, copy_output(&mut remote_out, &mut stdout)).await;
+            // The same copy goes on, so no write is cut off halfway.
+            let _ = tokio::time::timeout(END_GRACE, &mut copying).await;
             joined.err()
         }
     };
+    drop(copying);
+    let _ = stdout.flush().await;
     drop(stop);
     input.abort();
 
