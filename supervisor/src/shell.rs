@@ -39,7 +39,8 @@ pub fn shell(shell: &Path) -> i32 {
     if !shell.exists() {
         return fail(&format!(
             "this image has no shell at `{}`, so no interactive shell can open; \
-             run single commands from the debugger instead",
+             run single commands from the debug panel of the web UI or the app \
+             (`POST /api/v1/jobs/JOB/debug/exec`) instead",
             shell.display()
         ));
     }

@@ -15,15 +15,28 @@
 
 use danube_tests::kube::{Emulator, EmulatorOptions};
 
+/// The options, for `--help` and for errors.
+const USAGE: &str = "options: --cilium, --image-without-shell IMAGE, --failing-image IMAGE";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().any(|arg| arg == "--help" || arg == "-h") {
+        println!("kube-emulator: serves the tests' Kubernetes API emulator on loopback\n{USAGE}");
+        return Ok(());
+    }
     let options = options(std::env::args().skip(1))?;
     let emulator = Emulator::start(options).await?;
 
     println!("Kubernetes API emulator at {}", emulator.url());
     println!("kubeconfig: {}", emulator.kubeconfig_path().display());
     println!("press Ctrl-C to stop it (its pods and files go with it)");
-    tokio::signal::ctrl_c().await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    // Dropping the emulator stops its pods and removes its folder.
+    drop(emulator);
     Ok(())
 }
 
@@ -39,12 +52,7 @@ fn options(mut args: impl Iterator<Item = String>) -> Result<EmulatorOptions, St
             "--cilium" => options.with_cilium(),
             "--image-without-shell" => options.image_without_shell(&image()?),
             "--failing-image" => options.failing_image(&image()?),
-            _ => {
-                return Err(format!(
-                    "unknown option `{arg}`; the options are --cilium, \
-                     --image-without-shell IMAGE and --failing-image IMAGE"
-                ));
-            }
+            _ => return Err(format!("unknown option `{arg}`; {USAGE}")),
         };
     }
     Ok(options)

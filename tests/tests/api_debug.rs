@@ -141,6 +141,12 @@ fn paused_job_runs_commands_shows_files_and_retries() {
     assert_eq!(masked["stdout"], "key=***\n", "{masked}");
     assert_eq!(masked["stderr"], "warn\n", "{masked}");
     assert_eq!(masked["timed_out"], false);
+    let typed = json_of(exec(
+        &server,
+        &id,
+        json!({"command": format!("test -n '{SECRET}'")}),
+    ));
+    assert_eq!(typed["command"], "test -n '***'", "{typed}");
     let slow = json_of(exec(
         &server,
         &id,
@@ -284,6 +290,14 @@ fn debug_routes_reject_bad_requests() {
         check["duration_ms"].as_i64(),
         Some(wall - paused_ms),
         "{check:#}"
+    );
+    let task = &job["tasks"][0];
+    assert_eq!(task["paused_ms"].as_i64(), Some(paused_ms), "{task:#}");
+    let task_wall = task["finished_at"].as_i64().unwrap() - task["started_at"].as_i64().unwrap();
+    assert_eq!(
+        task["duration_ms"].as_i64(),
+        Some(task_wall - paused_ms),
+        "{task:#}"
     );
 
     for route in ["continue", "retry", "abort"] {

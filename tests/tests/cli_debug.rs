@@ -150,7 +150,12 @@ fn abort_answer_cancels_the_job() {
     let (code, output) = session.finish();
     assert_eq!(code, 1, "{output}");
     assert!(output.contains(" cancelled in "), "{output}");
-    assert_eq!(sandbox.last_job()["job"]["state"], "cancelled");
+    let job = sandbox.last_job();
+    assert_eq!(job["job"]["state"], "cancelled");
+    assert_eq!(
+        job["job"]["reason"],
+        "aborted in the debugger, paused before test › check"
+    );
 }
 
 #[test]

@@ -138,7 +138,11 @@ pub struct Task {
     pub error: Option<String>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Without the time its steps spent paused in the debugger.
     pub duration_ms: Option<i64>,
+    /// Time its steps spent paused in the debugger.
+    #[serde(default)]
+    pub paused_ms: i64,
     pub steps: Vec<Step>,
 }
 

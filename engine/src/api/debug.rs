@@ -190,7 +190,7 @@ pub async fn exec(
         .run_command(&body.command, Duration::from_secs(seconds))
         .await
         .map_err(debug_error)?;
-    Ok(Json(exec_result(body.command, output)))
+    Ok(Json(exec_result(output)))
 }
 
 /// List a folder or read a file of the paused job's workspace
@@ -314,9 +314,9 @@ fn debug_error(err: DebugError) -> ApiError {
     }
 }
 
-fn exec_result(command: String, output: CommandOutput) -> ExecResult {
+fn exec_result(output: CommandOutput) -> ExecResult {
     ExecResult {
-        command,
+        command: output.command,
         stdout: output.stdout,
         stderr: output.stderr,
         exit_code: output.exit_code,

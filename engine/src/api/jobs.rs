@@ -85,7 +85,10 @@ pub struct Task {
     pub error: Option<String>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Without the time its steps spent paused in the debugger.
     pub duration_ms: Option<i64>,
+    /// Time its steps spent paused in the debugger.
+    pub paused_ms: i64,
     /// In the order they started.
     pub steps: Vec<Step>,
 }
@@ -579,8 +582,8 @@ pub(super) fn job_body(record: JobRecord) -> Job {
     }
 }
 
-fn task_body(task: TaskRecord, steps: &[StepRecord]) -> Task {
-    let steps = steps
+fn task_body(task: TaskRecord, records: &[StepRecord]) -> Task {
+    let steps = records
         .iter()
         .filter(|step| step.task == task.name)
         .map(|step| Step {
@@ -599,7 +602,8 @@ fn task_body(task: TaskRecord, steps: &[StepRecord]) -> Task {
         })
         .collect();
     Task {
-        duration_ms: duration(task.started_at, task.finished_at),
+        duration_ms: task.duration_ms(records),
+        paused_ms: task.paused_ms(records),
         name: task.name,
         needs: task.needs,
         image: task.image,

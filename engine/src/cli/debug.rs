@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::ShellEnd;
 use crate::orchestrator::Debugger;
-use crate::orchestrator::debug::{Decision, Pause, PauseReason};
+use crate::orchestrator::debug::{DebugError, Decision, Pause, PauseReason};
 
 use super::live::next_signal;
 use super::signals::Interrupts;
@@ -46,25 +46,36 @@ impl DebugPrompt {
             print(&format!("  image: {image}"));
         }
 
+        let retry = matches!(pause.reason, PauseReason::Failure { .. });
         if self.terminal {
-            print("opening a shell in the step's environment; exit it to continue, retry or abort");
-            let shell_end = {
+            let choices = if retry {
+                "continue, retry or abort"
+            } else {
+                "continue or abort"
+            };
+            print(&format!(
+                "opening a shell in the step's environment; exit it to {choices}"
+            ));
+            let outcome = {
                 let _foreground = Foreground::keep();
                 run_shell(debugger, interrupts, print).await
             };
-            if let Some(decision) = shell_end {
-                resume(debugger, decision, print);
-                return;
-            }
+            let ended = match outcome {
+                ShellOutcome::Signal(decision) => {
+                    resume(debugger, decision, print);
+                    return;
+                }
+                ShellOutcome::Ended(ended) => ended,
+            };
             if debugger.pause().is_none() {
                 // A watch session's change or the job's timeout ended the
                 // pause while the shell ran; there is nothing to decide.
                 print("the pause ended while the shell was open (the job stopped)");
                 return;
             }
+            print(&shell_end_text(ended));
         }
 
-        let retry = matches!(pause.reason, PauseReason::Failure { .. });
         let decision = ask(interrupts, print, retry).await;
         resume(debugger, decision, print);
     }
@@ -128,33 +139,25 @@ fn describe(pause: &Pause) -> String {
     }
 }
 
-/// Runs the shell to its end. Returns `Some(Decision::Abort)` when a
-/// SIGTERM or SIGHUP arrived meanwhile, `None` otherwise.
+/// How the debug shell of a pause ended.
+enum ShellOutcome {
+    /// A SIGTERM or SIGHUP arrived, which aborts the job.
+    Signal(Decision),
+    /// The shell ended, or could not open.
+    Ended(Result<ShellEnd, DebugError>),
+}
+
+/// Runs the shell to its end or to a signal that aborts the job.
 async fn run_shell(
     debugger: &Debugger,
     interrupts: &mut Option<&mut Interrupts>,
     print: &(dyn Fn(&str) + Sync),
-) -> Option<Decision> {
+) -> ShellOutcome {
     let shell = debugger.interactive_shell();
     tokio::pin!(shell);
     loop {
         tokio::select! {
-            result = &mut shell => {
-                match result {
-                    Ok(ShellEnd::Exited(Some(code))) => {
-                        print(&format!("the shell exited with code {code}; the step is still paused"));
-                    }
-                    Ok(ShellEnd::Exited(None)) => print("the shell exited; the step is still paused"),
-                    Ok(ShellEnd::Lost(reason)) => print(&format!(
-                        "the connection to the shell broke ({reason}); the step is still paused"
-                    )),
-                    Err(err) => print(&format!(
-                        "cannot open a shell: {}",
-                        crate::orchestrator::error_chain(&err)
-                    )),
-                }
-                return None;
-            }
+            result = &mut shell => return ShellOutcome::Ended(result),
             name = next_signal(interrupts) => {
                 if name == "SIGINT" {
                     // The terminal sent it to the shell too, which handles it.
@@ -162,9 +165,26 @@ async fn run_shell(
                 }
                 // Dropping the shell's future ends it and restores the terminal.
                 print(&format!("received {name}: closing the shell and aborting the job"));
-                return Some(Decision::Abort);
+                return ShellOutcome::Signal(Decision::Abort);
             }
         }
+    }
+}
+
+/// Describes how a shell ended while its step stays paused.
+fn shell_end_text(ended: Result<ShellEnd, DebugError>) -> String {
+    match ended {
+        Ok(ShellEnd::Exited(Some(code))) => {
+            format!("the shell exited with code {code}; the step is still paused")
+        }
+        Ok(ShellEnd::Exited(None)) => "the shell exited; the step is still paused".to_owned(),
+        Ok(ShellEnd::Lost(reason)) => {
+            format!("the connection to the shell broke ({reason}); the step is still paused")
+        }
+        Err(err) => format!(
+            "cannot open a shell: {}",
+            crate::orchestrator::error_chain(&err)
+        ),
     }
 }
 

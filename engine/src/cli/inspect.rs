@@ -163,9 +163,10 @@ pub async fn print_summary(store: &Store, job: &JobId, _interactive: bool) -> an
 
     let mut table = new_table(&["TASK", "STEP", "STATE", "EXIT", "DURATION"]);
     for task in &tasks {
-        let task_duration = match (task.started_at, task.finished_at) {
-            (Some(start), Some(end)) => format_duration(end - start),
-            (Some(start), None) => format_duration(now_millis() - start),
+        let paused = task.paused_ms(&steps);
+        let task_duration = match (task.started_at, task.duration_ms(&steps)) {
+            (_, Some(ran)) => with_pause(ran, paused),
+            (Some(start), None) => with_pause((now_millis() - start - paused).max(0), paused),
             _ => String::new(),
         };
         table.add_row(vec![
@@ -198,7 +199,13 @@ fn step_duration(step: &StepRecord) -> String {
     let ran = step
         .duration_ms()
         .unwrap_or_else(|| (now_millis() - step.started_at - step.paused_ms).max(0));
-    match step.paused_ms {
+    with_pause(ran, step.paused_ms)
+}
+
+/// Formats `ran` milliseconds, followed by the time paused when there was
+/// some: `4.0s (+11.2s paused)`.
+fn with_pause(ran: i64, paused: i64) -> String {
+    match paused {
         0 => format_duration(ran),
         paused => format!(
             "{} (+{} paused)",

@@ -299,7 +299,7 @@ impl JobRuntime {
             .breakpoints
             .plan_warnings(&request.pipeline, &tasks)
         {
-            tracing::warn!(job_id = %self.id(), "{warning}");
+            tracing::info!(job_id = %self.id(), "{warning}");
             self.engine_note(&warning).await;
         }
         let max_duration = Some(request.max_duration_seconds)
@@ -536,7 +536,7 @@ impl JobRuntime {
         if state == RunState::Success
             && let Some(warning) = self.debug.task_warning(task)
         {
-            tracing::warn!(job_id = %self.id(), task, "{warning}");
+            tracing::info!(job_id = %self.id(), task, "{warning}");
             self.engine_note(&warning).await;
         }
         self.emit(JobEvent::TaskState {
@@ -804,8 +804,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Fails a job that succeeded although a breakpoint named none of its
 /// steps: the user asked to stop somewhere the job never went, which is
-/// most likely a typo. A job that ended otherwise keeps its reason.
+/// most likely a typo. A job that ended otherwise keeps its reason, since
+/// it may have ended before the step the breakpoint names.
 fn check_breakpoints_matched(runtime: &JobRuntime, outcome: JobOutcome) -> JobOutcome {
+    if outcome.state != JobState::Success {
+        return outcome;
+    }
     let Some((unmatched, steps)) = runtime.debug.unmatched() else {
         return outcome;
     };
@@ -823,9 +827,6 @@ fn check_breakpoints_matched(runtime: &JobRuntime, outcome: JobOutcome) -> JobOu
     runtime.emit(JobEvent::Notice {
         message: message.clone(),
     });
-    if outcome.state != JobState::Success {
-        return outcome;
-    }
     JobOutcome {
         state: JobState::Failure,
         reason: Some(message),

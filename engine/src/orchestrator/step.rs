@@ -156,33 +156,29 @@ pub async fn start(
     });
     let span = tracing::info_span!("step", job_id = %runtime.id(), task = %request.task, step = %name, step_id);
     tokio::spawn(tracing::Instrument::instrument(
-        run(runtime, spec, request.capture, new_step.started_at, events),
+        run(runtime, spec, request.capture, events),
         span,
     ));
     Ok(receiver)
 }
 
-async fn run(
-    runtime: Arc<JobRuntime>,
-    spec: StepSpec,
-    capture: bool,
-    started_at: i64,
-    events: EventSender,
-) {
+async fn run(runtime: Arc<JobRuntime>, spec: StepSpec, capture: bool, events: EventSender) {
     tracing::info!("step started");
     let step_id = spec.step_id;
     let mut attempt = 1;
     let mut writer = open_log(&runtime, step_id);
 
-    // Time paused while the step counts as running: before it runs, and
-    // between a failure and its retry.
-    let mut paused = Duration::ZERO;
+    let mut timing = StepTiming {
+        paused: Duration::ZERO,
+        attempt_started: Instant::now(),
+    };
     let breakpoint = runtime.debug.step_starting(&spec.task, &spec.step);
     let paused_before = match breakpoint {
         Some(breakpoint) => {
             let reason = PauseReason::Before { breakpoint };
             let (decision, length) = timed_pause(&runtime, &spec, reason, attempt).await;
-            paused += length;
+            timing.paused += length;
+            timing.attempt_started = Instant::now();
             Some(decision)
         }
         None => None,
@@ -197,7 +193,7 @@ async fn run(
         let pauses = runtime.debug.pauses_after(&result);
         let (state, exit_code, exit) = end_of(&runtime, &spec.task, result, writer.as_mut()).await;
         finish_log(writer.take());
-        record_end(&runtime, &spec, state, exit_code, (started_at, paused)).await;
+        record_end(&runtime, &spec, state, exit_code, &timing).await;
         if !pauses {
             break exit;
         }
@@ -207,7 +203,8 @@ async fn run(
         if decision != Decision::Retry {
             break exit;
         }
-        paused += length;
+        timing.paused += length;
+        timing.attempt_started = Instant::now();
         attempt = match retry(&runtime, &spec).await {
             Some(attempt) => attempt,
             None => break exit,
@@ -357,16 +354,24 @@ async fn end_of(
     }
 }
 
-/// Records how an attempt ended. `since` is when the step started and how
-/// long it was paused since, which its duration leaves out.
+/// How long a step was paused in the debugger, which its recorded duration
+/// leaves out, and when its current attempt started, which the duration of
+/// its end event counts from.
+struct StepTiming {
+    /// Paused before the step ran, and between a failure and its retry.
+    paused: Duration,
+    attempt_started: Instant,
+}
+
+/// Records how an attempt ended.
 async fn record_end(
     runtime: &JobRuntime,
     spec: &StepSpec,
     state: RunState,
     exit_code: Option<i32>,
-    since: (i64, Duration),
+    timing: &StepTiming,
 ) {
-    let (started_at, paused) = since;
+    let paused = timing.paused;
     let paused_ms = i64::try_from(paused.as_millis()).unwrap_or(i64::MAX);
     if !paused.is_zero()
         && let Err(err) = runtime
@@ -385,7 +390,8 @@ async fn record_end(
     {
         tracing::error!(error = %err, "failed to record the step's end");
     }
-    let duration_ms = (now_millis() - started_at - paused_ms).max(0);
+    let duration_ms =
+        i64::try_from(timing.attempt_started.elapsed().as_millis()).unwrap_or(i64::MAX);
     tracing::info!(state = %state, exit_code, duration_ms, "step finished");
     runtime.emit(JobEvent::StepFinished {
         step_id: spec.step_id,

@@ -110,6 +110,24 @@ pub struct TaskRecord {
     pub finished_at: Option<UnixMillis>,
 }
 
+impl TaskRecord {
+    /// Returns the time the task's steps spent paused in the debugger.
+    pub fn paused_ms(&self, steps: &[StepRecord]) -> i64 {
+        steps
+            .iter()
+            .filter(|step| step.task == self.name)
+            .map(|step| step.paused_ms)
+            .sum()
+    }
+
+    /// Returns how long the task ran, without the time its steps spent
+    /// paused; `None` until it has finished.
+    pub fn duration_ms(&self, steps: &[StepRecord]) -> Option<i64> {
+        let ran = self.finished_at? - self.started_at?;
+        Some((ran - self.paused_ms(steps)).max(0))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct NewStep {
     pub job_id: JobId,

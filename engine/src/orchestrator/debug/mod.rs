@@ -108,6 +108,8 @@ impl Decision {
 /// The result of an ad-hoc command, with the job's secrets masked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandOutput {
+    /// The command that ran, with the job's secrets masked.
+    pub command: String,
     pub stdout: String,
     /// The command's stderr, then the engine's notes about it (a timeout,
     /// killed background processes).
@@ -499,7 +501,9 @@ impl Debugger {
             .await;
         let (stdout, stdout_cut) = scrubbed(&collected.stdout);
         let (stderr, stderr_cut) = scrubbed(&collected.stderr);
+        let (command, _) = scrubbed(command.as_bytes());
         Ok(CommandOutput {
+            command,
             stdout,
             stderr,
             exit_code,
@@ -575,7 +579,16 @@ impl Debugger {
         };
         tracing::info!(job_id = %self.job_id(), step_id = pause.step_id, decision = decision.as_str(), "debug decision");
         if decision == Decision::Abort {
-            self.runtime.cancel();
+            self.runtime.cancel_with_message(format!(
+                "aborted in the debugger, paused {} {} › {}",
+                if matches!(pause.reason, PauseReason::Before { .. }) {
+                    "before"
+                } else {
+                    "after"
+                },
+                pause.task,
+                pause.step
+            ));
         }
         // The paused step may have given up waiting (the job stopped); the
         // cancel above then already did what was asked.
