@@ -226,6 +226,8 @@ pipeline(name="app", tasks=[test])
     let id = handle.id.clone();
 
     next_pause(&mut handle).await;
+    let paused_for = Duration::from_millis(1200);
+    tokio::time::sleep(paused_for).await;
     handle.debugger().resume(Decision::Continue).unwrap();
 
     let outcome = finish(handle).await;
@@ -235,6 +237,12 @@ pipeline(name="app", tasks=[test])
     let steps = engine.store().list_steps(&id).await.unwrap();
     assert_eq!(steps[0].exit_code, Some(5));
     assert_eq!(steps[0].attempt, 1);
+    // The pause came after the step ended, so it counts for the task only.
+    assert_eq!(steps[0].paused_ms, 0);
+    let paused_ms = i64::try_from(paused_for.as_millis()).unwrap();
+    assert!(tasks[0].paused_ms >= paused_ms, "{:?}", tasks[0]);
+    let wall = tasks[0].finished_at.unwrap() - tasks[0].started_at.unwrap();
+    assert_eq!(tasks[0].duration_ms(), Some(wall - tasks[0].paused_ms));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -602,8 +602,8 @@ fn task_body(task: TaskRecord, records: &[StepRecord]) -> Task {
         })
         .collect();
     Task {
-        duration_ms: task.duration_ms(records),
-        paused_ms: task.paused_ms(records),
+        duration_ms: task.duration_ms(),
+        paused_ms: task.paused_ms,
         name: task.name,
         needs: task.needs,
         image: task.image,

@@ -26,14 +26,14 @@ pub(crate) async fn job_backend(
     let Some(text) = target.filter(|text| !text.is_empty()) else {
         return Ok(None);
     };
-    if state.engine.runs_on(text) {
-        return Ok(None);
-    }
     let target: Target = text
         .parse()
         .map_err(|err: crate::backend::kubernetes::TargetError| {
             ApiError::unprocessable(err.to_string())
         })?;
+    if state.engine.runs_on(&target.to_string()) {
+        return Ok(None);
+    }
     let Some(backends) = state.targets.get() else {
         return Err(ApiError::unprocessable(format!(
             "this server runs every job on the target it was started with (`danube serve --target`), so it cannot run one on `{target}`; leave out `target`"

@@ -163,8 +163,8 @@ pub async fn print_summary(store: &Store, job: &JobId, _interactive: bool) -> an
 
     let mut table = new_table(&["TASK", "STEP", "STATE", "EXIT", "DURATION"]);
     for task in &tasks {
-        let paused = task.paused_ms(&steps);
-        let task_duration = match (task.started_at, task.duration_ms(&steps)) {
+        let paused = task.paused_ms;
+        let task_duration = match (task.started_at, task.duration_ms()) {
             (_, Some(ran)) => with_pause(ran, paused),
             (Some(start), None) => with_pause((now_millis() - start - paused).max(0), paused),
             _ => String::new(),

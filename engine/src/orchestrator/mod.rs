@@ -456,7 +456,7 @@ async fn clone_repository(
     repository: &RepositorySource,
     path: &Path,
 ) -> Result<source::SourceInfo, RepositoryError> {
-    tracing::info!(job_id = %id, repository = %repository.url, commit = %repository.commit, "cloning the repository");
+    tracing::info!(job_id = %id, repository = %repository::shown_url(&repository.url), commit = %repository.commit, "cloning the repository");
     let (cloned, into) = (repository.clone(), path.to_owned());
     let result = tokio::task::spawn_blocking(move || repository::clone_at(&cloned, &into))
         .await

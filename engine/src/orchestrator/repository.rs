@@ -137,8 +137,16 @@ impl RepositoryPolicy {
         if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("it is empty or contains spaces"));
         }
+        // URL parsers read `\` as `/` in some places, which would hide a
+        // user name from the checks below.
+        if url.contains('\\') {
+            return Err(invalid("it contains `\\`; write `/` instead"));
+        }
         if let Some((scheme, rest)) = url.split_once("://") {
-            if !matches!(scheme, "https" | "http" | "git" | "file") {
+            if !matches!(
+                scheme.to_ascii_lowercase().as_str(),
+                "https" | "http" | "git" | "file"
+            ) {
                 return Err(invalid(&format!("scheme `{scheme}` is not supported")));
             }
             let (authority, _) = split_authority(rest);
@@ -156,7 +164,7 @@ impl RepositoryPolicy {
             }
         }
 
-        let local = if let Some(path) = url.strip_prefix("file://") {
+        let local = if let Some(path) = file_url_path(url) {
             Some(PathBuf::from(path))
         } else if url.starts_with('/') {
             Some(PathBuf::from(url))
@@ -170,6 +178,13 @@ impl RepositoryPolicy {
         let Ok(parsed) = url::Url::parse(url) else {
             return Err(invalid("it is not a URL"));
         };
+        let has_credentials = !parsed.username().is_empty() || parsed.password().is_some();
+        if has_credentials || parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid(
+                "it contains a user name, password, query or fragment, which may hold a token \
+                 and would be stored with the job (remove it)",
+            ));
+        }
         if !matches!(parsed.scheme(), "https" | "http" | "git") {
             return Err(invalid(&format!(
                 "scheme `{}` is not supported",
@@ -246,6 +261,12 @@ fn check_commit(commit: &str) -> Result<(), RepositoryError> {
     }
 }
 
+/// Returns the path of a `file://` URL, its scheme in any case.
+fn file_url_path(url: &str) -> Option<&str> {
+    let scheme = url.get(..7)?;
+    scheme.eq_ignore_ascii_case("file://").then(|| &url[7..])
+}
+
 /// Splits what follows a URL's `://` into its authority (user name,
 /// password, host and port) and the rest.
 fn split_authority(rest: &str) -> (&str, &str) {
@@ -255,7 +276,7 @@ fn split_authority(rest: &str) -> (&str, &str) {
 
 /// Returns `url` for messages: at most 300 characters, with its user name
 /// and password, query and fragment replaced by `***`.
-fn shown_url(url: &str) -> String {
+pub(crate) fn shown_url(url: &str) -> String {
     let masked = match url.split_once("://") {
         Some((scheme, rest)) => {
             let (authority, tail) = split_authority(rest);
@@ -269,6 +290,11 @@ fn shown_url(url: &str) -> String {
             };
             format!("{scheme}://{host}{path}")
         }
+        // `user:token@host:path`, as scp and Git write SSH addresses.
+        None if !url.starts_with('/') => match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
     };
     masked.chars().take(300).collect()
@@ -292,11 +318,7 @@ pub fn clone_at(source: &RepositorySource, into: &Path) -> Result<SourceInfo, Re
             source: err,
         })?;
     }
-    let clone_url = source
-        .url
-        .strip_prefix("file://")
-        .unwrap_or(&source.url)
-        .to_owned();
+    let clone_url = file_url_path(&source.url).unwrap_or(&source.url).to_owned();
     // NOTE: a full clone, every branch's history included; a shallow fetch
     // of just the commit would be faster on large repositories.
     let repository = git2::build::RepoBuilder::new()
@@ -569,6 +591,11 @@ mod tests {
                 "contains a user name or password",
             ),
             ("file:///tmp/app?token=secret", "has a query or fragment"),
+            ("http:\\\\user:secret@git.example/app.git", "contains `\\`"),
+            (
+                "user:secret@git.example:app.git",
+                "scheme `user` is not supported",
+            ),
             ("not a url", "contains spaces"),
             (
                 "git.example:app.git",

@@ -233,7 +233,17 @@ async fn timed_pause(
 ) -> (Decision, Duration) {
     let since = Instant::now();
     let decision = debug::pause(runtime, spec, reason, attempt).await;
-    (decision, since.elapsed())
+    let length = since.elapsed();
+    let paused_ms = i64::try_from(length.as_millis()).unwrap_or(i64::MAX);
+    if let Err(err) = runtime
+        .context
+        .store
+        .add_task_pause(runtime.id(), &spec.task, paused_ms)
+        .await
+    {
+        tracing::error!(error = %err, "failed to record the time the task spent paused");
+    }
+    (decision, length)
 }
 
 fn open_log(runtime: &JobRuntime, step_id: i64) -> Option<LogWriter> {

@@ -100,6 +100,9 @@ pub enum StoreError {
     #[error("failed to record the time step {step_id} spent paused")]
     PauseStep { step_id: i64, source: sqlx::Error },
 
+    #[error("failed to record the time task `{task}` spent paused")]
+    PauseTask { task: String, source: sqlx::Error },
+
     #[error("no step has id {0}")]
     StepNotFound(i64),
 

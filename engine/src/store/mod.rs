@@ -108,23 +108,16 @@ pub struct TaskRecord {
     pub position: i64,
     pub started_at: Option<UnixMillis>,
     pub finished_at: Option<UnixMillis>,
+    /// Time its steps spent paused in the debugger, after a failure too.
+    pub paused_ms: i64,
 }
 
 impl TaskRecord {
-    /// Returns the time the task's steps spent paused in the debugger.
-    pub fn paused_ms(&self, steps: &[StepRecord]) -> i64 {
-        steps
-            .iter()
-            .filter(|step| step.task == self.name)
-            .map(|step| step.paused_ms)
-            .sum()
-    }
-
     /// Returns how long the task ran, without the time its steps spent
     /// paused; `None` until it has finished.
-    pub fn duration_ms(&self, steps: &[StepRecord]) -> Option<i64> {
+    pub fn duration_ms(&self) -> Option<i64> {
         let ran = self.finished_at? - self.started_at?;
-        Some((ran - self.paused_ms(steps)).max(0))
+        Some((ran - self.paused_ms).max(0))
     }
 }
 
@@ -598,6 +591,31 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::StepNotFound`] when no step has this id.
+    /// Adds `paused_ms` to the time task `task` of job `job_id` spent
+    /// paused in the debugger.
+    ///
+    /// # Errors
+    ///
+    /// The database update failed.
+    pub async fn add_task_pause(
+        &self,
+        job_id: &JobId,
+        task: &str,
+        paused_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tasks SET paused_ms = paused_ms + ?3 WHERE job_id = ?1 AND name = ?2")
+            .bind(job_id.as_str())
+            .bind(task)
+            .bind(paused_ms.max(0))
+            .execute(&self.pool)
+            .await
+            .map_err(|source| StoreError::PauseTask {
+                task: task.to_owned(),
+                source,
+            })?;
+        Ok(())
+    }
+
     pub async fn set_step_pause(&self, step_id: i64, paused_ms: i64) -> Result<(), StoreError> {
         let result = sqlx::query("UPDATE steps SET paused_ms = ?2 WHERE id = ?1")
             .bind(step_id)

@@ -16,7 +16,7 @@ pub(super) const JOB_COLUMNS: &str = "id, pipeline, project_dir, state, reason, 
      trigger_ref, repo, branch, commit_sha, created_at, started_at, finished_at, target";
 
 pub(super) const TASK_COLUMNS: &str =
-    "job_id, name, needs, image, state, error, position, started_at, finished_at";
+    "job_id, name, needs, image, state, error, position, started_at, finished_at, paused_ms";
 
 pub(super) const STEP_COLUMNS: &str = "id, job_id, task, name, command, image, state, exit_code, started_at, finished_at, attempt, paused_ms";
 
@@ -100,6 +100,7 @@ pub(super) struct TaskRow {
     position: i64,
     started_at: Option<UnixMillis>,
     finished_at: Option<UnixMillis>,
+    paused_ms: i64,
 }
 
 impl TryFrom<TaskRow> for TaskRecord {
@@ -124,6 +125,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             position: row.position,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            paused_ms: row.paused_ms,
         })
     }
 }

@@ -192,21 +192,38 @@ pub fn api_error_text(error: &(dyn std::error::Error + 'static)) -> Option<Strin
             .is_some_and(|details| details.kind == "namespaces")
             || status.message.starts_with("namespaces "));
     let hint = match status.code {
-        404 if namespace_missing => {
-            " (create it with `kubectl apply -f deploy/kubernetes/namespaces.yaml`, or pass \
-             `--namespace` with an existing one)"
-        }
-        401 => {
-            " (the cluster rejected the credentials: refresh them in the kubeconfig, for \
-             example by logging in to the cluster again)"
-        }
-        403 => {
-            " (the engine's Role in deploy/kubernetes/engine-rbac.yaml grants what Danube \
-             needs; apply it, or bind it to the account the kubeconfig uses)"
-        }
-        _ => "",
+        404 if namespace_missing => missing_namespace_hint(status),
+        401 => " (the cluster rejected the credentials: refresh them in the kubeconfig, for \
+                example by logging in to the cluster again)"
+            .to_owned(),
+        403 => " (the engine's Role in deploy/kubernetes/engine-rbac.yaml grants what Danube \
+                needs; apply it, or bind it to the account the kubeconfig uses)"
+            .to_owned(),
+        _ => String::new(),
     };
     Some(format!("{message}{hint}"))
+}
+
+/// Says how to create the namespace that `status` reports missing: the
+/// manifest for Danube's own, `kubectl create namespace` for another.
+fn missing_namespace_hint(status: &kube::core::Status) -> String {
+    let name = status
+        .details
+        .as_ref()
+        .map(|details| details.name.clone())
+        .filter(|name| !name.is_empty())
+        .or_else(|| status.message.split('"').nth(1).map(str::to_owned))
+        .unwrap_or_default();
+    if name.is_empty() || name == super::target::DEFAULT_NAMESPACE {
+        " (create it with `kubectl apply -f deploy/kubernetes/namespaces.yaml`, or pass \
+         `--namespace` with an existing one)"
+            .to_owned()
+    } else {
+        format!(
+            " (create it with `kubectl create namespace {name}` and the Pod Security labels \
+             of deploy/kubernetes/namespaces.yaml, or pass `--namespace` with an existing one)"
+        )
+    }
 }
 
 #[cfg(test)]
@@ -235,8 +252,9 @@ mod tests {
         assert_eq!(
             text,
             "failed to create pod `danube-job-1` in namespace `nosuchns`: namespaces \
-             \"nosuchns\" not found (create it with `kubectl apply -f \
-             deploy/kubernetes/namespaces.yaml`, or pass `--namespace` with an existing one)"
+             \"nosuchns\" not found (create it with `kubectl create namespace nosuchns` and the \
+             Pod Security labels of deploy/kubernetes/namespaces.yaml, or pass `--namespace` \
+             with an existing one)"
         );
     }
 
