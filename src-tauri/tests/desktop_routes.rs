@@ -351,6 +351,19 @@ fn project_page_keeps_choices_and_lists_watches() {
         })
         .await;
 
+        // A kept context that left the kubeconfig falls back to local.
+        std::fs::write(&config, kubeconfig(&["k3d-lab"])).unwrap();
+        browser
+            .eval("document.querySelector('[data-testid=target-select]').focus();")
+            .await;
+        wait_until("the target to fall back to local", UI_TIMEOUT, async || {
+            let shown = form_choices(&browser).await;
+            (shown == json!(["local", "test/unit", true]))
+                .then_some(())
+                .ok_or(shown.to_string())
+        })
+        .await;
+
         // A watch shows in the header on every page, and stops from there.
         let started = tokio::task::block_in_place(|| {
             post(

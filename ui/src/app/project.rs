@@ -302,6 +302,20 @@ fn OpenedProject(path: String) -> impl IntoView {
         },
     );
 
+    // A kept target whose context left the kubeconfig falls back to local
+    // processes, rather than a choice the list cannot show.
+    Effect::new(move |_| {
+        let gone = targets.list.with(|list| {
+            list.as_ref().is_some_and(|list| {
+                let chosen = target.get_untracked();
+                !list.targets.iter().any(|listed| listed.id == chosen)
+            })
+        });
+        if gone {
+            target.set("local".to_owned());
+        }
+    });
+
     // Opening records the project among the recent ones and checks it.
     let opened = path.clone();
     last_project().set(Some(path.clone()));
