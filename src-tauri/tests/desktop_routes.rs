@@ -2,6 +2,8 @@
 //! in headless Chromium as the window shows them. The target list follows
 //! the kubeconfig while the app runs, and both run forms offer the targets.
 //! Recent projects whose folder is gone are marked and can be removed.
+//! The project page keeps each project's choices, and the header lists
+//! the active watches with a Stop button.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -181,17 +183,39 @@ fn window_removes_missing_project_and_offers_new_context() {
         assert!(shown.contains("gone (missing)"), "{shown}");
         browser.screenshot("missing").await;
 
+        // The missing project's page shows one message and no run form.
+        browser.goto(&format!("/project?path={gone}")).await;
+        let message = wait_until("the page to say the folder is gone", UI_TIMEOUT, async || {
+            let alerts = browser
+                .eval("return [...document.querySelectorAll('[role=alert]')].map(alert => alert.textContent);")
+                .await;
+            match alerts.as_array().map(Vec::len) {
+                Some(1) => Ok(alerts[0].as_str().unwrap_or_default().to_owned()),
+                _ => Err(alerts.to_string()),
+            }
+        })
+        .await;
+        assert!(message.contains(&format!("`{gone}` does not exist")), "{message}");
+        assert!(message.contains("Remove from Recent"), "{message}");
+        let hidden = browser
+            .eval("return document.querySelector('[data-testid=project-body]').hidden;")
+            .await;
+        assert_eq!(hidden, true);
+        browser.screenshot("missing-page").await;
+
+        // Removing it leaves its page for the project chooser.
         browser
             .click(&format!("{missing} [data-testid=recent-forget]"))
             .await;
         wait_until("the missing project to go", UI_TIMEOUT, async || {
             let left = browser
                 .eval_with(
-                    "return document.querySelectorAll(arguments[0]).length;",
+                    "return [document.querySelectorAll(arguments[0]).length, \
+                     document.querySelectorAll('[role=alert]').length, location.search];",
                     vec![json!(missing)],
                 )
                 .await;
-            if left == 0 {
+            if left == json!([0, 0, "?path="]) {
                 Ok(())
             } else {
                 Err(left.to_string())
@@ -235,4 +259,142 @@ fn window_removes_missing_project_and_offers_new_context() {
         .map(|project| project["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, [kept.as_str()]);
+}
+
+/// Reads the project page's form: target, pause-before steps, and the
+/// pause-after-failure checkbox.
+async fn form_choices(browser: &Browser) -> Value {
+    browser
+        .eval(
+            "return [document.querySelector('[data-testid=target-select]').value, \
+             document.querySelector('[data-testid=project-break-before]').value, \
+             document.querySelector('[data-testid=project-break-on-failure]').checked];",
+        )
+        .await
+}
+
+/// Returns the names the recent projects list shows, in order.
+async fn recent_names(browser: &Browser) -> Value {
+    browser
+        .eval(
+            "return [...document.querySelectorAll('[data-testid=recent-project]')]\
+             .map(link => link.textContent);",
+        )
+        .await
+}
+
+#[test]
+fn project_page_keeps_choices_and_lists_watches() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.path().join("kubeconfig");
+    std::fs::write(&config, kubeconfig(&["kind-dev"])).unwrap();
+    let app = start_app(&sandbox.data_dir(), &config);
+    let first = open_project(&app, sandbox.path(), "first");
+    open_project(&app, sandbox.path(), "second");
+    let site = Site {
+        base: format!("http://{}", app.engine.addr()),
+        token: app.engine.token().to_owned(),
+    };
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let name = "desktop_window_choices_and_watches";
+        let browser =
+            Browser::launch_at(&sandbox, site.clone(), name, LaunchOptions::default()).await;
+        browser.goto(&format!("/?token={}", site.token)).await;
+        browser.goto(&format!("/project?path={first}")).await;
+        wait_until("the targets to be listed", UI_TIMEOUT, async || {
+            let options = target_options(&browser).await;
+            (options.len() == 2).then_some(()).ok_or(format!("{options:?}"))
+        })
+        .await;
+        browser
+            .eval(
+                "const target = document.querySelector('[data-testid=target-select]'); \
+                 target.value = 'kube:kind-dev'; target.dispatchEvent(new Event('change')); \
+                 const steps = document.querySelector('[data-testid=project-break-before]'); \
+                 steps.value = 'test/unit'; steps.dispatchEvent(new Event('input')); \
+                 document.querySelector('[data-testid=project-break-on-failure]').click();",
+            )
+            .await;
+        let chosen = json!(["kube:kind-dev", "test/unit", true]);
+        assert_eq!(form_choices(&browser).await, chosen);
+
+        // Opening another project from Recent moves it up the list, on
+        // the same page; its form has its own choices.
+        wait_until("Recent to show first first", UI_TIMEOUT, async || {
+            let names = recent_names(&browser).await;
+            (names == json!(["first", "second"]))
+                .then_some(())
+                .ok_or(names.to_string())
+        })
+        .await;
+        browser
+            .eval(
+                "[...document.querySelectorAll('[data-testid=recent-project]')]\
+                 .find(link => link.textContent === 'second').click();",
+            )
+            .await;
+        wait_until("Recent to show second first", UI_TIMEOUT, async || {
+            let names = recent_names(&browser).await;
+            (names == json!(["second", "first"]))
+                .then_some(())
+                .ok_or(names.to_string())
+        })
+        .await;
+        assert_eq!(form_choices(&browser).await, json!(["local", "", false]));
+
+        browser.goto(&format!("/project?path={first}")).await;
+        wait_until("the first project's choices to be back", UI_TIMEOUT, async || {
+            let shown = form_choices(&browser).await;
+            (shown == chosen).then_some(()).ok_or(shown.to_string())
+        })
+        .await;
+
+        // A kept context that left the kubeconfig falls back to local.
+        std::fs::write(&config, kubeconfig(&["k3d-lab"])).unwrap();
+        browser
+            .eval("document.querySelector('[data-testid=target-select]').focus();")
+            .await;
+        wait_until("the target to fall back to local", UI_TIMEOUT, async || {
+            let shown = form_choices(&browser).await;
+            (shown == json!(["local", "test/unit", true]))
+                .then_some(())
+                .ok_or(shown.to_string())
+        })
+        .await;
+
+        // A watch shows in the header on every page, and stops from there.
+        let started = tokio::task::block_in_place(|| {
+            post(
+                &app,
+                "/api/v1/watches",
+                json!({"project": first, "target": "local"}),
+            )
+        });
+        assert_eq!(started.status(), StatusCode::CREATED);
+        browser.goto("/").await;
+        let chip = wait_until("the header to list the watch", UI_TIMEOUT, async || {
+            let chips = browser
+                .eval("return [...document.querySelectorAll('[data-testid=active-watch]')].map(chip => [chip.dataset.project, chip.textContent]);")
+                .await;
+            match chips.as_array().map(Vec::len) {
+                Some(1) => Ok(chips[0].clone()),
+                _ => Err(chips.to_string()),
+            }
+        })
+        .await;
+        assert_eq!(chip, json!([first, "firstStop"]));
+        browser.screenshot("watching").await;
+        browser.click("[data-testid=stop-watch]").await;
+        wait_until("the header to drop the watch", UI_TIMEOUT, async || {
+            let left = browser
+                .eval("return document.querySelectorAll('[data-testid=active-watch]').length;")
+                .await;
+            (left == 0).then_some(()).ok_or(left.to_string())
+        })
+        .await;
+    });
+
+    assert_eq!(app.get("/api/v1/watches")["watches"], json!([]));
 }

@@ -151,6 +151,18 @@ pipeline(name="debuggable", tasks=[test])
             .contains("test: paused"),
         "{node}"
     );
+    // The step panel shows the pause and its place, as the graph does.
+    let heading = wait_text(&browser, "[data-testid=task-heading]", "paused").await;
+    assert_eq!(heading.trim(), "‖paused test", "{heading}");
+    let where_paused = text_of(&browser, "[data-testid=task-paused]").await;
+    assert_eq!(
+        where_paused.as_deref(),
+        Some("Paused after test › check ended with failure, exit 1")
+    );
+    let step = browser
+        .eval("return document.querySelector('[data-testid=step][data-step=check]').dataset.state;")
+        .await;
+    assert_eq!(step, "paused");
     wait_text(&browser, "[data-testid=debug-files]", "status.txt").await;
     // The failed step's 300-line log opens below the panel; the page
     // must still show the panel.
@@ -266,6 +278,29 @@ pipeline(name="stoppable", tasks=[build])
     let job: Value = started.json().await.expect("the API answers JSON");
     let id = job["id"].as_str().expect("the job has an id").to_owned();
     let browser = Browser::open(&sandbox, &server, "debug_panel_before_step").await;
+
+    // The jobs list shows the pause and its place, not just running.
+    browser.goto("/").await;
+    let row = format!("[data-testid=job-row][data-job='{id}']");
+    let paused = wait_until("the list to show the pause", UI_TIMEOUT, async || {
+        let cell = browser
+            .eval_with(
+                "const row = document.querySelector(arguments[0]); \
+                 return row && [row.dataset.state, row.cells[0].textContent, row.cells[0].title];",
+                vec![json!(row)],
+            )
+            .await;
+        match cell[0].as_str() {
+            Some("paused") => Ok(cell),
+            _ => Err(format!("{cell}")),
+        }
+    })
+    .await;
+    assert_eq!(paused[1], "‖paused", "{paused}");
+    assert_eq!(
+        paused[2], "Paused before build › go (breakpoint `build/go`)",
+        "{paused}"
+    );
 
     browser.goto(&format!("/jobs/{id}")).await;
     wait_text(

@@ -14,11 +14,11 @@ use serde::Serialize;
 use super::client::{self, ApiFailure};
 use super::dag_view::DagView;
 use super::debug::DebugPanel;
-use super::jobs::StateBadge;
+use super::jobs::{PausedBadge, StateBadge};
 use super::log_view::LogView;
 use super::trigger::TriggerText;
 use super::{Failure, changes, now_ms, running_time, set_title};
-use crate::api::{Artifact, ChangeEvent, Edge, Job, JobDetail, State, Step, Task};
+use crate::api::{Artifact, ChangeEvent, DebugPause, Edge, Job, JobDetail, State, Step, Task};
 use crate::format;
 
 /// How long live changes are gathered before the job is fetched again.
@@ -262,7 +262,7 @@ fn JobView(
                     </Show>
                 </div>
                 <div class="detail-pane">
-                    <StepsPanel job_id=id tasks selection />
+                    <StepsPanel job_id=id tasks selection pause />
                 </div>
             </div>
             <Artifacts artifacts />
@@ -430,6 +430,7 @@ fn StepsPanel(
     job_id: String,
     tasks: Signal<Vec<Task>>,
     selection: Memo<Option<Selection>>,
+    pause: Signal<Option<DebugPause>>,
 ) -> impl IntoView {
     let task = Memo::new(move |_| {
         let chosen = selection.get()?;
@@ -489,7 +490,11 @@ fn StepsPanel(
         {move || match task.get() {
             None if script() => view! { <h2>"Output of danubefile.py"</h2> }.into_any(),
             None => view! { <p class="empty muted">"Select a task in the graph to see its steps and logs."</p> }.into_any(),
-            Some(task) => view! { <TaskSteps task selection /> }.into_any(),
+            Some(task) => {
+                // A paused step is still `running` in the API.
+                let paused = pause.get().filter(|pause| pause.task == task.name);
+                view! { <TaskSteps task selection paused /> }.into_any()
+            }
         }}
         {move || log.get().map(|(task, step, at_end)| {
             if at_end {
@@ -514,20 +519,34 @@ fn step_to_show(task: &Task) -> Option<String> {
 }
 
 #[component]
-fn TaskSteps(task: Task, selection: Memo<Option<Selection>>) -> impl IntoView {
+fn TaskSteps(
+    task: Task,
+    selection: Memo<Option<Selection>>,
+    /// The job's pause, when it is in this task.
+    paused: Option<DebugPause>,
+) -> impl IntoView {
     let task_name = task.name.clone();
     let steps = task.steps.clone();
     let error = task.error.clone();
+    let paused_step = paused.as_ref().map(|pause| pause.step_id);
+    let badge = match &paused {
+        Some(_) => view! { <PausedBadge /> }.into_any(),
+        None => view! { <StateBadge state=task.state /> }.into_any(),
+    };
+    let where_paused = paused.map(|pause| {
+        view! { <p class="muted" data-testid="task-paused">{pause.summary()}</p> }
+    });
     view! {
         <section class="task-detail" data-testid="task-detail">
-            <h2><StateBadge state=task.state />" "{task.name.clone()}</h2>
+            <h2 data-testid="task-heading">{badge}" "{task.name.clone()}</h2>
+            {where_paused}
             {error.map(|error| view! { <p class="reason">{error}</p> })}
             {if steps.is_empty() {
                 let note = if task.state.is_final() { "This task ran no step." } else { "No step has started yet." };
                 view! { <p class="muted">{note}</p> }.into_any()
             } else {
                 let shown = step_to_show(&task);
-                view! { <StepList steps task=task_name.clone() shown selection /> }.into_any()
+                view! { <StepList steps task=task_name.clone() shown selection paused_step /> }.into_any()
             }}
         </section>
     }
@@ -542,6 +561,8 @@ fn StepList(
     /// The step whose log shows while the address names none.
     shown: Option<String>,
     selection: Memo<Option<Selection>>,
+    /// The id of the step paused in the debugger, if it is in this task.
+    paused_step: Option<i64>,
 ) -> impl IntoView {
     let failed = steps.iter().any(|step| step.state.is_bad());
     let (passing, rest): (Vec<Step>, Vec<Step>) = steps
@@ -551,7 +572,8 @@ fn StepList(
         let task = task.clone();
         move |step: Step| {
             let shown = shown.clone();
-            view! { <StepRow step task=task.clone() shown selection /> }
+            let paused = paused_step == Some(step.id);
+            view! { <StepRow step task=task.clone() shown selection paused /> }
         }
     };
     let folded = (!passing.is_empty()).then(|| {
@@ -585,6 +607,7 @@ fn StepRow(
     task: String,
     shown: Option<String>,
     selection: Memo<Option<Selection>>,
+    paused: bool,
 ) -> impl IntoView {
     let name = step.name.clone();
     let label = step.name.clone();
@@ -606,10 +629,20 @@ fn StepRow(
         .unwrap_or_default();
     let duration = format::step_duration(step.duration_ms, step.paused_ms);
     let command = step.command.clone();
+    let shown_state = if paused {
+        "paused"
+    } else {
+        step.state.as_str()
+    };
+    let badge = if paused {
+        view! { <PausedBadge /> }.into_any()
+    } else {
+        view! { <StateBadge state=step.state /> }.into_any()
+    };
     view! {
-        <li class="step" class:open=is_open.clone() data-testid="step" data-step=label data-state=step.state.as_str()>
+        <li class="step" class:open=is_open.clone() data-testid="step" data-step=label data-state=shown_state>
             <A href=href attr:class="step-head">
-                <StateBadge state=step.state />
+                {badge}
                 <span class="step-name">{step.name.clone()}</span>
                 <span class="muted">{exit}</span>
                 <span class="num muted" data-testid="step-duration">{duration}</span>

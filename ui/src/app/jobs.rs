@@ -1,6 +1,8 @@
 //! The jobs list: newest first, filtered by state, pipeline or project,
 //! updated live from the change feed.
 
+use std::collections::HashMap;
+
 use leptos::ev;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -11,7 +13,7 @@ use super::client::{self, ApiFailure};
 use super::keys::typing_in_field;
 use super::trigger::TriggerText;
 use super::{Failure, changes, now_ms, running_time};
-use crate::api::{ChangeEvent, Job, JobPage, State};
+use crate::api::{ChangeEvent, Job, JobDetail, JobPage, State};
 use crate::format;
 
 /// Jobs per page.
@@ -105,12 +107,14 @@ fn JobList(filter: Memo<Filter>, history: bool) -> impl IntoView {
     let cursor = RwSignal::new(None::<String>);
     let load = RwSignal::new(Load::Loading);
     let selected = RwSignal::new(0_usize);
+    let paused = Paused::default();
 
     let fetch_first = move || {
         let wanted = filter.get_untracked();
         spawn_local(async move {
             match client::get::<JobPage>(&wanted.query(None)).await {
                 Ok(page) if filter.get_untracked() == wanted => {
+                    paused.seed(&page.jobs);
                     jobs.set(page.jobs);
                     cursor.set(page.next_cursor);
                     load.set(Load::Loaded);
@@ -149,6 +153,7 @@ fn JobList(filter: Memo<Filter>, history: bool) -> impl IntoView {
                         }
                     });
                     if state.is_final() {
+                        paused.clear(&job_id);
                         fetch_first();
                     }
                 } else {
@@ -162,6 +167,8 @@ fn JobList(filter: Memo<Filter>, history: bool) -> impl IntoView {
                     job.pipeline = pipeline;
                 }
             }),
+            ChangeEvent::Paused { job_id, pause } => paused.set(job_id, pause.summary()),
+            ChangeEvent::Resumed { job_id, .. } => paused.clear(&job_id),
             ChangeEvent::Lagged { .. } => fetch_first(),
             _ => {}
         }
@@ -207,7 +214,7 @@ fn JobList(filter: Memo<Filter>, history: bool) -> impl IntoView {
             Load::Loading => view! { <p class="loading" aria-busy="true">"Loading jobs…"</p> }.into_any(),
             Load::Failed(failure) => view! { <Failure failure /> }.into_any(),
             Load::Loaded => view! {
-                <JobTable jobs filter selected history />
+                <JobTable jobs filter selected history paused />
                 <Show when=move || cursor.get().is_some()>
                     <button class="button" on:click=more data-testid="more-jobs">"Show older jobs"</button>
                 </Show>
@@ -321,6 +328,7 @@ fn JobTable(
     filter: Memo<Filter>,
     selected: RwSignal<usize>,
     history: bool,
+    paused: Paused,
 ) -> impl IntoView {
     let now = now_ms();
     let visible = move || {
@@ -360,6 +368,8 @@ fn JobTable(
                             let project = job.project.clone();
                             let started = format::ago(job.started_at.unwrap_or(job.created_at), now);
                             let duration = running_time(job.duration_ms, job.started_at);
+                            let state = job.state;
+                            let pause = paused.of(job.id.clone());
                             let rerun = job.changed_file().is_some().then(|| view! { <div class="muted trigger-note"><TriggerText job=job.clone() /></div> });
                             view! {
                                 <tr
@@ -367,9 +377,14 @@ fn JobTable(
                                     class:selected=move || selected.get() == at
                                     data-testid="job-row"
                                     data-job=job.id.clone()
-                                    data-state=job.state.as_str()
+                                    data-state=move || if pause.get().is_some() { "paused" } else { state.as_str() }
                                 >
-                                    <td><StateBadge state=job.state /></td>
+                                    <td title=move || pause.get()>
+                                        {move || match pause.get() {
+                                            Some(_) => view! { <PausedBadge /> }.into_any(),
+                                            None => view! { <StateBadge state /> }.into_any(),
+                                        }}
+                                    </td>
                                     <td><A href=href.clone()>{pipeline}</A>{rerun}</td>
                                     <td><A href=href attr:class="mono">{short}</A></td>
                                     <td class="project" title=project_title><A href=project_filter>{project}</A></td>
@@ -382,6 +397,50 @@ fn JobTable(
                 </tbody>
             </table>
         </Show>
+    }
+}
+
+/// The debug pause of each listed job, by job id. The list's jobs lack
+/// their pause, so it comes from each running job's detail and then from
+/// the change feed.
+#[derive(Clone, Copy, Default)]
+struct Paused(RwSignal<HashMap<String, String>>);
+
+impl Paused {
+    /// Asks the detail of each running job in `jobs` for its pause.
+    fn seed(self, jobs: &[Job]) {
+        let running = jobs.iter().filter(|job| !job.state.is_final());
+        for id in running.map(|job| job.id.clone()) {
+            spawn_local(async move {
+                let Ok(detail) = client::get::<JobDetail>(&format!("/api/v1/jobs/{id}")).await
+                else {
+                    return;
+                };
+                match detail.pause {
+                    Some(pause) => self.set(id, pause.summary()),
+                    None => self.clear(&id),
+                }
+            });
+        }
+    }
+
+    fn set(self, job_id: String, summary: String) {
+        self.0.update(|paused| {
+            paused.insert(job_id, summary);
+        });
+    }
+
+    fn clear(self, job_id: &str) {
+        if self.0.with_untracked(|paused| paused.contains_key(job_id)) {
+            self.0.update(|paused| {
+                paused.remove(job_id);
+            });
+        }
+    }
+
+    /// Returns where job `job_id` is paused, `None` while it is not.
+    fn of(self, job_id: String) -> Signal<Option<String>> {
+        Signal::derive(move || self.0.with(|paused| paused.get(&job_id).cloned()))
     }
 }
 
@@ -423,6 +482,17 @@ pub fn StateBadge(state: State) -> impl IntoView {
         <span class=format!("state state-{}", state.as_str())>
             <span class="state-icon" aria-hidden="true">{state.icon()}</span>
             {state.as_str()}
+        </span>
+    }
+}
+
+/// The state badge of a task or step paused in the debugger.
+#[component]
+pub fn PausedBadge() -> impl IntoView {
+    view! {
+        <span class="state state-paused">
+            <span class="state-icon" aria-hidden="true">"‖"</span>
+            "paused"
         </span>
     }
 }

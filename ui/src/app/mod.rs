@@ -1,5 +1,6 @@
 //! The Leptos app: routes, the page frame, and what every page shares.
 
+mod choices;
 mod client;
 pub mod dag_view;
 mod debug;
@@ -14,6 +15,7 @@ mod secrets;
 mod targets;
 mod theme;
 mod trigger;
+mod watches;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -42,6 +44,7 @@ pub fn App() -> impl IntoView {
     let desktop = RwSignal::new(None::<DesktopInfo>);
     provide_context(Desktop(desktop));
     provide_context(LastProject(RwSignal::new(None)));
+    watches::provide();
     // Only the desktop app mounts this route; a server answers 404.
     spawn_local(async move {
         if let Ok(info) = client::get::<DesktopInfo>("/api/v1/desktop").await {
@@ -126,6 +129,7 @@ fn Header(changes: Changes) -> impl IntoView {
                 <A href="/secrets" attr:data-testid="nav-secrets">"Secrets"</A>
             </nav>
             <span class="spacer"></span>
+            <watches::ActiveWatches />
             <span
                 class="feed"
                 class:live=move || connected.get()

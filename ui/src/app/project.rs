@@ -8,18 +8,19 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use leptos_router::NavigateOptions;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde::Serialize;
 
+use super::choices::{self, ChoiceSignals};
 use super::client::{self, ApiFailure};
 use super::jobs::ProjectJobs;
 use super::run::step_names;
 use super::targets::{TargetChoice, TargetNotes, Targets};
-use super::{Failure, changes, desktop_info, last_project, set_title};
+use super::{Failure, changes, desktop_info, last_project, set_title, watches};
 use crate::api::{
     ChangeEvent, Job, Picked, PipelineSummary, Project, ProjectList, ProjectPipelines, Watch,
-    WatchList,
 };
 
 #[derive(Serialize)]
@@ -84,6 +85,8 @@ pub fn ProjectPage() -> impl IntoView {
             })
     });
 
+    provide_context(Recent::new());
+
     view! {
         <section class="page project-page" data-testid="project-page">
             <ProjectPicker />
@@ -100,22 +103,67 @@ pub fn ProjectPage() -> impl IntoView {
     }
 }
 
+/// The recent projects the picker lists, shared with the open project,
+/// which updates them.
+#[derive(Clone, Copy)]
+struct Recent {
+    projects: RwSignal<Vec<Project>>,
+    failure: RwSignal<Option<ApiFailure>>,
+}
+
+impl Recent {
+    fn new() -> Recent {
+        let recent = Recent {
+            projects: RwSignal::new(Vec::new()),
+            failure: RwSignal::new(None),
+        };
+        recent.refresh();
+        recent
+    }
+
+    /// Reads the list again, for its order and for folders that came back
+    /// or went away.
+    fn refresh(self) {
+        spawn_local(async move {
+            match client::get::<ProjectList>("/api/v1/desktop/projects").await {
+                Ok(list) => self.projects.set(list.projects),
+                Err(err) => self.failure.set(Some(err)),
+            }
+        });
+    }
+
+    /// Takes `path` off the list. When it is the open project, goes to the
+    /// project chooser, since its page would only show that it is gone.
+    fn forget(self, path: String, navigate: impl Fn(&str, NavigateOptions) + 'static) {
+        self.failure.set(None);
+        let last = last_project();
+        spawn_local(async move {
+            let body = ForgetProject { path: &path };
+            match client::post::<_, ProjectList>("/api/v1/desktop/projects/forget", &body).await {
+                Ok(list) => {
+                    self.projects.set(list.projects);
+                    if last.get_untracked().as_deref() == Some(path.as_str()) {
+                        last.set(None);
+                        navigate("/project?path=", Default::default());
+                    }
+                }
+                Err(err) => self.failure.set(Some(err)),
+            }
+        });
+    }
+}
+
 /// The "Open folder" button, a field for a typed path, and the recent
 /// projects.
 #[component]
 fn ProjectPicker() -> impl IntoView {
-    let recent = RwSignal::new(Vec::<Project>::new());
+    let Recent {
+        projects: recent,
+        failure,
+    } = expect_context::<Recent>();
     let typed = RwSignal::new(String::new());
-    let failure = RwSignal::new(None::<ApiFailure>);
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
-
-    spawn_local(async move {
-        match client::get::<ProjectList>("/api/v1/desktop/projects").await {
-            Ok(list) => recent.set(list.projects),
-            Err(err) => failure.set(Some(err)),
-        }
-    });
 
     let pick = {
         let navigate = navigate.clone();
@@ -182,7 +230,7 @@ fn ProjectPicker() -> impl IntoView {
                     <For
                         each=move || recent.get()
                         key=|project| (project.path.clone(), project.available)
-                        children=move |project| view! { <RecentProject project recent failure /> }
+                        children=move |project| view! { <RecentProject project /> }
                     />
                 </nav>
             </Show>
@@ -194,11 +242,8 @@ fn ProjectPicker() -> impl IntoView {
 /// Shows a recent project: a link that opens it, marked when its folder or
 /// file is gone, and a button that takes it off the list.
 #[component]
-fn RecentProject(
-    project: Project,
-    recent: RwSignal<Vec<Project>>,
-    failure: RwSignal<Option<ApiFailure>>,
-) -> impl IntoView {
+fn RecentProject(project: Project) -> impl IntoView {
+    let recent = expect_context::<Recent>();
     let href = project_href(&project.path);
     let class = if project.available {
         "chip"
@@ -212,17 +257,8 @@ fn RecentProject(
     let missing = (!project.available).then_some(" (missing)");
     let forget_label = format!("Remove {} from the recent projects", project.name);
     let path = project.path.clone();
-    let forget = move |_| {
-        let path = path.clone();
-        failure.set(None);
-        spawn_local(async move {
-            let body = ForgetProject { path: &path };
-            match client::post::<_, ProjectList>("/api/v1/desktop/projects/forget", &body).await {
-                Ok(list) => recent.set(list.projects),
-                Err(err) => failure.set(Some(err)),
-            }
-        });
-    };
+    let navigate = use_navigate();
+    let forget = move |_| recent.forget(path.clone(), navigate.clone());
     view! {
         <span class="recent-entry" data-testid="recent-entry" data-available=project.available.to_string()>
             <A href=href attr:class=class attr:title=title attr:data-testid="recent-project">
@@ -251,8 +287,34 @@ fn OpenedProject(path: String) -> impl IntoView {
     let break_before = RwSignal::new(String::new());
     let break_on_failure = RwSignal::new(false);
     let failure = RwSignal::new(None::<ApiFailure>);
+    // Why the project cannot open, such as a folder deleted since.
+    let unavailable = RwSignal::new(None::<ApiFailure>);
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
+    let recent = expect_context::<Recent>();
+    choices::keep(
+        path.clone(),
+        ChoiceSignals {
+            pipeline,
+            target,
+            break_before,
+            break_on_failure,
+        },
+    );
+
+    // A kept target whose context left the kubeconfig falls back to local
+    // processes, rather than a choice the list cannot show.
+    Effect::new(move |_| {
+        let gone = targets.list.with(|list| {
+            list.as_ref().is_some_and(|list| {
+                let chosen = target.get_untracked();
+                !list.targets.iter().any(|listed| listed.id == chosen)
+            })
+        });
+        if gone {
+            target.set("local".to_owned());
+        }
+    });
 
     // Opening records the project among the recent ones and checks it.
     let opened = path.clone();
@@ -265,12 +327,18 @@ fn OpenedProject(path: String) -> impl IntoView {
         match client::post::<_, Project>("/api/v1/desktop/projects", &body).await {
             Ok(found) => {
                 set_title(&found.name);
-                if let Some(chosen) = &found.pipeline {
+                if let Some(chosen) = &found.pipeline
+                    && pipeline.get_untracked().is_empty()
+                {
                     pipeline.set(chosen.clone());
                 }
                 project.set(Some(found));
+                recent.refresh();
             }
-            Err(err) => failure.set(Some(err)),
+            Err(err) => {
+                unavailable.set(Some(err));
+                return;
+            }
         }
         load_pipelines(&opened, pipelines, pipeline).await;
     });
@@ -360,76 +428,117 @@ fn OpenedProject(path: String) -> impl IntoView {
         })
     };
     let watch_path = path.clone();
+    let gone_path = path.clone();
 
     view! {
-        <header class="project-head">
-            <h1 data-testid="project-name">
-                {move || project.get().map(|p| p.name).unwrap_or_default()}
-            </h1>
-            <p class="muted mono" data-testid="project-location">{path.clone()}</p>
-        </header>
-        <form class="run-form project-run" on:submit=|event| event.prevent_default()>
-            <label>
-                "Pipeline "
-                <PipelineChoice pipelines pipeline />
-            </label>
-            <label>
-                "Target "
-                <TargetChoice targets />
-            </label>
-            <button
-                type="button"
-                class="button"
-                on:click=reload
-                title="Read danubefile.py and the kubeconfig again"
-                data-testid="reload-pipelines"
-            >
-                "Reload"
-            </button>
-            <button
-                type="button"
-                class="button primary"
-                on:click=run
-                disabled=move || !can_run()
-                data-testid="run-project"
-            >
-                {move || if busy.get() { "Starting…" } else { "Run" }}
-            </button>
-        </form>
-        <details class="break-options" data-testid="break-options">
-            <summary>"Debugging"</summary>
-            <div class="run-form">
-                <label for="project-break-before">
-                    "Pause before steps " <span class="muted">"(task/step, step or task names, comma-separated)"</span>
+        {move || unavailable.get().map(|failure| {
+            view! { <ProjectUnavailable path=gone_path.clone() failure /> }
+        })}
+        <div class="project-body" hidden=move || unavailable.with(Option::is_some) data-testid="project-body">
+            <header class="project-head">
+                <h1 data-testid="project-name">
+                    {move || project.get().map(|p| p.name).unwrap_or_default()}
+                </h1>
+                <p class="muted mono" data-testid="project-location">{path.clone()}</p>
+            </header>
+            <form class="run-form project-run" on:submit=|event| event.prevent_default()>
+                <label>
+                    "Pipeline "
+                    <PipelineChoice pipelines pipeline />
                 </label>
-                <input
-                    id="project-break-before"
-                    type="text"
-                    list="project-tasks"
-                    placeholder="test/unit"
-                    data-testid="project-break-before"
-                    bind:value=break_before
-                />
-                <datalist id="project-tasks">
-                    {move || task_names().into_iter().map(|name| view! { <option value=name /> }).collect_view()}
-                </datalist>
-                <label class="checkbox">
-                    <input type="checkbox" data-testid="project-break-on-failure" bind:checked=break_on_failure />
-                    " Pause after a failing step"
+                <label>
+                    "Target "
+                    <TargetChoice targets />
                 </label>
+                <button
+                    type="button"
+                    class="button"
+                    on:click=reload
+                    title="Read danubefile.py and the kubeconfig again"
+                    data-testid="reload-pipelines"
+                >
+                    "Reload"
+                </button>
+                <button
+                    type="button"
+                    class="button primary"
+                    on:click=run
+                    disabled=move || !can_run()
+                    data-testid="run-project"
+                >
+                    {move || if busy.get() { "Starting…" } else { "Run" }}
+                </button>
+            </form>
+            <details class="break-options" data-testid="break-options">
+                <summary>"Debugging"</summary>
+                <div class="run-form">
+                    <label for="project-break-before">
+                        "Pause before steps " <span class="muted">"(task/step, step or task names, comma-separated)"</span>
+                    </label>
+                    <input
+                        id="project-break-before"
+                        type="text"
+                        list="project-tasks"
+                        placeholder="test/unit"
+                        data-testid="project-break-before"
+                        bind:value=break_before
+                    />
+                    <datalist id="project-tasks">
+                        {move || task_names().into_iter().map(|name| view! { <option value=name /> }).collect_view()}
+                    </datalist>
+                    <label class="checkbox">
+                        <input type="checkbox" data-testid="project-break-on-failure" bind:checked=break_on_failure />
+                        " Pause after a failing step"
+                    </label>
+                </div>
+            </details>
+            <WatchToggle path=watch_path pipelines pipeline target break_before break_on_failure />
+            <TargetNotes targets />
+            {move || match pipelines.get() {
+                Some(Err(failure)) => Some(view! { <Failure failure /> }.into_any()),
+                _ => None,
+            }}
+            {move || failure.get().map(|failure| view! { <Failure failure /> })}
+            <h2>"Run history"</h2>
+            <div data-testid="history">
+                <ProjectJobs project=history_path />
             </div>
-        </details>
-        <WatchToggle path=watch_path pipelines pipeline target break_before break_on_failure />
-        <TargetNotes targets />
-        {move || match pipelines.get() {
-            Some(Err(failure)) => Some(view! { <Failure failure /> }.into_any()),
-            _ => None,
-        }}
-        {move || failure.get().map(|failure| view! { <Failure failure /> })}
-        <h2>"Run history"</h2>
-        <div data-testid="history">
-            <ProjectJobs project=history_path />
         </div>
+    }
+}
+
+/// Says why a project cannot open, once, with a way out: take it off the
+/// recent projects, or open another with the picker above.
+#[component]
+fn ProjectUnavailable(path: String, failure: ApiFailure) -> impl IntoView {
+    set_title("Project not found");
+    let recent = expect_context::<Recent>();
+    let listed = {
+        let path = path.clone();
+        move || {
+            recent
+                .projects
+                .with(|list| list.iter().any(|project| project.path == path))
+        }
+    };
+    let navigate = use_navigate();
+    let forget_path = path.clone();
+    let forget = move |_| recent.forget(forget_path.clone(), navigate.clone());
+    view! {
+        <section class="error" role="alert" data-testid="project-unavailable">
+            <h2>"This project cannot be opened"</h2>
+            <p data-testid="project-unavailable-text">{failure.message}</p>
+            <p class="muted">
+                "If the folder moved, open it again at its new place with "<strong>"Open folder…"</strong>
+                " or a path above. "
+                <Show when=listed>
+                    "Or take it off the recent projects: "
+                    <button type="button" class="button" on:click=forget.clone() data-testid="forget-unavailable">
+                        "Remove from Recent"
+                    </button>
+                </Show>
+            </p>
+        </section>
     }
 }
 
@@ -478,23 +587,12 @@ fn WatchToggle(
     break_before: RwSignal<String>,
     break_on_failure: RwSignal<bool>,
 ) -> impl IntoView {
-    let watch = RwSignal::new(None::<Watch>);
+    // The header lists the sessions and can stop this one too.
+    let watches = watches::watches();
+    let watched_path = path.clone();
+    let watch = Signal::derive(move || watches.of(&watched_path));
     let busy = RwSignal::new(false);
     let failure = RwSignal::new(None::<ApiFailure>);
-
-    // A session started before this page opened (by an earlier visit)
-    // shows as on.
-    let listed_path = path.clone();
-    spawn_local(async move {
-        match client::get::<WatchList>("/api/v1/watches").await {
-            Ok(list) => watch.set(
-                list.watches
-                    .into_iter()
-                    .find(|session| session.project == listed_path),
-            ),
-            Err(err) => failure.set(Some(err)),
-        }
-    });
 
     let toggle = move |_| {
         if busy.get_untracked() {
@@ -512,22 +610,16 @@ fn WatchToggle(
             break_on_failure: break_on_failure.get_untracked(),
         };
         spawn_local(async move {
-            let previous = running.clone();
             let outcome = match running {
-                Some(session) => client::delete(&format!("/api/v1/watches/{}", session.id))
-                    .await
-                    .map(|()| None),
+                Some(session) => watches.stop(&session.id).await,
                 None => client::post::<_, Watch>("/api/v1/watches", &body)
                     .await
-                    .map(Some),
+                    .map(|_| watches.refresh()),
             };
-            match outcome {
-                Ok(session) => watch.set(session),
-                Err(err) => {
-                    // Setting the unchanged value puts the checkbox back.
-                    watch.set(previous);
-                    failure.set(Some(err));
-                }
+            if let Err(err) = outcome {
+                // Notifying with the unchanged list puts the checkbox back.
+                watches.list.update(|_| {});
+                failure.set(Some(err));
             }
             busy.set(false);
         });
