@@ -190,8 +190,8 @@ pub struct DebugPause {
 }
 
 impl DebugPause {
-    /// Whether the step can be retried: only after it failed, since a step
-    /// paused before has not run.
+    /// Returns whether the step can be retried: only after it failed, since
+    /// a step paused before has not run.
     pub fn can_retry(&self) -> bool {
         self.reason == "failure"
     }

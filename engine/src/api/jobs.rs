@@ -54,8 +54,8 @@ pub struct Job {
     pub finished_at: Option<i64>,
     /// From start to finish; absent until both are known.
     pub duration_ms: Option<i64>,
-    /// Where the job ran: `local` or `kube:CONTEXT`; `null` for jobs
-    /// recorded before targets were.
+    /// The target the job ran on: `local` or `kube:CONTEXT`; `null` for
+    /// jobs recorded before targets were.
     pub target: Option<String>,
 }
 

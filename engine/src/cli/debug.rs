@@ -139,7 +139,7 @@ fn describe(pause: &Pause) -> String {
     }
 }
 
-/// How the debug shell of a pause ended.
+/// The end of the debug shell of a pause.
 enum ShellOutcome {
     /// A SIGTERM or SIGHUP arrived, which aborts the job.
     Signal(Decision),

@@ -262,7 +262,7 @@ impl LiveView {
         ));
     }
 
-    /// Shows `chunk`, or holds it until its step's start event names the
+    /// Shows `chunk`, or keeps it until its step's start event names the
     /// step: draining the channel can reach a step's output before that
     /// event.
     fn on_chunk(&mut self, chunk: LogChunk) {

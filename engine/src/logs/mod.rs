@@ -30,8 +30,9 @@ pub use scrub::{MASK, ScrubState, Scrubber};
 pub use writer::LogWriter;
 
 /// Number of chunks a live subscriber may fall behind before it gets
-/// `RecvError::Lagged`.
-pub const LIVE_CHANNEL_CAPACITY: usize = 1024;
+/// `RecvError::Lagged`. The channel keeps this many recent chunks of up to
+/// 128 KiB each, so it bounds a job's live backlog to about 32 MiB.
+pub const LIVE_CHANNEL_CAPACITY: usize = 256;
 
 /// Scrubbed log bytes stored by this process since it started, for metrics.
 static BYTES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -386,7 +386,7 @@ impl JobRuntime {
             .await
             .map_err(|err| {
                 if err.rejects_plan() {
-                    tracing::info!(job_id = %self.id(), error = %err, "the egress allowlist was refused");
+                    tracing::info!(job_id = %self.id(), error = %err, "the egress allowlist was rejected");
                     Status::invalid_argument(err.to_string())
                 } else {
                     tracing::warn!(job_id = %self.id(), error = %err, "failed to apply the egress allowlist");

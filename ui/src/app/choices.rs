@@ -29,7 +29,8 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.session_storage().ok().flatten()
 }
 
-/// The choices stored for `project`, `None` before the user made any.
+/// Returns the choices stored for `project`, `None` before the user made
+/// any.
 pub fn load(project: &str) -> Option<Choices> {
     let text = storage()?
         .get_item(&format!("{KEY_PREFIX}{project}"))

@@ -39,7 +39,7 @@ impl Watches {
         });
     }
 
-    /// The session watching `project`, if any.
+    /// Returns the session watching `project`, if any.
     pub fn of(self, project: &str) -> Option<Watch> {
         self.list.with(|list| {
             list.iter()

@@ -48,8 +48,8 @@ pub struct Pause {
     pub task: String,
     pub step: String,
     pub reason: PauseReason,
-    /// The step's working directory as the step sees it: on the engine's
-    /// machine, or in the pod on Kubernetes.
+    /// The working directory the step runs in: on the engine's machine, or
+    /// in the pod on Kubernetes.
     pub workdir: PathBuf,
     /// The container image the step runs in, if any.
     pub image: Option<String>,
