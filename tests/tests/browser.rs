@@ -253,6 +253,14 @@ def nap():
     row_state("success").await;
     browser.screenshot("success").await;
 
+    let target = browser
+        .eval_with(
+            "return document.querySelector(`[data-testid=job-row][data-job='${arguments[0]}'] \
+             [data-testid=job-row-target]`)?.textContent ?? null;",
+            vec![json!(id)],
+        )
+        .await;
+    assert_eq!(target, "local", "the row names the job's target");
     let marker = browser
         .eval("return window.danubeTestMarker ?? null;")
         .await;

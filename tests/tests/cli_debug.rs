@@ -24,9 +24,14 @@ struct Session {
 
 impl Session {
     fn start(sandbox: &Sandbox, extra: &[&str]) -> Session {
+        Session::spawn(sandbox, "run", extra)
+    }
+
+    /// Starts `danube COMMAND` on the sandbox's project.
+    fn spawn(sandbox: &Sandbox, command: &str, extra: &[&str]) -> Session {
         let mut child = sandbox
             .command()
-            .arg("run")
+            .arg(command)
             .arg(sandbox.project())
             .args(extra)
             .stdin(Stdio::piped())
@@ -156,6 +161,35 @@ fn abort_answer_cancels_the_job() {
         job["job"]["reason"],
         "aborted in the debugger, paused before test › check"
     );
+}
+
+/// A change that a watch session detects while the debugger waits for an
+/// answer ends the pause at once; Enter then lets the next run start.
+#[test]
+fn watch_change_at_the_question_ends_the_pause() {
+    let sandbox = failing_sandbox();
+    let mut session = Session::spawn(&sandbox, "watch", &["--break-before", "test/check"]);
+    session.wait_for("[c]ontinue, [a]bort?");
+
+    std::fs::write(sandbox.project().join("status.txt"), "still broken\n").unwrap();
+    session.wait_for("the job stopped while paused (a change or its timeout ended it)");
+    session.answer("");
+    session.wait_for("[c]ontinue, [a]bort?");
+    session.answer("a");
+    session.wait_for(" cancelled in ");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(session.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+
+    let (_, output) = session.finish();
+    let first_end = output
+        .find("cancelled: status.txt changed")
+        .unwrap_or_else(|| panic!("the change did not end the first job:\n{output}"));
+    let second_pause = output.rfind("⏸ paused").unwrap();
+    assert!(first_end < second_pause, "{output}");
+    assert!(output.contains("stopped watching"), "{output}");
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn unreachable(target: &Target, err: &ConnectError) -> ApiError {
         StatusCode::BAD_GATEWAY,
         "target_unreachable",
         format!(
-            "cannot run on `{target}`: {}; check that the cluster runs and that the kubeconfig's credentials are valid, or choose another target",
+            "cannot run on `{target}`: {}; choose another target, or try again once the cluster can be reached",
             error_chain(err)
         ),
     )

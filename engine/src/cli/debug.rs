@@ -76,8 +76,9 @@ impl DebugPrompt {
             print(&shell_end_text(ended));
         }
 
-        let decision = ask(interrupts, print, retry).await;
-        resume(debugger, decision, print);
+        if let Some(decision) = ask(debugger, interrupts, print, retry).await {
+            resume(debugger, decision, print);
+        }
     }
 }
 
@@ -191,33 +192,51 @@ fn shell_end_text(ended: Result<ShellEnd, DebugError>) -> String {
 /// Asks for the decision until a valid one is typed; `retry` is offered
 /// only after a failure, since a step paused before has not run. End of
 /// input and a signal abort.
+///
+/// Returns `None` when the job stopped meanwhile (a watch session's change,
+/// its timeout), which ends the pause without a decision.
 async fn ask(
+    debugger: &Debugger,
     interrupts: &mut Option<&mut Interrupts>,
     print: &(dyn Fn(&str) + Sync),
     retry: bool,
-) -> Decision {
+) -> Option<Decision> {
     loop {
         print(if retry {
             "[c]ontinue, [r]etry, [a]bort?"
         } else {
             "[c]ontinue, [a]bort?"
         });
-        let line = tokio::select! {
-            line = read_line() => line,
-            name = next_signal(interrupts) => {
-                print(&format!("received {name}: aborting the job"));
-                return Decision::Abort;
+        let read = read_line();
+        tokio::pin!(read);
+        let mut stopped = false;
+        let line = loop {
+            tokio::select! {
+                line = &mut read => break line,
+                name = next_signal(interrupts) => {
+                    print(&format!("received {name}: aborting the job"));
+                    return Some(Decision::Abort);
+                }
+                () = debugger.stopped(), if !stopped => {
+                    // The line being read is left to this question, so
+                    // that it cannot reach the next pause or shell.
+                    print("the job stopped while paused (a change or its timeout ended it); press Enter to go on");
+                    stopped = true;
+                }
             }
         };
+        if stopped {
+            return None;
+        }
         let Some(line) = line else {
             print("stdin closed without a decision: aborting the job");
-            return Decision::Abort;
+            return Some(Decision::Abort);
         };
         match parse_answer(&line) {
             Some(Decision::Retry) if !retry => print(
                 "there is nothing to retry: the step has not run yet; type c to run it or a to abort",
             ),
-            Some(decision) => return decision,
+            Some(decision) => return Some(decision),
             None => print(&format!(
                 "`{}` is not an answer: type {}",
                 line.trim(),

@@ -351,6 +351,7 @@ fn JobTable(
                         <th scope="col">"Pipeline"</th>
                         <th scope="col">"Job"</th>
                         <th scope="col">"Project"</th>
+                        <th scope="col">"Target"</th>
                         <th scope="col">"Started"</th>
                         <th scope="col">"Duration"</th>
                     </tr>
@@ -366,6 +367,7 @@ fn JobTable(
                             let project_filter = format!("/?project={}", client::query_value(&job.project));
                             let project_title = format!("Only jobs of {}", job.project);
                             let project = job.project.clone();
+                            let target = job.target.clone().unwrap_or_else(|| "local".to_owned());
                             let started = format::ago(job.started_at.unwrap_or(job.created_at), now);
                             let duration = running_time(job.duration_ms, job.started_at);
                             let state = job.state;
@@ -388,6 +390,7 @@ fn JobTable(
                                     <td><A href=href.clone()>{pipeline}</A>{rerun}</td>
                                     <td><A href=href attr:class="mono">{short}</A></td>
                                     <td class="project" title=project_title><A href=project_filter>{project}</A></td>
+                                    <td class="mono" data-testid="job-row-target">{target}</td>
                                     <td>{started}</td>
                                     <td class="num">{move || duration.get()}</td>
                                 </tr>

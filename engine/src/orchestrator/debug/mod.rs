@@ -555,6 +555,12 @@ impl Debugger {
         })
     }
 
+    /// Returns once the job is stopping: cancelled (by a watch session's
+    /// change, say) or timed out, which also ends its pause.
+    pub async fn stopped(&self) {
+        self.runtime.cancel.cancelled().await;
+    }
+
     /// Ends the pause with `decision` and returns the pause it ended.
     /// [`Decision::Abort`] cancels the job.
     ///
