@@ -163,8 +163,8 @@ fn abort_answer_cancels_the_job() {
     );
 }
 
-/// A change that a watch session detects while the debugger waits for an
-/// answer ends the pause at once; Enter then lets the next run start.
+/// A change that a watch session detects while the debugger waits for a
+/// decision ends the pause at once. Enter then lets the next run start.
 #[test]
 fn watch_change_at_the_question_ends_the_pause() {
     let sandbox = failing_sandbox();

@@ -280,17 +280,7 @@ async fn start_long_step(app: &DesktopApp, sandbox: &Path) -> i32 {
     )
     .expect("write danubefile.py");
     app.click("[data-testid=nav-project]").await;
-    app.type_text("[data-testid=project-path]", &project.display().to_string())
-        .await;
-    app.click("[data-testid=open-path]").await;
-    app.wait_for(
-        "the sleeper project page with Run enabled",
-        PAGE_TIMEOUT,
-        "const run = document.querySelector('[data-testid=run-project]');
-         const name = document.querySelector('[data-testid=project-name]')?.textContent;
-         return run !== null && !run.disabled && name === 'sleeper' ? true : `project: ${name}`;",
-    )
-    .await;
+    open_runnable_project(app, &project, "sleeper").await;
     app.click("[data-testid=run-project]").await;
 
     let deadline = Instant::now() + JOB_TIMEOUT;
@@ -366,23 +356,31 @@ async fn watch_reruns_after_change(app: &DesktopApp, project: &Path) {
     .await;
 }
 
+/// Opens `project` by its path and waits for its page, named `name`, with
+/// Run enabled.
+async fn open_runnable_project(app: &DesktopApp, project: &Path, name: &str) {
+    app.type_text("[data-testid=project-path]", &project.display().to_string())
+        .await;
+    app.click("[data-testid=open-path]").await;
+    app.wait_for(
+        &format!("the {name} project page with Run enabled"),
+        PAGE_TIMEOUT,
+        &format!(
+            "const run = document.querySelector('[data-testid=run-project]');
+             const name = document.querySelector('[data-testid=project-name]')?.textContent;
+             return run !== null && !run.disabled && name === '{name}' ? true : `project: ${{name}}`;"
+        ),
+    )
+    .await;
+}
+
 /// Stage 3: a run that breaks on its failing step; commands in the step's
 /// environment show the file that makes it fail and fix it there (the job
 /// runs in a copy of the project); retrying the step makes the job
 /// succeed.
 async fn break_retry_succeeds(app: &DesktopApp, sandbox: &Path) {
     let project = write_fixme_project(sandbox);
-    app.type_text("[data-testid=project-path]", &project.display().to_string())
-        .await;
-    app.click("[data-testid=open-path]").await;
-    app.wait_for(
-        "the fixme project page with Run enabled",
-        PAGE_TIMEOUT,
-        "const run = document.querySelector('[data-testid=run-project]');
-         const name = document.querySelector('[data-testid=project-name]')?.textContent;
-         return run !== null && !run.disabled && name === 'fixme' ? true : `project: ${name}`;",
-    )
-    .await;
+    open_runnable_project(app, &project, "fixme").await;
     app.click("[data-testid=break-options] summary").await;
     app.click("[data-testid=project-break-on-failure]").await;
     app.click("[data-testid=run-project]").await;

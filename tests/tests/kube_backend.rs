@@ -1479,15 +1479,8 @@ fn start_with_pod_coordinator(
 
 #[test]
 fn coordinator_in_the_pod_gets_its_token_over_stdin_only() {
-    let Some(cluster) = Cluster::for_faults(
+    let Some((cluster, sandbox)) = fault_sandbox(
         "coordinator_in_the_pod_gets_its_token_over_stdin_only",
-        EmulatorOptions::default(),
-    ) else {
-        return;
-    };
-    let emulator = cluster.emulator();
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
         r#"
 import os, sys, time
 from danube import artifacts, ctx, pipeline, step
@@ -1511,7 +1504,10 @@ def main():
     assert open("out.txt").read() == "from the worker\n"
     artifacts.upload("out.txt")
 "#,
-    );
+    ) else {
+        return;
+    };
+    let emulator = cluster.emulator();
 
     let (child, pod, workspace) = start_with_pod_coordinator(&cluster, &sandbox, "token-seen");
     let token = std::fs::read_to_string(workspace.join("token-seen")).unwrap();
@@ -1559,14 +1555,8 @@ def main():
 
 #[test]
 fn cancel_stops_the_coordinator_in_the_pod() {
-    let Some(cluster) = Cluster::for_faults(
+    let Some((cluster, sandbox)) = fault_sandbox(
         "cancel_stops_the_coordinator_in_the_pod",
-        EmulatorOptions::default(),
-    ) else {
-        return;
-    };
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
         r#"
 import time
 from danube import pipeline
@@ -1576,7 +1566,9 @@ def main():
     open("waiting", "w").close()
     time.sleep(600)
 "#,
-    );
+    ) else {
+        return;
+    };
 
     let (child, _, _) = start_with_pod_coordinator(&cluster, &sandbox, "waiting");
     // SIGINT is what Ctrl-C sends to the danube process.
@@ -1597,15 +1589,8 @@ def main():
 
 #[test]
 fn dropped_coordinator_exec_is_reattached() {
-    let Some(cluster) = Cluster::for_faults(
+    let Some((cluster, sandbox)) = fault_sandbox(
         "dropped_coordinator_exec_is_reattached",
-        EmulatorOptions::default(),
-    ) else {
-        return;
-    };
-    let emulator = cluster.emulator();
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
         r#"
 import os, time
 from danube import pipeline, step
@@ -1619,7 +1604,10 @@ def main():
     print("script resumed", flush=True)
     step.run("echo step ran", name="after")
 "#,
-    );
+    ) else {
+        return;
+    };
+    let emulator = cluster.emulator();
 
     let (child, _, workspace) = start_with_pod_coordinator(&cluster, &sandbox, "waiting");
     assert!(
@@ -1645,15 +1633,8 @@ def main():
 
 #[test]
 fn lost_coordinator_fails_the_job_with_the_reason() {
-    let Some(cluster) = Cluster::for_faults(
+    let Some((cluster, sandbox)) = fault_sandbox(
         "lost_coordinator_fails_the_job_with_the_reason",
-        EmulatorOptions::default(),
-    ) else {
-        return;
-    };
-    let emulator = cluster.emulator();
-    let sandbox = Sandbox::new();
-    sandbox.pipeline(
         r#"
 import time
 from danube import pipeline
@@ -1663,7 +1644,10 @@ def main():
     open("waiting", "w").close()
     time.sleep(600)
 "#,
-    );
+    ) else {
+        return;
+    };
+    let emulator = cluster.emulator();
 
     let (child, _, _) = start_with_pod_coordinator(&cluster, &sandbox, "waiting");
     emulator.refuse_execs(true);

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use danube::model::{JobId, JobState, TriggerType};
@@ -338,6 +338,21 @@ async fn change_during_step_cancels_job_and_reruns() {
     watching.task.await.unwrap();
 }
 
+/// Starts `danube watch` on the sandbox's project with a 100 ms debounce,
+/// and returns it with a reader of its output lines.
+fn start_cli_watch(sandbox: &Sandbox) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let project = sandbox.project();
+    let mut child = sandbox
+        .command()
+        .args(["watch", project.to_str().unwrap(), "--debounce", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(child.stdout.take().unwrap());
+    (child, lines)
+}
+
 /// Reads `danube watch` output lines on a thread and hands them over.
 fn line_reader(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -376,15 +391,7 @@ fn read_until(
 fn cli_watch_reruns_and_stops_on_sigint() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(QUICK_PIPELINE);
-    let project = sandbox.project();
-    let mut child = sandbox
-        .command()
-        .args(["watch", project.to_str().unwrap(), "--debounce", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(child.stdout.take().unwrap());
+    let (mut child, lines) = start_cli_watch(&sandbox);
     let mut seen = Vec::new();
 
     read_until(&lines, &mut seen, |line| line.starts_with("watching "));
@@ -637,15 +644,7 @@ def slow():
 fn cli_watch_names_change_that_cancelled_job() {
     let sandbox = Sandbox::new();
     sandbox.pipeline(SLOW_PIPELINE);
-    let project = sandbox.project();
-    let mut child = sandbox
-        .command()
-        .args(["watch", project.to_str().unwrap(), "--debounce", "100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(child.stdout.take().unwrap());
+    let (mut child, lines) = start_cli_watch(&sandbox);
     let mut seen = Vec::new();
 
     read_until(&lines, &mut seen, |line| line.contains("main › wait"));
@@ -685,7 +684,7 @@ fn cli_watch_names_change_that_cancelled_job() {
         Some(
             format!(
                 "stopped watching {}",
-                project.canonicalize().unwrap().display()
+                sandbox.project().canonicalize().unwrap().display()
             )
             .as_str()
         ),

@@ -101,16 +101,16 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    /// Returns the first option given that only a kube target uses, as the
-    /// command line spells it.
+    /// Returns the options set on the command line that only a kube target
+    /// uses, as the command line spells them.
     fn kube_only_options(&self) -> Vec<&'static str> {
-        let given = [
+        let options = [
             (!self.egress_allow.is_empty(), "--egress-allow"),
             (self.egress_fixed, "--egress-fixed"),
             (self.coordinator.is_some(), "--coordinator"),
             (self.engine_address.is_some(), "--engine-address"),
         ];
-        given
+        options
             .into_iter()
             .filter_map(|(set, option)| set.then_some(option))
             .collect()

@@ -646,16 +646,16 @@ mod tests {
         ] {
             policy.check(&url(allowed)).unwrap();
         }
-        for refused in [
+        for rejected in [
             "corp.example",
             "git.example.evil",
             "169.254.169.254",
             "localhost",
         ] {
-            let error = policy.check(&url(refused)).unwrap_err();
+            let error = policy.check(&url(rejected)).unwrap_err();
             assert!(
                 matches!(error, RepositoryError::HostNotAllowed { .. }),
-                "{refused}: {error}"
+                "{rejected}: {error}"
             );
         }
 

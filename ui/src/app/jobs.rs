@@ -489,7 +489,7 @@ pub fn StateBadge(state: State) -> impl IntoView {
     }
 }
 
-/// The state badge of a task or step paused in the debugger.
+/// Shows the state badge of a task or step paused in the debugger.
 #[component]
 pub fn PausedBadge() -> impl IntoView {
     view! {

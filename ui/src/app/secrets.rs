@@ -82,15 +82,15 @@ pub fn SecretsPage() -> impl IntoView {
                             {list.into_iter().map(|secret| {
                                 let shown = secret.clone();
                                 let id = (secret.key.clone(), secret.scope.clone());
-                                let asked = id.clone();
-                                let is_asked = move || confirming.get().as_ref() == Some(&asked);
+                                let row = id.clone();
+                                let is_confirming = move || confirming.get().as_ref() == Some(&row);
                                 view! {
                                     <tr data-testid="secret-row" data-key=shown.key.clone()>
                                         <td class="mono">{shown.key.clone()}</td>
                                         <td>{shown.scope.clone()}</td>
                                         <td>
                                             <Show
-                                                when=is_asked
+                                                when=is_confirming
                                                 fallback=move || {
                                                     let id = id.clone();
                                                     view! {

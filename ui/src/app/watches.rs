@@ -85,7 +85,8 @@ pub fn watches() -> Watches {
     expect_context::<Watches>()
 }
 
-/// One chip per running watch session: the project, and Stop.
+/// Shows one chip per running watch session: its project and a Stop
+/// button.
 #[component]
 pub fn ActiveWatches() -> impl IntoView {
     let watches = watches();
